@@ -1,0 +1,545 @@
+"""Network deconvolution layers (Ye et al., ICLR 2020), written from the method's equations.
+
+A deconvolution layer whitens the input of a convolution (or linear) layer before the layer
+multiplies it by its weight.  For a conv with kernel ``k x k`` the "features" are the
+``C*k*k`` entries of an im2col patch.  In training mode the layer
+
+1. samples patches ``X`` (one row per patch) at a stride ``sampling_stride * conv_stride``;
+2. splits the features into channel blocks that share one covariance (block-diagonal whitening);
+3. centres them, ``mu = mean(X)``, and forms ``Cov = Xc^T Xc / M + eps * I``;
+4. approximates ``D = Cov^(-1/2)`` with coupled Newton-Schulz iterations;
+5. folds the whitening into the weight, ``W' = W D`` and ``b' = b - W' mu``, so that
+   ``conv(x, W', b') == conv_of((patches(x) - mu) D, W)`` and the activations are convolved
+   exactly once.
+
+Running averages of ``mu`` and of the matrix ``D`` (not of the covariance) are kept with
+momentum ``0.1``; evaluation mode uses them and computes no statistics.
+
+Two choices of the public code are kept on purpose and named here:
+
+* **Interleaved grouping** (``grouping="interleaved"``, the default of :class:`FastDeconv`):
+  the public code views the ``C*k*k`` patch axis as ``(B*k*k, G)``, so block ``g`` holds the
+  features ``g, g+G, g+2G, ...`` -- a strided subset that mixes channels and kernel positions,
+  not a contiguous run of channels.  ``grouping="contiguous"`` takes whole channels
+  ``[g*B, (g+1)*B)`` instead.  Both are valid block-diagonal whitenings.
+* **Block-size rules** (:func:`effective_block`): ``B = C`` if ``block > C``; otherwise
+  ``B = gcd(block, C)`` if ``C % block != 0``; for grouped convs ``B = C / groups`` whatever
+  ``block`` says (one covariance per conv group).
+* **Periodic freezing** (``freeze=True``, used for the first layer): the public code counts
+  training iterations modulo ``10 * freeze_iter`` and uses the running statistics (no new
+  estimate, no gradient through them) whenever the count exceeds ``freeze_iter``.  So the
+  statistics are estimated for the first ``freeze_iter + 1`` iterations and then re-estimated
+  for ``freeze_iter + 1`` iterations out of every ``10 * freeze_iter``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+__all__ = [
+    "isqrt_newton_schulz",
+    "effective_block",
+    "sample_patches",
+    "group_features",
+    "centered_covariance",
+    "FastDeconv",
+    "Delinear",
+    "ChannelDeconv",
+    "finite_checks",
+    "GROUPINGS",
+]
+
+GROUPINGS = ("interleaved", "contiguous")
+
+_CHECK_FINITE = True
+
+
+@contextlib.contextmanager
+def finite_checks(enabled: bool) -> Iterator[None]:
+    """Turn the training-mode check for non-finite statistics on or off inside a block.
+
+    The check reads one boolean back from the device per layer and step; on a GPU that is a
+    synchronisation, so a training loop that already checks its loss may switch it off.
+    """
+    global _CHECK_FINITE
+    previous, _CHECK_FINITE = _CHECK_FINITE, bool(enabled)
+    try:
+        yield
+    finally:
+        _CHECK_FINITE = previous
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+def _check_unit_interval(name: str, value) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    return value
+
+
+def _check_positive_float(name: str, value) -> float:
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+def _raise_if_not_finite(stat: torch.Tensor, layer: str) -> None:
+    if _CHECK_FINITE and not bool(torch.isfinite(stat).all()):
+        raise ValueError(
+            f"{layer}: the batch statistics are not finite (the input contains NaN or Inf). "
+            "Check the data and the loss; a diverging run usually shows here first."
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Functional pieces
+# --------------------------------------------------------------------------------------
+def isqrt_newton_schulz(A: torch.Tensor, n_iter: int = 5) -> torch.Tensor:
+    """Inverse square root of symmetric positive definite matrices by coupled Newton-Schulz.
+
+    With ``Y0 = A / ||A||_F`` and ``Z0 = I`` the iteration
+
+        T = (3 I - Z Y) / 2,   Y <- Y T,   Z <- T Z
+
+    drives ``Y -> (A/||A||_F)^(1/2)`` and ``Z -> (A/||A||_F)^(-1/2)`` quadratically once the
+    spectrum is near 1 (dividing by the Frobenius norm puts every eigenvalue in ``(0, 1]``,
+    where the iteration converges).  The result is ``Z / sqrt(||A||_F)``.  Only matrix
+    products are used, so it is fast on accelerators and differentiable by autograd.
+
+    Two products of the textbook loop are skipped because their value is known: the first
+    iteration has ``Z = I`` (so ``T = (3I - Y)/2`` and ``Z = T``), and the last update of
+    ``Y`` is never used.  Multiplying by the identity is exact in floating point, so the
+    result is bit-for-bit the one of the plain loop.
+
+    Args:
+        A: ``(n, n)`` or batched ``(..., n, n)`` SPD matrices.
+        n_iter: number of iterations (the paper uses 5; more gives a closer inverse root).
+    """
+    _check_positive_int("n_iter", n_iter)
+    if A.dim() < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"isqrt_newton_schulz expects square matrices (..., n, n), got shape {tuple(A.shape)}")
+    n = A.shape[-1]
+    norm = torch.linalg.matrix_norm(A, keepdim=True)  # Frobenius norm per matrix
+    Y = A / norm
+    eye = torch.eye(n, dtype=A.dtype, device=A.device)
+    T = 0.5 * (3.0 * eye - Y)
+    Z = T
+    if n_iter > 1:
+        Y = Y @ T
+    for i in range(1, n_iter):
+        T = 0.5 * (3.0 * eye - Z @ Y)
+        if i < n_iter - 1:
+            Y = Y @ T
+        Z = T @ Z
+    return Z / torch.sqrt(norm)
+
+
+def effective_block(channels: int, block: int, groups: int = 1) -> int:
+    """The public code's block-size rule: how many channels share one covariance.
+
+    ``block`` larger than ``channels`` -> ``channels``; ``channels % block != 0`` ->
+    ``gcd(block, channels)``; a grouped conv (``groups > 1``) -> ``channels // groups``.
+    """
+    _check_positive_int("channels", channels)
+    _check_positive_int("block", block)
+    _check_positive_int("groups", groups)
+    if groups > 1:
+        return channels // groups
+    if block > channels:
+        return channels
+    if channels % block:
+        return math.gcd(block, channels)
+    return block
+
+
+def sample_patches(
+    x: torch.Tensor,
+    kernel_size: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    sampling_stride: int,
+) -> torch.Tensor:
+    """im2col on a sub-grid: the ``k x k`` patches of ``x`` at stride ``sampling_stride``.
+
+    Returns ``(rows, C*k*k)`` with features ordered ``(channel, ky, kx)``, as ``F.unfold``
+    and ``conv2d``'s weight order them.  For a 1x1 kernel the patch is a pixel's channel
+    vector and every ``sampling_stride**2``-th pixel (in ``N, H, W`` order) is kept, as in the
+    public code.
+    """
+    N, C, H, W = x.shape
+    if kernel_size == (1, 1):
+        return x.permute(0, 2, 3, 1).reshape(-1, C)[:: sampling_stride**2]
+    cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=sampling_stride)
+    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+
+
+def group_features(X: torch.Tensor, num_groups: int, grouping: str = "interleaved") -> torch.Tensor:
+    """Split the feature axis of ``X`` (``..., F``) into ``num_groups`` blocks: ``(..., G, F/G)``.
+
+    ``interleaved`` (the public code): block ``g`` holds features ``g, g+G, g+2G, ...``.
+    ``contiguous``: block ``g`` holds features ``[g*F/G, (g+1)*F/G)``.
+    The same function groups the conv weight's input axis, so data and weight always agree.
+    """
+    *lead, F_ = X.shape
+    per_group = F_ // num_groups
+    if grouping == "interleaved":
+        return X.reshape(*lead, per_group, num_groups).transpose(-1, -2)
+    if grouping == "contiguous":
+        return X.reshape(*lead, num_groups, per_group)
+    raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+
+
+def ungroup_features(Xg: torch.Tensor, grouping: str = "interleaved") -> torch.Tensor:
+    """Inverse of :func:`group_features`: ``(..., G, F/G)`` back to ``(..., F)``."""
+    *lead, G, per_group = Xg.shape
+    if grouping == "interleaved":
+        return Xg.transpose(-1, -2).reshape(*lead, G * per_group)
+    if grouping == "contiguous":
+        return Xg.reshape(*lead, G * per_group)
+    raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+
+
+def centered_covariance(X: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column mean and ``Cov = (X - mu)^T (X - mu) / rows + eps I`` of ``X`` (``..., rows, F``)."""
+    mean = X.mean(dim=-2)
+    Xc = X - mean.unsqueeze(-2)
+    eye = torch.eye(X.shape[-1], dtype=X.dtype, device=X.device)
+    cov = Xc.transpose(-1, -2) @ Xc / X.shape[-2] + eps * eye
+    return mean, cov
+
+
+# --------------------------------------------------------------------------------------
+# Conv layer
+# --------------------------------------------------------------------------------------
+class FastDeconv(nn.Conv2d):
+    """A drop-in for :class:`torch.nn.Conv2d` whose input patches are whitened first.
+
+    Same arguments as ``nn.Conv2d`` (zero padding only) plus:
+
+    Args:
+        block: channels per whitening block (``B``); see :func:`effective_block`.
+        eps: ridge added to the covariance diagonal.
+        n_iter: Newton-Schulz iterations.
+        momentum: weight of the new batch in the running mean and running ``D``.
+        sampling_stride: statistics use patches at stride ``sampling_stride * stride``.
+        freeze: use the public code's periodic freezing (see the module docstring).
+        freeze_iter: iterations after which the statistics freeze.
+        grouping: ``"interleaved"`` (public code) or ``"contiguous"``; ``groups == 1`` only.
+
+    Buffers: ``running_mean`` (``B*k*k`` for ``groups == 1``, else ``C*k*k``),
+    ``running_deconv`` (``(B*k*k)^2``, or ``(groups, B*k*k, B*k*k)``) and
+    ``num_batches_tracked`` (training iterations seen, which drives freezing and survives a
+    checkpoint round trip).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        block: int = 64,
+        eps: float = 1e-5,
+        n_iter: int = 5,
+        momentum: float = 0.1,
+        sampling_stride: int = 3,
+        freeze: bool = False,
+        freeze_iter: int = 100,
+        grouping: str = "interleaved",
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+    ) -> None:
+        if padding_mode != "zeros":
+            raise ValueError(f"FastDeconv supports padding_mode='zeros' only, got {padding_mode!r}")
+        if isinstance(padding, str):
+            raise ValueError("FastDeconv needs explicit integer padding (string padding like 'same' is not supported)")
+        _check_positive_int("in_channels", in_channels)
+        _check_positive_int("out_channels", out_channels)
+        _check_positive_int("groups", groups)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+            padding_mode, device=device, dtype=dtype,
+        )
+        _check_positive_int("block", block)
+        _check_positive_int("n_iter", n_iter)
+        _check_positive_int("sampling_stride", sampling_stride)
+        _check_positive_int("freeze_iter", freeze_iter)
+        if grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
+        if self.kernel_size[0] != self.kernel_size[1]:
+            raise ValueError(f"FastDeconv needs a square kernel, got {self.kernel_size}")
+        self.eps = _check_positive_float("eps", eps)
+        self.momentum = _check_unit_interval("momentum", momentum)
+        self.n_iter = n_iter
+        self.requested_block = block
+        self.block = effective_block(in_channels, block, groups)
+        self.sampling_stride = sampling_stride
+        self.freeze = bool(freeze)
+        self.freeze_iter = freeze_iter
+        self.grouping = grouping
+        k2 = self.kernel_size[0] * self.kernel_size[1]
+        self.num_features = self.block * k2  # size of one covariance
+        self.num_blocks = in_channels // self.block  # G (groups == 1) or `groups`
+        factory = {"device": device, "dtype": dtype}
+        if groups == 1:
+            self.register_buffer("running_mean", torch.zeros(self.num_features, **factory))
+            self.register_buffer("running_deconv", torch.eye(self.num_features, **factory))
+        else:
+            self.register_buffer("running_mean", torch.zeros(in_channels * k2, **factory))
+            eye = torch.eye(self.num_features, **factory)
+            self.register_buffer("running_deconv", eye.repeat(groups, 1, 1))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def statistics_stride(self) -> int:
+        """The stride of the sampled patch grid: ``sampling_stride * conv stride``."""
+        return self.sampling_stride * self.stride[0]
+
+    def is_frozen(self) -> bool:
+        """Whether the next training step uses the running statistics (public-code freezing)."""
+        if not self.freeze:
+            return False
+        return int(self.num_batches_tracked) % (10 * self.freeze_iter) > self.freeze_iter
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"FastDeconv expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"FastDeconv expects a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"FastDeconv was built for {self.in_channels} input channels, got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)})"
+            )
+
+    def batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and whitening matrix ``D`` of the sampled patches of ``x`` (no buffer update)."""
+        X = sample_patches(x, self.kernel_size, self.padding, self.dilation, self.statistics_stride)
+        if self.groups == 1:
+            # (rows, C*k*k) -> (rows * G, B*k*k): all blocks stacked, one shared covariance
+            X = group_features(X, self.num_blocks, self.grouping).reshape(-1, self.num_features)
+        else:
+            # (rows, C*k*k) -> (groups, rows, B*k*k): one covariance per conv group
+            X = X.reshape(-1, self.groups, self.num_features).transpose(0, 1)
+        mean, cov = centered_covariance(X, self.eps)
+        _raise_if_not_finite(cov, type(self).__name__)
+        return mean.reshape(self.running_mean.shape), isqrt_newton_schulz(cov, self.n_iter)
+
+    def folded_weight_and_bias(
+        self, mean: torch.Tensor, deconv: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W' = W D`` and ``b' = b - sum over blocks of W'_g mu`` (same grouping as the data)."""
+        C_out = self.out_channels
+        if self.groups == 1:
+            w = group_features(self.weight.reshape(C_out, -1), self.num_blocks, self.grouping)
+            w = w @ deconv  # (C_out, G, B*k*k)
+            shift = (w @ mean).sum(dim=1)  # sum over blocks of W'_g mu
+            w = ungroup_features(w, self.grouping)
+        else:
+            w = self.weight.reshape(self.groups, C_out // self.groups, self.num_features) @ deconv
+            shift = (w @ mean.reshape(self.groups, self.num_features, 1)).reshape(C_out)
+        bias = -shift if self.bias is None else self.bias - shift
+        return w.reshape(self.weight.shape), bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if self.training and not self.is_frozen():
+            mean, deconv = self.batch_statistics(x)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_deconv.lerp_(deconv.detach(), self.momentum)
+        else:
+            mean, deconv = self.running_mean, self.running_deconv
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        w, b = self.folded_weight_and_bias(mean, deconv)
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        s += (
+            f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}, "
+            f"sampling_stride={self.sampling_stride}"
+        )
+        if self.groups == 1 and self.num_blocks > 1:
+            s += f", grouping={self.grouping}"
+        if self.freeze:
+            s += f", freeze=True, freeze_iter={self.freeze_iter}"
+        return s
+
+
+# --------------------------------------------------------------------------------------
+# Linear layer
+# --------------------------------------------------------------------------------------
+class Delinear(nn.Linear):
+    """A drop-in for :class:`torch.nn.Linear` whose input features are whitened in blocks.
+
+    The ``in_features`` are cut into contiguous blocks of ``block`` features (block rule as in
+    :func:`effective_block`); all blocks share one covariance.  Mean, covariance,
+    Newton-Schulz, running averages and the fold into the weight follow :class:`FastDeconv`.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        block: int = 512,
+        eps: float = 1e-5,
+        n_iter: int = 5,
+        momentum: float = 0.1,
+        device=None,
+        dtype=None,
+    ) -> None:
+        _check_positive_int("in_features", in_features)
+        _check_positive_int("out_features", out_features)
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        _check_positive_int("block", block)
+        _check_positive_int("n_iter", n_iter)
+        self.eps = _check_positive_float("eps", eps)
+        self.momentum = _check_unit_interval("momentum", momentum)
+        self.n_iter = n_iter
+        self.requested_block = block
+        self.block = effective_block(in_features, block)
+        factory = {"device": device, "dtype": dtype}
+        self.register_buffer("running_mean", torch.zeros(self.block, **factory))
+        self.register_buffer("running_deconv", torch.eye(self.block, **factory))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"Delinear expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 2:
+            raise ValueError(f"Delinear expects a 2-D input (N, features), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"Delinear was built for {self.in_features} input features, got {x.shape[1]}")
+
+    def batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, cov = centered_covariance(x.reshape(-1, self.block), self.eps)
+        _raise_if_not_finite(cov, type(self).__name__)
+        return mean, isqrt_newton_schulz(cov, self.n_iter)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if self.training:
+            mean, deconv = self.batch_statistics(x)
+            with torch.no_grad():
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_deconv.lerp_(deconv.detach(), self.momentum)
+            self.num_batches_tracked.add_(1)
+        else:
+            mean, deconv = self.running_mean, self.running_deconv
+        w = self.weight.reshape(self.out_features, -1, self.block) @ deconv
+        shift = (w @ mean).sum(dim=1)
+        bias = -shift if self.bias is None else self.bias - shift
+        return F.linear(x, w.reshape(self.weight.shape), bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}"
+
+
+# --------------------------------------------------------------------------------------
+# Channel deconvolution
+# --------------------------------------------------------------------------------------
+class ChannelDeconv(nn.Module):
+    """Whitens the channels of a feature map (or the features of a vector) in one block.
+
+    The first ``c = (C // block) * block`` channels are cut into ``block`` interleaved
+    groups (as the public code does, channel ``j + i*(c/block)`` goes to row ``i``) that share
+    one ``block x block`` covariance; their centred values are multiplied by its inverse
+    square root.  The leftover ``C - c`` channels are standardised with one scalar mean and
+    variance.  Statistics use every ``sampling_stride**2``-th value when the map is at least
+    ``sampling_stride`` wide.  On the very first training batch the running buffers are set
+    to the batch values (not averaged towards their initial values), as in the public code.
+    The public code uses this layer only when the decorrelated linear classifier is off.
+    """
+
+    def __init__(self, block: int, eps: float = 1e-2, n_iter: int = 5, momentum: float = 0.1, sampling_stride: int = 3):
+        super().__init__()
+        self.block = _check_positive_int("block", block)
+        self.n_iter = _check_positive_int("n_iter", n_iter)
+        self.sampling_stride = _check_positive_int("sampling_stride", sampling_stride)
+        self.eps = _check_positive_float("eps", eps)
+        self.momentum = _check_unit_interval("momentum", momentum)
+        self.register_buffer("running_mean1", torch.zeros(block, 1))
+        self.register_buffer("running_deconv", torch.eye(block))
+        self.register_buffer("running_mean2", torch.zeros(1, 1))
+        self.register_buffer("running_var", torch.ones(1, 1))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def _track(self, buffer: torch.Tensor, value: torch.Tensor) -> None:
+        with torch.no_grad():
+            if int(self.num_batches_tracked) == 0:
+                buffer.copy_(value.detach())
+            else:
+                buffer.lerp_(value.detach(), self.momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"ChannelDeconv expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() not in (2, 4):
+            raise ValueError(f"ChannelDeconv expects (N, C) or (N, C, H, W), got shape {tuple(x.shape)}")
+        shape = x.shape
+        if x.dim() == 2:
+            x = x[:, :, None, None]
+        N, C, H, W = x.shape
+        B = self.block
+        c = (C // B) * B
+        if c == 0:
+            raise ValueError(f"ChannelDeconv block={B} is larger than the {C} channels; use block <= {C}")
+        subsample = self.sampling_stride > 1 and H >= self.sampling_stride and W >= self.sampling_stride
+        step = self.sampling_stride**2 if subsample else 1
+
+        x1 = x[:, :c].permute(1, 0, 2, 3).reshape(B, -1)
+        if self.training:
+            x1_s = x1[:, ::step]
+            mean1 = x1_s.mean(dim=-1, keepdim=True)
+            xs_c = x1_s - mean1
+            eye = torch.eye(B, dtype=x.dtype, device=x.device)
+            cov = xs_c @ xs_c.t() / xs_c.shape[1] + self.eps * eye
+            _raise_if_not_finite(cov, type(self).__name__)
+            deconv = isqrt_newton_schulz(cov, self.n_iter)
+            self._track(self.running_mean1, mean1)
+            self._track(self.running_deconv, deconv)
+        else:
+            mean1, deconv = self.running_mean1, self.running_deconv
+        out = (deconv @ (x1 - mean1)).reshape(c, N, H, W).permute(1, 0, 2, 3)
+
+        if c != C:
+            rest = x[:, c:]
+            if self.training:
+                rest_s = rest.reshape(N, -1)[:, ::step]
+                mean2, var = rest_s.mean(), rest_s.var()
+                self._track(self.running_mean2, mean2.reshape(1, 1))
+                self._track(self.running_var, var.reshape(1, 1))
+            else:
+                mean2, var = self.running_mean2, self.running_var
+            out = torch.cat([out, (rest - mean2) / (var + self.eps).sqrt()], dim=1)
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return out.reshape(shape)
+
+    def extra_repr(self) -> str:
+        return f"block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}, sampling_stride={self.sampling_stride}"
