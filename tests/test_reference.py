@@ -1,0 +1,188 @@
+"""ndlib.layers against the faithful re-implementation of the public algorithm (ndlib._reference).
+
+For every configuration the same input goes through an ``ndlib`` layer and its reference copy
+for a few training steps: outputs, the gradients of input / weight / bias, and the running
+buffers must agree within 1e-5 relative (norm-wise) in float32 and 1e-10 in float64.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ndlib import _reference as ref
+from ndlib import layers as nd
+
+RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def assert_close(a, b, dtype, what):
+    err = rel_err(a.detach(), b.detach())
+    assert err <= RTOL[dtype], f"{what}: relative error {err:.3g} > {RTOL[dtype]:g}"
+
+
+def run_pair(layer, reference, make_input, dtype, steps=3, train=True):
+    """Run both layers ``steps`` times on the same inputs, comparing everything each time."""
+    layer.train(train)
+    reference.train(train)
+    gen = torch.Generator().manual_seed(123)
+    for step in range(steps):
+        x = make_input(gen).to(dtype)
+        x1 = x.clone().requires_grad_(True)
+        x2 = x.clone().requires_grad_(True)
+        y1, y2 = layer(x1), reference(x2)
+        assert_close(y1, y2, dtype, f"output (step {step})")
+        upstream = torch.randn(y1.shape, generator=gen, dtype=dtype)
+        (y1 * upstream).sum().backward()
+        (y2 * upstream).sum().backward()
+        assert_close(x1.grad, x2.grad, dtype, f"input gradient (step {step})")
+        assert_close(layer.weight.grad, reference.weight.grad, dtype, f"weight gradient (step {step})")
+        if layer.bias is not None:
+            assert_close(layer.bias.grad, reference.bias.grad, dtype, f"bias gradient (step {step})")
+        assert_close(layer.running_mean, reference.running_mean, dtype, f"running_mean (step {step})")
+        assert_close(layer.running_deconv, reference.running_deconv, dtype, f"running_deconv (step {step})")
+        layer.zero_grad()
+        reference.zero_grad()
+
+
+CONV_CASES = {
+    # name: (in, out, kernel, stride, padding, dilation, groups, bias, block, H)
+    "3x3": (16, 8, 3, 1, 1, 1, 1, True, 64, 10),
+    "3x3-stride2-blocks": (32, 12, 3, 2, 1, 1, 1, True, 8, 11),
+    "3x3-gcd-block": (24, 6, 3, 1, 0, 1, 1, True, 16, 9),
+    "5x5-pad2": (6, 4, 5, 1, 2, 1, 1, True, 64, 12),
+    "dilation2": (8, 4, 3, 1, 2, 2, 1, True, 4, 12),
+    "1x1": (32, 16, 1, 1, 0, 1, 1, True, 8, 8),
+    "1x1-stride2": (16, 8, 1, 2, 0, 1, 1, True, 16, 9),
+    "rgb-input": (3, 8, 3, 1, 1, 1, 1, True, 64, 16),
+    "no-bias": (16, 8, 3, 1, 1, 1, 1, False, 4, 8),
+    "grouped": (16, 8, 3, 1, 1, 1, 4, True, 64, 8),
+    "depthwise": (12, 12, 3, 2, 1, 1, 12, True, 64, 9),
+    "depthwise-no-bias": (8, 8, 3, 1, 1, 1, 8, False, 64, 7),
+}
+
+
+def make_conv_pair(case, dtype, **options):
+    cin, cout, k, stride, pad, dil, groups, bias, block, _ = CONV_CASES[case]
+    torch.manual_seed(0)
+    layer = nd.FastDeconv(cin, cout, k, stride, pad, dil, groups, bias, block=block, dtype=dtype, **options)
+    with torch.no_grad():
+        if layer.bias is not None:
+            layer.bias.normal_()
+    return layer, ref.to_reference(layer)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+def test_fastdeconv_matches_reference(case, dtype):
+    layer, reference = make_conv_pair(case, dtype)
+    cin, H = CONV_CASES[case][0], CONV_CASES[case][-1]
+    # correlated, non-centred input, so the whitening has something to do
+    mix = torch.randn(cin, cin, generator=torch.Generator().manual_seed(1)) / cin**0.5 + torch.eye(cin)
+
+    def make_input(gen):
+        x = torch.randn(4, cin, H, H, generator=gen)
+        return torch.einsum("dc,nchw->ndhw", mix, x) + 0.5
+
+    run_pair(layer, reference, make_input, dtype)
+    run_pair(layer, reference, make_input, dtype, steps=1, train=False)  # evaluation uses the buffers
+
+
+def test_freezing_follows_the_public_counter():
+    """freeze_iter=2: statistics for iterations 0..2, frozen 3..19, re-estimated at 20..22."""
+    layer, reference = make_conv_pair("rgb-input", torch.float64, freeze=True, freeze_iter=2)
+    gen = torch.Generator().manual_seed(5)
+    changed = []
+    for step in range(24):
+        x = torch.randn(2, 3, 16, 16, generator=gen, dtype=torch.float64) * 2 + 1
+        before = layer.running_mean.clone()
+        assert_close(layer(x), reference(x), torch.float64, f"output at step {step}")
+        assert_close(layer.running_deconv, reference.running_deconv, torch.float64, f"running_deconv at {step}")
+        changed.append(not torch.equal(before, layer.running_mean))
+    assert reference.counter == 24 % 20
+    assert [i for i, c in enumerate(changed) if c] == [0, 1, 2, 20, 21, 22]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("in_features,block,bias", [(64, 16, True), (48, 512, True), (40, 16, False), (30, 8, True)])
+def test_delinear_matches_reference(in_features, block, bias, dtype):
+    torch.manual_seed(0)
+    layer = nd.Delinear(in_features, 10, bias, block=block, dtype=dtype)
+    reference = ref.to_reference(layer)
+    assert isinstance(reference, ref.ReferenceDelinear) and reference.block == layer.block
+    mix = torch.randn(in_features, in_features, generator=torch.Generator().manual_seed(2)) / in_features**0.5
+
+    def make_input(gen):
+        return (torch.randn(256, in_features, generator=gen) @ (mix + torch.eye(in_features))) + 1.0
+
+    run_pair(layer, reference, make_input, dtype)
+    run_pair(layer, reference, make_input, dtype, steps=1, train=False)
+
+
+def test_newton_schulz_equals_textbook_loop():
+    """ndlib's loop skips identity products and the unused last update: same numbers."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(40, 27, generator=gen)
+    cov = a.t() @ a / 40 + 1e-5 * torch.eye(27)
+    for n_iter in (1, 2, 5, 15):
+        ours = nd.isqrt_newton_schulz(cov, n_iter)
+        theirs = ref.reference_isqrt_newton_schulz(cov, n_iter)
+        assert rel_err(ours, theirs) <= 1e-6, n_iter
+        batched = ref.reference_isqrt_newton_schulz_batch(torch.stack([cov, 2 * cov]), n_iter)
+        assert rel_err(nd.isqrt_newton_schulz(torch.stack([cov, 2 * cov]), n_iter), batched) <= 1e-6
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nd.FastDeconv(3, 8, 3, padding=1, freeze=True, freeze_iter=3),
+            nn.ReLU(),
+            nn.Sequential(nd.FastDeconv(8, 8, 3, padding=1, groups=2, block=4), nn.ReLU()),
+            nd.FastDeconv(8, 16, 1, block=4),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nd.Delinear(16, 5, block=8)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_swap_round_trip_keeps_weights_buffers_and_counter():
+    torch.manual_seed(0)
+    model = TinyNet()
+    x = torch.randn(4, 3, 8, 8)
+    for _ in range(5):
+        model(x)
+    swapped = ref.to_reference(model)
+    assert ref.count_reference_layers(swapped) == 4
+    assert ref.count_reference_layers(model) == 0  # not in place by default
+    assert swapped.body[0].counter == 5
+    torch.testing.assert_close(swapped(x), model(x), rtol=1e-5, atol=1e-6)
+    back = ref.from_reference(swapped)
+    assert ref.count_reference_layers(back) == 0
+    assert int(back.body[0].num_batches_tracked) == 6 % 30
+    assert back.body[0].sampling_stride == 3
+    for (name, a), (_, b) in zip(sorted(back.state_dict().items()), sorted(model.state_dict().items())):
+        if name.endswith("num_batches_tracked"):
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_swap_rejects_bad_input():
+    with pytest.raises(TypeError, match="nn.Module"):
+        ref.to_reference("not a model")
+    with pytest.raises(ValueError, match="interleaved"):
+        ref.to_reference(nd.FastDeconv(8, 4, 3, block=4, grouping="contiguous"))
+
+
+def test_reference_is_not_public():
+    import ndlib
+
+    assert not hasattr(ndlib, "ReferenceFastDeconv")
+    assert "_reference" not in getattr(ndlib, "__all__", [])
