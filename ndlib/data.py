@@ -1,0 +1,422 @@
+"""Datasets and loaders for Tables 1 (CIFAR) and 2 (ImageNet), plus labelled synthetic data.
+
+CIFAR comes from one of two sources, tried in this order:
+
+1. an offline folder of ``.npz`` archives ``<name>_train.npz`` / ``<name>_test.npz`` holding
+   ``x`` (uint8, ``(N, 32, 32, 3)``) and ``y`` (int64, ``(N,)``) -- what
+   ``python ../shared/data/unpack.py --out data/`` writes;
+2. torchvision's standard dataset folder under the same root (downloaded there when
+   ``download=True`` and the machine is online).
+
+Either way the arrays are hashed (SHA-256 of the ``x`` bytes then the ``y`` bytes as int64,
+the same digest ``unpack.py`` checks), and :class:`DataSource` goes into the run record.
+
+The Table 1 augmentation is done on whole batches of tensors, on whatever device holds the
+split (the GPU when there is one): the split is stored once as a uint8 ``(N, C, H, W)``
+tensor; for each batch the images are gathered, zero-padded by 4, cropped back to 32 at
+random offsets (one vectorised gather, no per-image Python), flipped at random, and
+normalised by the training set's channel mean and std.  All randomness comes from a
+``torch.Generator`` seeded from the run's seed and the epoch number, so an epoch's batches
+are the same whether or not the run was resumed in between.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DatasetInfo",
+    "DATASETS",
+    "DataSource",
+    "ImageArrays",
+    "load_cifar",
+    "synthetic_arrays",
+    "arrays_checksum",
+    "TensorLoader",
+    "augment_batch",
+    "ImageFolderLoader",
+    "imagenet_loaders",
+]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset looks like and how it is normalised (mean/std of the training set, /255)."""
+
+    name: str
+    table: int
+    num_classes: int
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_train: int
+    num_test: int
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "cifar10": DatasetInfo("cifar10", 1, 10, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50_000, 10_000),
+    "cifar100": DatasetInfo("cifar100", 1, 100, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 50_000, 10_000),
+    "imagenet": DatasetInfo("imagenet", 2, 1000, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1_281_167, 50_000),
+}
+
+_TORCHVISION_CLASSES = {"cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name``; a ValueError lists the valid names."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid: {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a run's data came from; stored in the run record."""
+
+    kind: str  # "npz" | "torchvision" | "imagefolder" | "synthetic"
+    location: str
+    sha256: str
+    synthetic: bool
+    description: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageArrays:
+    """One split as tensors: ``x`` uint8 ``(N, C, H, W)``, ``y`` int64 ``(N,)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != torch.uint8 or self.x.dim() != 4:
+            raise TypeError(f"x must be a uint8 (N, C, H, W) tensor, got {self.x.dtype} of shape {tuple(self.x.shape)}")
+        if self.y.dtype != torch.int64 or self.y.shape != (self.x.shape[0],):
+            raise TypeError(f"y must be an int64 tensor of shape ({self.x.shape[0]},), got {self.y.dtype} {tuple(self.y.shape)}")
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device) -> "ImageArrays":
+        return ImageArrays(self.x.to(device), self.y.to(device))
+
+
+def arrays_checksum(x_nhwc: np.ndarray, y: np.ndarray) -> str:
+    """SHA-256 of ``x`` bytes (uint8, NHWC, C order) followed by ``y`` as int64 bytes."""
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(x_nhwc, dtype=np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(y, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _to_arrays(x_nhwc: np.ndarray, y: np.ndarray, where: str) -> ImageArrays:
+    if x_nhwc.dtype != np.uint8 or x_nhwc.ndim != 4 or x_nhwc.shape[-1] != 3:
+        raise ValueError(f"{where}: x must be uint8 (N, H, W, 3), got {x_nhwc.dtype} {x_nhwc.shape}")
+    if y.ndim != 1 or len(y) != len(x_nhwc):
+        raise ValueError(f"{where}: y must have shape ({len(x_nhwc)},), got {y.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(x_nhwc.transpose(0, 3, 1, 2)))
+    return ImageArrays(x, torch.from_numpy(y.astype(np.int64)))
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        missing = {"x", "y"} - set(archive.files)
+        if missing:
+            raise ValueError(f"{path}: missing arrays {sorted(missing)}; expected 'x' (uint8 N,32,32,3) and 'y' (int64 N)")
+        return archive["x"], archive["y"]
+
+
+def _missing_data_message(name: str, root: Path) -> str:
+    return (
+        f"{name} was not found under {root} (looked for {name}_train.npz / {name}_test.npz and for "
+        f"torchvision's {_TORCHVISION_CLASSES[name]} folder). Two ways to fix it:\n"
+        f"  1. offline: unpack the archives into that folder, e.g. "
+        f"`python ../shared/data/unpack.py --out data/ --dataset {name}` (or `make data`), "
+        f"or pass --data-dir to a folder that holds them;\n"
+        f"  2. online: add --download (download=True) to let torchvision fetch {name} into {root}."
+    )
+
+
+def load_cifar(name: str, root: str | Path, download: bool = False) -> tuple[ImageArrays, ImageArrays, DataSource]:
+    """Load a CIFAR dataset's train and test splits (CPU tensors) and describe their source."""
+    info = dataset_info(name)
+    if info.table != 1:
+        raise ValueError(f"load_cifar handles CIFAR datasets only, got {name!r}")
+    root = Path(root)
+    train_npz, test_npz = root / f"{name}_train.npz", root / f"{name}_test.npz"
+    if train_npz.is_file() and test_npz.is_file():
+        (xtr, ytr), (xte, yte) = _read_npz(train_npz), _read_npz(test_npz)
+        kind, location = "npz", str(root.resolve())
+    else:
+        import torchvision
+
+        dataset_class = getattr(torchvision.datasets, _TORCHVISION_CLASSES[name])
+        try:
+            train_set = dataset_class(str(root), train=True, download=download)
+            test_set = dataset_class(str(root), train=False, download=download)
+        except (RuntimeError, OSError) as error:  # torchvision: "Dataset not found or corrupted"
+            raise FileNotFoundError(_missing_data_message(name, root) + f"\n(torchvision said: {error})") from error
+        xtr, ytr = np.asarray(train_set.data), np.asarray(train_set.targets, dtype=np.int64)
+        xte, yte = np.asarray(test_set.data), np.asarray(test_set.targets, dtype=np.int64)
+        kind, location = "torchvision", str(root.resolve())
+    train, test = _to_arrays(xtr, ytr, f"{name} train"), _to_arrays(xte, yte, f"{name} test")
+    for split, arrays, expected in (("train", train, info.num_train), ("test", test, info.num_test)):
+        if len(arrays) != expected:
+            raise ValueError(f"{name} {split}: expected {expected} images, found {len(arrays)} in {location}")
+    checksum = hashlib.sha256(
+        (arrays_checksum(xtr, ytr) + arrays_checksum(xte, yte)).encode()
+    ).hexdigest()
+    source = DataSource(
+        kind=kind,
+        location=location,
+        sha256=checksum,
+        synthetic=False,
+        description=(
+            f"{name}: {len(train)} train / {len(test)} test images from {kind} ({location}); "
+            "sha256 = SHA-256 of the hex digests of train then test (each: x bytes then y as int64)"
+        ),
+    )
+    return train, test, source
+
+
+def synthetic_arrays(
+    num_train: int,
+    num_test: int,
+    num_classes: int,
+    image_size: int,
+    channels: int = 3,
+    seed: int = 0,
+) -> tuple[ImageArrays, ImageArrays, DataSource]:
+    """Random uint8 images whose class shifts the mean colour of a random class template.
+
+    The classes are separable (each has its own smooth template plus noise), so a few steps of
+    training visibly lower the loss; the data is labelled synthetic everywhere.
+    """
+    for name, value in (("num_train", num_train), ("num_test", num_test), ("num_classes", num_classes),
+                        ("image_size", image_size), ("channels", channels)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"synthetic data: {name} must be a positive int, got {value!r}")
+    generator = torch.Generator().manual_seed(seed)
+    templates = torch.rand(num_classes, channels, 4, 4, generator=generator)
+    templates = torch.nn.functional.interpolate(templates, size=(image_size, image_size), mode="bilinear", align_corners=False)
+
+    def make(count: int) -> ImageArrays:
+        y = torch.randint(num_classes, (count,), generator=generator)
+        noise = torch.randn(count, channels, image_size, image_size, generator=generator)
+        x = (templates[y] * 160 + 48 + noise * 24).clamp(0, 255).to(torch.uint8)
+        return ImageArrays(x, y)
+
+    train, test = make(num_train), make(num_test)
+    checksum = hashlib.sha256(train.x.numpy().tobytes() + test.x.numpy().tobytes()).hexdigest()
+    source = DataSource(
+        kind="synthetic",
+        location="generated in memory",
+        sha256=checksum,
+        synthetic=True,
+        description=(
+            f"SYNTHETIC data (not a real dataset): {num_train} train / {num_test} test images, "
+            f"{channels}x{image_size}x{image_size}, {num_classes} classes, seed {seed}"
+        ),
+    )
+    return train, test, source
+
+
+# --------------------------------------------------------------------------------------
+# Batches from tensors (CIFAR and synthetic), augmented on the device
+# --------------------------------------------------------------------------------------
+def augment_batch(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding ``padding``) back to the input size and random horizontal flip.
+
+    ``x`` is uint8 ``(B, C, H, W)``.  The crop is one advanced-indexing gather: row indices
+    ``oy_b + i`` and column indices ``ox_b + j`` into the padded batch, with offsets
+    ``oy_b, ox_b`` uniform in ``[0, 2 * padding]`` (as torchvision's RandomCrop(32, padding=4)).
+    """
+    batch, channels, height, width = x.shape
+    device = x.device
+    if padding > 0:
+        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        offset_y = torch.randint(2 * padding + 1, (batch,), generator=generator, device=device)
+        offset_x = torch.randint(2 * padding + 1, (batch,), generator=generator, device=device)
+        rows = offset_y[:, None] + torch.arange(height, device=device)  # (B, H)
+        cols = offset_x[:, None] + torch.arange(width, device=device)  # (B, W)
+        x = padded[
+            torch.arange(batch, device=device)[:, None, None, None],
+            torch.arange(channels, device=device)[None, :, None, None],
+            rows[:, None, :, None],
+            cols[:, None, None, :],
+        ]
+    flip = torch.rand(batch, generator=generator, device=device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+class TensorLoader:
+    """Batches of a split that lives on one device as a uint8 tensor.
+
+    Training batches are shuffled, augmented (:func:`augment_batch`) and normalised; evaluation
+    batches are only normalised, in order.  With ``world_size > 1`` each rank takes the
+    interleaved shard ``perm[rank::world_size]`` of the epoch's permutation (the same on every
+    rank, as it comes from the same seed), and ``batch_size`` is the per-rank batch.
+    """
+
+    def __init__(
+        self,
+        arrays: ImageArrays,
+        batch_size: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        *,
+        train: bool,
+        seed: int = 0,
+        padding: int = 4,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.device = torch.device(device)
+        self.arrays = arrays.to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = int(seed)
+        self.padding = padding if train else 0
+        self.rank, self.world_size = rank, world_size
+        self.channels_last = channels_last
+        channels = arrays.x.shape[1]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std need {channels} values, got {len(mean)}/{len(std)}")
+        self.scale = (1.0 / (255.0 * torch.tensor(std, device=self.device))).view(1, -1, 1, 1)
+        self.shift = (torch.tensor(mean, device=self.device) / torch.tensor(std, device=self.device)).view(1, -1, 1, 1)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle and augmentation the next iteration uses."""
+        self.epoch = int(epoch)
+
+    @property
+    def num_samples(self) -> int:
+        """Images this rank sees per epoch."""
+        return len(range(self.rank, len(self.arrays), self.world_size))
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def _generator(self) -> torch.Generator:
+        # A fresh generator per epoch: the batches of epoch e depend only on (seed, e).
+        return torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + self.epoch * 7_919 + 17)
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """``(x / 255 - mean) / std`` as float32."""
+        x = x_uint8.float() * self.scale - self.shift
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count = len(self.arrays)
+        if self.train:
+            generator = self._generator()
+            order = torch.randperm(count, generator=generator, device=self.device)
+        else:
+            generator = None
+            order = torch.arange(count, device=self.device)
+        order = order[self.rank :: self.world_size]
+        for start in range(0, len(order), self.batch_size):
+            index = order[start : start + self.batch_size]
+            x = self.arrays.x.index_select(0, index)
+            if self.train:
+                x = augment_batch(x, self.padding, generator)
+            yield self.normalize(x), self.arrays.y.index_select(0, index)
+
+
+# --------------------------------------------------------------------------------------
+# ImageNet: class folders, torchvision transforms, a DataLoader
+# --------------------------------------------------------------------------------------
+class ImageFolderLoader:
+    """A DataLoader over an ImageFolder whose batches are moved to ``device``; same interface as
+    :class:`TensorLoader` (``set_epoch``, ``len``, ``num_samples``, iteration)."""
+
+    def __init__(self, dataset, batch_size: int, *, train: bool, seed: int, device, num_workers: int,
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+        from torch.utils.data import DataLoader, DistributedSampler
+
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed,
+                                          drop_last=False)
+        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
+                                 pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    @property
+    def num_samples(self) -> int:
+        return self.sampler.num_samples
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        for x, y in self.loader:
+            yield (x.to(self.device, non_blocking=True, memory_format=memory_format),
+                   y.to(self.device, non_blocking=True))
+
+
+def _listing_checksum(folder: Path) -> str:
+    """SHA-256 of the sorted relative paths and sizes of every file (hashing ImageNet's bytes is too slow)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder)}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def imagenet_loaders(root: str | Path, batch_size: int, *, seed: int, device, num_workers: int = 4,
+                     rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                     image_size: int = 224) -> tuple[ImageFolderLoader, ImageFolderLoader, DataSource]:
+    """ImageNet from ``root/train/<class>/*`` and ``root/val/<class>/*`` (the standard layout).
+
+    Train: RandomResizedCrop(image_size) + horizontal flip; val: Resize(image_size * 8 / 7, i.e.
+    256 for 224) + CenterCrop(image_size); both normalised by the ImageNet mean/std.
+    """
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise FileNotFoundError(
+                f"ImageNet split folder {root / split} not found: expected {root}/train/<class>/<image> and "
+                f"{root}/val/<class>/<image> (the standard class-folder layout); pass --data-dir to its parent folder"
+            )
+    info = DATASETS["imagenet"]
+    normalize = transforms.Normalize(info.mean, info.std)
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(image_size), transforms.RandomHorizontalFlip(),
+                                   transforms.ToTensor(), normalize])
+    val_tf = transforms.Compose([transforms.Resize(round(image_size * 8 / 7)), transforms.CenterCrop(image_size),
+                                 transforms.ToTensor(), normalize])
+    train_set = datasets.ImageFolder(str(root / "train"), train_tf)
+    val_set = datasets.ImageFolder(str(root / "val"), val_tf)
+    if train_set.classes != val_set.classes:
+        raise ValueError(f"ImageNet train and val class folders differ under {root}")
+    common = dict(seed=seed, device=device, num_workers=num_workers, rank=rank, world_size=world_size,
+                  channels_last=channels_last)
+    train = ImageFolderLoader(train_set, batch_size, train=True, **common)
+    val = ImageFolderLoader(val_set, batch_size, train=False, **common)
+    checksum = hashlib.sha256((_listing_checksum(root / "train") + _listing_checksum(root / "val")).encode()).hexdigest()
+    source = DataSource(
+        kind="imagefolder",
+        location=str(root.resolve()),
+        sha256=checksum,
+        synthetic=False,
+        description=(f"ImageNet-style folders: {len(train_set)} train / {len(val_set)} val images, "
+                     f"{len(train_set.classes)} classes; sha256 over the sorted file list with sizes"),
+    )
+    return train, val, source

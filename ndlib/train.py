@@ -1,0 +1,619 @@
+"""Training and evaluation for Tables 1 and 2, with checkpoints, resume and run records.
+
+Defaults are the paper's (spec sections 4 and 5): SGD with lr 0.1, momentum 0.9, weight
+decay 1e-3 and batch 128 on CIFAR (1e-4 and 256 on ImageNet), and a cosine schedule applied
+per *step*, ``lr_t = lr * (1 + cos(pi * t / T)) / 2`` with ``T = epochs * steps_per_epoch``,
+so the last step trains at ``lr_T = 0``.
+
+:func:`run` takes a :class:`TrainConfig` and optionally a model object (tests pass a tiny
+``nn.Module``; otherwise ``ndlib.models.create`` builds ``config.arch``).  Each epoch it
+records the running training loss and top-1 accuracy, the test (or validation) top-1/top-5,
+the train and eval wall times (CUDA synchronised), images per second and peak memory, writes
+a checkpoint and rewrites the run record.  A non-finite training loss ends the run with
+status ``diverged`` and the step at which it happened; Ctrl-C / SIGTERM writes
+``interrupted`` and an exception ``failed`` (both re-raised).
+
+Resuming: a checkpoint holds the model, optimizer and scheduler states, the CPU and CUDA RNG
+states, the epoch and the global step; the data order of epoch ``e`` depends only on
+``(seed, e)``.  So on CPU with ``deterministic=True`` an interrupted run resumed from its last
+checkpoint ends with the same weights and metrics as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import resource
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ndlib import distributed as dist_utils
+from ndlib.data import DATASETS, TensorLoader, dataset_info, imagenet_loaders, load_cifar, synthetic_arrays
+from ndlib.paths import checkpoints_dir, data_dir, runs_dir
+from ndlib.records import environment_info, record_path, utc_now, write_json_atomic
+
+__all__ = [
+    "TrainConfig",
+    "NORMS",
+    "TABLE_ARCHS",
+    "known_archs",
+    "RunInterrupted",
+    "run",
+    "create_model",
+    "DEFAULTS_BY_TABLE",
+]
+
+NORMS = ("bn", "nd", "none")
+
+# The contract's architecture names (ndlib.models.available(table) is preferred when it exists).
+TABLE_ARCHS: dict[int, tuple[str, ...]] = {
+    1: ("vgg16", "resnet18", "preact18", "densenet121", "resnext29", "mobilenetv2", "dpn92", "pnasneta",
+        "senet18", "efficientnetb0"),
+    2: ("vgg11_imagenet", "resnet18_imagenet", "densenet121_imagenet"),
+}
+
+# Paper settings that differ between the tables (spec sections 4 and 5).
+DEFAULTS_BY_TABLE: dict[int, dict] = {
+    1: {"batch_size": 128, "weight_decay": 1e-3},
+    2: {"batch_size": 256, "weight_decay": 1e-4},
+}
+
+# Config fields that do not change what is computed (where, how fast, where files go): left out
+# of the run id, so a cell run on a laptop and on a GPU share it.
+_NON_IDENTITY = frozenset({
+    "data_dir", "download", "device", "num_threads", "num_workers", "deterministic", "checkpoint",
+    "runs_dir", "checkpoint_dir", "note",
+})
+
+# Deconvolution options: config field -> keyword of ndlib.models.create (None = model default).
+DECONV_OPTIONS = {
+    "deconv_block": "block",
+    "deconv_block_fc": "block_fc",
+    "deconv_eps": "eps",
+    "deconv_n_iter": "n_iter",
+    "deconv_sampling_stride": "sampling_stride",
+}
+
+
+def known_archs(table: int | None = None) -> list[str]:
+    """Architecture names for ``table`` (both tables when None), from ``ndlib.models`` if present."""
+    try:
+        from ndlib.models import available
+    except ImportError:
+        available = None
+    if available is not None:
+        return list(available(table))
+    tables = (table,) if table is not None else tuple(TABLE_ARCHS)
+    return [name for t in tables for name in TABLE_ARCHS[t]]
+
+
+def _positive_int(name: str, value, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _non_negative_float(name: str, value, allow_none: bool = False, positive: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
+            or (positive and value == 0):
+        kind = "positive" if positive else "non-negative"
+        raise ValueError(f"{name} must be a {kind} finite number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (flat fields; paper defaults).
+
+    ``batch_size`` and ``weight_decay`` left as None take the table's paper value (128 / 1e-3
+    for CIFAR, 256 / 1e-4 for ImageNet).  ``deconv_*`` left as None take the model's default
+    (the paper's ND settings).  ``synthetic=True`` replaces the dataset by labelled synthetic
+    images of the same shape (``synthetic_*`` sizes) for tests and smoke runs.
+    ``deterministic`` (None: on for CPU, off for CUDA) makes CPU kernels deterministic and
+    turns cuDNN autotuning off on a GPU.  ``amp`` uses bfloat16 autocast.
+    """
+
+    arch: str = "vgg16"
+    norm: str = "bn"
+    dataset: str = "cifar10"
+    epochs: int = 1
+    seed: int = 0
+    batch_size: int | None = None
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    deconv_block: int | None = None
+    deconv_block_fc: int | None = None
+    deconv_eps: float | None = None
+    deconv_n_iter: int | None = None
+    deconv_sampling_stride: int | None = None
+    synthetic: bool = False
+    synthetic_train_size: int = 512
+    synthetic_test_size: int = 256
+    synthetic_image_size: int | None = None
+    synthetic_num_classes: int | None = None
+    amp: bool = False
+    channels_last: bool = False
+    device: str = "auto"
+    num_threads: int | None = None
+    deterministic: bool | None = None
+    num_workers: int = 4
+    data_dir: str | None = None
+    download: bool = False
+    checkpoint: bool = True
+    runs_dir: str | None = None
+    checkpoint_dir: str | None = None
+    note: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted(DATASETS)}")
+        table = DATASETS[self.dataset].table
+        valid_archs = known_archs(table)
+        if self.arch not in valid_archs:
+            raise ValueError(f"unknown arch {self.arch!r} for dataset {self.dataset!r} (Table {table}); "
+                             f"valid: {valid_archs}")
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; valid: {list(NORMS)}")
+        if self.norm == "none" and self.arch != "vgg11_imagenet":
+            raise ValueError(f"norm 'none' exists for vgg11_imagenet only (Table 2), not {self.arch!r}; use 'bn' or 'nd'")
+        for name in ("epochs", "synthetic_train_size", "synthetic_test_size"):
+            _positive_int(name, getattr(self, name))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("batch_size", "deconv_block", "deconv_block_fc", "deconv_n_iter", "deconv_sampling_stride",
+                     "synthetic_image_size", "synthetic_num_classes", "num_threads"):
+            _positive_int(name, getattr(self, name), allow_none=True)
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
+        _non_negative_float("lr", self.lr, positive=True)
+        _non_negative_float("momentum", self.momentum)
+        _non_negative_float("weight_decay", self.weight_decay, allow_none=True)
+        _non_negative_float("deconv_eps", self.deconv_eps, allow_none=True, positive=True)
+        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]', got {self.device!r}")
+        for name in ("synthetic", "amp", "channels_last", "download", "checkpoint"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        # Resolve the table's paper defaults (frozen dataclass: set through object.__setattr__).
+        for name, value in DEFAULTS_BY_TABLE[table].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+
+    # ----------------------------------------------------------------------------------
+    @property
+    def table(self) -> int:
+        return DATASETS[self.dataset].table
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**values)
+
+    def identity(self) -> dict:
+        """The fields that define what is computed (everything but placement and file locations)."""
+        values = {k: v for k, v in self.to_dict().items() if k not in _NON_IDENTITY}
+        if not self.synthetic:
+            values = {k: v for k, v in values.items() if not k.startswith("synthetic_")}
+        return values
+
+    def non_default_options(self) -> dict:
+        """Identity fields that differ from the paper's defaults (and are not in the run id's name)."""
+        reference = TrainConfig(arch=self.arch, norm=self.norm, dataset=self.dataset, epochs=self.epochs,
+                                seed=self.seed, synthetic=self.synthetic)
+        named = {"arch", "norm", "dataset", "epochs", "seed", "synthetic"}
+        mine, theirs = self.identity(), reference.identity()
+        return {k: v for k, v in mine.items() if k not in named and theirs.get(k) != v}
+
+    @property
+    def run_id(self) -> str:
+        """E.g. ``t1-cifar10-vgg16-nd-e1-s0``; ``-syn`` marks synthetic data; a hash of any
+        non-default option is appended (``-o1a2b3c4d``) so different settings never collide."""
+        dataset = f"{self.dataset}-syn" if self.synthetic else self.dataset
+        base = f"t{self.table}-{dataset}-{self.arch}-{self.norm}-e{self.epochs}-s{self.seed}"
+        extra = self.non_default_options()
+        if extra:
+            digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
+            base += f"-o{digest}"
+        return base
+
+    def deconv_options(self) -> dict:
+        return {keyword: getattr(self, name) for name, keyword in DECONV_OPTIONS.items() if getattr(self, name) is not None}
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so a killed run records ``interrupted``."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise RunInterrupted(f"received signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _torch_settings(config: TrainConfig, device: torch.device) -> Iterator[bool]:
+    """Threads, determinism and cuDNN flags for the run, restored afterwards."""
+    previous_threads = torch.get_num_threads()
+    previous_det = torch.are_deterministic_algorithms_enabled()
+    previous_bench = torch.backends.cudnn.benchmark
+    previous_cudnn_det = torch.backends.cudnn.deterministic
+    deterministic = config.deterministic if config.deterministic is not None else device.type == "cpu"
+    try:
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(deterministic)
+        else:
+            torch.backends.cudnn.deterministic = deterministic
+            torch.backends.cudnn.benchmark = not deterministic
+        yield deterministic
+    finally:
+        torch.set_num_threads(previous_threads)
+        torch.use_deterministic_algorithms(previous_det)
+        torch.backends.cudnn.benchmark = previous_bench
+        torch.backends.cudnn.deterministic = previous_cudnn_det
+
+
+def _resolve_device(config: TrainConfig, context: dist_utils.DistContext) -> torch.device:
+    name = config.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {config.device!r} requested but CUDA is not available here; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", context.local_rank if context.enabled else torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    return device
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def num_classes_of(config: TrainConfig) -> int:
+    if config.synthetic and config.synthetic_num_classes is not None:
+        return config.synthetic_num_classes
+    return DATASETS[config.dataset].num_classes
+
+
+def _build_loaders(config: TrainConfig, device: torch.device, context: dist_utils.DistContext):
+    info = dataset_info(config.dataset)
+    if config.batch_size % context.world_size:
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by the number of processes "
+                         f"({context.world_size})")
+    per_rank_batch = config.batch_size // context.world_size
+    common = dict(rank=context.rank, world_size=context.world_size, channels_last=config.channels_last)
+    if config.dataset == "imagenet" and not config.synthetic:
+        root = Path(config.data_dir) if config.data_dir else data_dir() / "imagenet"
+        return imagenet_loaders(root, per_rank_batch, seed=config.seed, device=device, num_workers=config.num_workers,
+                                **common)
+    if config.synthetic:
+        size = config.synthetic_image_size or info.image_size
+        train, test, source = synthetic_arrays(config.synthetic_train_size, config.synthetic_test_size,
+                                               num_classes_of(config), size, 3, seed=config.seed)
+    else:
+        root = Path(config.data_dir) if config.data_dir else data_dir()
+        train, test, source = load_cifar(config.dataset, root, download=config.download)
+    # Table 1 augmentation for CIFAR-shaped data; synthetic ImageNet-shaped data uses flips and
+    # crops the same way (a smoke test of the plumbing, not of ImageNet's transforms).
+    train_loader = TensorLoader(train, per_rank_batch, info.mean, info.std, train=True, seed=config.seed,
+                                padding=4, device=device, **common)
+    test_loader = TensorLoader(test, per_rank_batch, info.mean, info.std, train=False, device=device, **common)
+    return train_loader, test_loader, source
+
+
+def create_model(config: TrainConfig) -> nn.Module:
+    """``ndlib.models.create(arch, num_classes, norm, **deconv options)``."""
+    from ndlib.models import create
+
+    return create(config.arch, num_classes=num_classes_of(config), norm=config.norm, **config.deconv_options())
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    if not config.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+class _Diverged(Exception):
+    def __init__(self, step: int, epoch: int, value: float) -> None:
+        super().__init__(f"non-finite training loss {value} at global step {step} (epoch {epoch})")
+        self.step, self.epoch, self.value = step, epoch, value
+
+
+def _cosine_factor(total_steps: int):
+    def factor(step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+    return factor
+
+
+def _train_epoch(model, loader, optimizer, scheduler, config, device, context, epoch, global_step, progress):
+    """One pass over the training split; returns (loss, top-1 %, images, new global step)."""
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    check_every = 1 if device.type == "cpu" else 25  # each check is a host sync on a GPU
+    pending: list[torch.Tensor] = []
+    first_pending_step = global_step
+    bar = None
+    if progress and context.is_main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", mininterval=10, leave=False)
+    for x, y in loader:
+        with _autocast(config, device):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        pending.append(loss.detach())
+        if len(pending) >= check_every:
+            _check_finite(pending, first_pending_step, epoch)
+            pending, first_pending_step = [], global_step + 1
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        global_step += 1
+        loss_sum += loss.detach().double() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if bar is not None:
+            bar.update(1)
+    if pending:
+        _check_finite(pending, first_pending_step, epoch)
+    if bar is not None:
+        bar.close()
+    totals = dist_utils.all_reduce_sum(torch.stack([loss_sum, correct, torch.tensor(float(seen), dtype=torch.float64,
+                                                                                     device=device)]), context)
+    images = int(totals[2].item())
+    return totals[0].item() / images, 100.0 * totals[1].item() / images, images, global_step
+
+
+def _check_finite(losses: list[torch.Tensor], first_step: int, epoch: int) -> None:
+    values = torch.stack(losses)
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        index = int((~finite).nonzero()[0, 0])
+        raise _Diverged(first_step + index, epoch, float(values[index]))
+
+
+@torch.no_grad()
+def evaluate(model, loader, config: TrainConfig, device, context=dist_utils.DistContext()) -> dict:
+    """Loss, top-1 and top-5 accuracy (%) over a split (top-k with k = min(5, classes))."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    for x, y in loader:
+        with _autocast(config, device):
+            logits = model(x).float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top == y[:, None]
+        sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hits[:, 0].sum().double(),
+                             hits.any(1).sum().double(), torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+    dist_utils.all_reduce_sum(sums, context)
+    count = sums[3].item()
+    return {"test_loss": sums[0].item() / count, "test_acc": 100.0 * sums[1].item() / count,
+            "test_top5": 100.0 * sums[2].item() / count, "test_images": int(count)}
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------
+def _checkpoint_file(config: TrainConfig) -> Path:
+    root = Path(config.checkpoint_dir) if config.checkpoint_dir else checkpoints_dir()
+    return root / config.run_id / "last.pt"
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch, global_step, history, config, started_at) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "cpu_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "epoch": epoch,
+        "global_step": global_step,
+        "history": history,
+        "identity_json": json.dumps(config.identity(), sort_keys=True),
+        "started_at": started_at,
+    }
+    temp = path.with_suffix(".tmp")
+    torch.save(state, temp)
+    temp.replace(path)
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, device) -> dict | None:
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state.get("identity_json") != json.dumps(config.identity(), sort_keys=True):
+        raise ValueError(f"checkpoint {path} belongs to a different configuration than run {config.run_id}; "
+                         "delete it (or pass resume=False / --no-resume) to start over")
+    return state
+
+
+# --------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool = True, resume: bool = True) -> dict:
+    """Train ``config`` (or the given ``model`` on ``config``'s data and settings); return the record.
+
+    The record is also written to ``<runs_dir>/<run_id>.json`` (rank 0 only).  Raises on
+    interruption (after recording ``interrupted``) and on errors (after recording ``failed``);
+    a diverged run returns normally with ``status == "diverged"``.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    context = dist_utils.context_from_env()
+    device = _resolve_device(config, context)
+    created_group = dist_utils.init_process_group(context, device)
+    path = record_path(config.run_id, config.runs_dir)
+    record: dict = {
+        "run_id": config.run_id,
+        "status": "running",
+        "table": config.table,
+        "label": "synthetic smoke run" if config.synthetic else "",
+        "config": config.to_dict(),
+        "started_at": utc_now(),
+        "finished_at": None,
+        "history": [],
+        "final": None,
+        "divergence": None,
+        "error": None,
+        "resumed_at_epochs": [],
+    }
+
+    def write() -> None:
+        if context.is_main:
+            write_json_atomic(path, record)
+
+    try:
+        with _torch_settings(config, device) as deterministic, _sigterm_raises():
+            record["environment"] = {**environment_info(device), "deterministic": deterministic,
+                                     "world_size": context.world_size, "amp": config.amp,
+                                     "channels_last": config.channels_last}
+            _seed_everything(config.seed)
+            train_loader, test_loader, source = _build_loaders(config, device, context)
+            record["data_source"] = source.to_dict()
+            model_source = "ndlib.models.create" if model is None else "passed to ndlib.train.run"
+            model = create_model(config) if model is None else model
+            model = model.to(device)
+            if config.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            record["model"] = {"class": type(model).__name__, "source": model_source,
+                               "num_params": sum(p.numel() for p in model.parameters())}
+            record["steps_per_epoch"] = len(train_loader)
+            wrapped = dist_utils.wrap_model(model, context, device)
+            optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                        weight_decay=config.weight_decay)
+            total_steps = config.epochs * len(train_loader)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_factor(total_steps))
+            start_epoch, global_step = 0, 0
+            checkpoint_path = _checkpoint_file(config)
+            state = _load_checkpoint(checkpoint_path, config, device) if (resume and config.checkpoint) else None
+            if state is not None:
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scheduler.load_state_dict(state["scheduler"])
+                torch.set_rng_state(state["cpu_rng"].cpu())
+                if state["cuda_rng"] and torch.cuda.is_available():
+                    torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+                start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
+                record["history"] = list(state["history"])
+                record["started_at"] = state["started_at"]
+                record["resumed_at_epochs"].append(start_epoch)
+            write()
+            from ndlib.layers import finite_checks  # the loop checks the loss itself
+
+            with finite_checks(False):
+                for epoch in range(start_epoch, config.epochs):
+                    train_loader.set_epoch(epoch)
+                    lr_at_start = optimizer.param_groups[0]["lr"]
+                    if device.type == "cuda":
+                        torch.cuda.reset_peak_memory_stats(device)
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    try:
+                        train_loss, train_acc, images, global_step = _train_epoch(
+                            wrapped, train_loader, optimizer, scheduler, config, device, context, epoch,
+                            global_step, progress)
+                    except _Diverged as diverged:
+                        record.update(status="diverged", finished_at=utc_now(),
+                                      divergence={"step": diverged.step, "epoch": diverged.epoch,
+                                                  "loss": str(diverged.value)})
+                        record["final"] = dict(record["history"][-1]) if record["history"] else None
+                        write()
+                        return record
+                    _sync(device)
+                    train_time = time.perf_counter() - t0
+                    t1 = time.perf_counter()
+                    metrics = evaluate(wrapped, test_loader, config, device, context)
+                    _sync(device)
+                    eval_time = time.perf_counter() - t1
+                    entry = {
+                        "epoch": epoch + 1, "global_step": global_step, "lr": lr_at_start,
+                        "lr_end": optimizer.param_groups[0]["lr"], "train_loss": train_loss, "train_acc": train_acc,
+                        **metrics, "train_images": images, "train_time_s": train_time, "eval_time_s": eval_time,
+                        "images_per_s": images / train_time, "peak_mem_mb": _peak_memory_mb(device),
+                        "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_process_max_rss",
+                    }
+                    record["history"].append(entry)
+                    if config.checkpoint and context.is_main:
+                        _save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch + 1, global_step,
+                                         record["history"], config, record["started_at"])
+                    dist_utils.barrier(context)
+                    write()
+            record["final"] = dict(record["history"][-1])
+            record["status"] = "completed"
+            record["finished_at"] = utc_now()
+            record["environment"]["load_avg_at_end"] = list(os.getloadavg())
+            write()
+            return record
+    except KeyboardInterrupt as interrupt:
+        record.update(status="interrupted", finished_at=utc_now(), error=f"{type(interrupt).__name__}: {interrupt}")
+        record["final"] = dict(record["history"][-1]) if record["history"] else None
+        write()
+        raise
+    except Exception as error:
+        record.update(status="failed", finished_at=utc_now(), error=f"{type(error).__name__}: {error}",
+                      traceback=traceback.format_exc())
+        record["final"] = dict(record["history"][-1]) if record["history"] else None
+        write()
+        raise
+    finally:
+        if created_group:
+            torch.distributed.destroy_process_group()
