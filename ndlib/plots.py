@@ -36,45 +36,66 @@ def _say_empty(ax: plt.Axes, text: str) -> None:
             fontsize=11, color="0.35")
 
 
+def _series_styles() -> tuple[list[str], dict[str, tuple], dict[str, str]]:
+    """Series "<source> <NORM>" in plotting order, their colours (blue shades for BN,
+    orange shades for ND, darker = ours) and markers (one per source)."""
+    shades = {"BN": sns.light_palette(NORM_PALETTE["BN"], 5)[2:],
+              "ND": sns.light_palette(NORM_PALETTE["ND"], 5)[2:]}
+    markers = {"paper": "o", "reproduction": "X", "ours": "D"}
+    order, colours, marker_of = [], {}, {}
+    for norm in NORM_PALETTE:
+        for shade, source in zip(shades[norm], SOURCES):
+            name = f"{source} {norm}"
+            order.append(name)
+            colours[name] = shade
+            marker_of[name] = markers[source]
+    return order, colours, marker_of
+
+
 def table1_figure(long: pd.DataFrame, title: str = "") -> Figure:
-    """Accuracy per architecture, BN beside ND: one row of panels per source (paper,
-    reproduction, ours), one column per epoch budget.  Bars are means; the black lines are
-    one standard deviation over the reproduction's attempts or our seeds.
+    """Accuracy per architecture, one panel per epoch budget: for BN (blue) and ND (orange)
+    the paper's test accuracy (circle), the reproduction's reported value (cross) and our test
+    accuracy (diamond).  Points are means; the lines through them are one standard deviation
+    over the reproduction's attempts or our seeds.  A panel without our runs says so.
 
     ``long`` is :func:`ndlib.report.table1_long` for one dataset.
     """
     _require(long, ["paper_name", "norm", "epochs", "source", "accuracy"], "the Table 1 frame")
     if long.empty:
         raise ValueError("the Table 1 frame is empty; nothing to plot")
-    data = long.assign(norm=long["norm"].str.upper())
+    data = long.assign(series=long["source"] + " " + long["norm"].str.upper())
     archs = list(dict.fromkeys(data.loc[data["source"] == "paper", "paper_name"]))
-    fig, axes = plt.subplots(len(SOURCES), len(CIFAR_EPOCHS), figsize=(13, 12),
-                             sharex=True, sharey=True, squeeze=False)
-    for row, source in enumerate(SOURCES):
-        for col, epochs in enumerate(CIFAR_EPOCHS):
-            ax = axes[row][col]
-            part = data[(data["source"] == source) & (data["epochs"] == epochs)]
-            if part.empty:
-                _say_empty(ax, "not run yet")
-                ax.set_yticks(range(len(archs)), archs)
-            else:
-                sns.barplot(data=part, y="paper_name", x="accuracy", hue="norm", order=archs,
-                            hue_order=list(NORM_PALETTE), palette=NORM_PALETTE,
-                            errorbar="sd", err_kws={"linewidth": 1.2, "color": "black"},
-                            ax=ax, legend=(row == 0 and col == len(CIFAR_EPOCHS) - 1))
-            ax.set_title(f"{SOURCE_TITLES[source]}, {epochs} epoch{'s' if epochs > 1 else ''}",
-                         fontsize=10)
-            ax.set_ylabel("")
-            ax.set_xlabel("accuracy (%)" if row == len(SOURCES) - 1 else "")
-            ax.set_xlim(0, 100)
-            ax.grid(axis="x", alpha=0.3)
-    legend = axes[0][len(CIFAR_EPOCHS) - 1].get_legend()
-    if legend is not None:
-        handles, labels = legend.legend_handles, [t.get_text() for t in legend.get_texts()]
-        legend.remove()
-        fig.legend(handles, labels, loc="upper right", ncol=2, frameon=False)
-    fig.suptitle(title or " ", x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    order, colours, markers = _series_styles()
+    fig, axes = plt.subplots(len(CIFAR_EPOCHS), 1, figsize=(8, 4.2 * len(CIFAR_EPOCHS)),
+                             squeeze=False)
+    for ax, epochs in zip(axes[:, 0], CIFAR_EPOCHS):
+        part = data[data["epochs"] == epochs]
+        present = [name for name in order if name in set(part["series"])]
+        sns.pointplot(data=part, y="paper_name", x="accuracy", hue="series", order=archs,
+                      hue_order=present, palette=colours,
+                      markers=[markers[name] for name in present], linestyles="none",
+                      dodge=0.6, errorbar="sd", err_kws={"linewidth": 1.2}, markersize=6,
+                      ax=ax, legend=False)
+        missing = "" if (part["source"] == "ours").any() else " (ours: not run yet)"
+        ax.set_title(f"{epochs} epoch{'s' if epochs > 1 else ''}{missing}", fontsize=11)
+        ax.set_ylabel("")
+        ax.set_xlabel("accuracy (%)")
+        # Each budget on its own scale (the 20/100-epoch values crowd near the top), always
+        # reaching past 100 so that values at 99.9 % stay visible.
+        low = part["accuracy"].min() if not part.empty else 0.0
+        ax.set_xlim(max(0.0, 5.0 * (low // 5.0) - 5.0), 101)
+        ax.grid(axis="x", alpha=0.3)
+        for boundary in range(len(archs) - 1):
+            ax.axhline(boundary + 0.5, color="0.9", linewidth=0.8)
+    handles = [plt.Line2D([], [], color=colours[name], marker=markers[name], linestyle="none",
+                          markersize=7, label=name.replace("reproduction", "reproduction*"))
+               for source in SOURCES for name in order if name.startswith(source)]
+    fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False, fontsize=9,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.suptitle(title, x=0.01, y=0.995, ha="left", fontsize=12)
+    fig.text(0.01, 0.003, "* the reproduction's reported value: training accuracy at 20 and "
+             "100 epochs", fontsize=8, color="0.3")
+    fig.tight_layout(rect=(0, 0.01, 1, 0.955))
     return fig
 
 

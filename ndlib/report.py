@@ -46,6 +46,7 @@ __all__ = [
     "load_bench",
     "split_synthetic",
     "grid_command",
+    "format_command",
     "table1",
     "table1_display",
     "table1_long",
@@ -54,13 +55,17 @@ __all__ = [
     "our_train_vs_test",
     "final_epoch_from_history",
     "synthetic_summary",
+    "check_history_consistency",
     "table2_published",
     "table2_status",
     "imagenet_compute",
+    "table2_gains",
+    "table2_commands",
     "reproduction_timing",
     "our_timing",
     "bench_summary",
     "flop_overhead",
+    "missing_commands",
     "format_mean_std",
 ]
 
@@ -185,6 +190,35 @@ def grid_command(dataset: str, archs: Sequence[str] | None = None,
         parts += ["--archs", *archs]
     parts += ["--epochs", *map(str, epochs), "--seeds", *map(str, seeds)]
     return shlex.join(parts)
+
+
+def format_command(command: str, width: int = 72) -> str:
+    """A long shell command broken into lines of about ``width`` characters, joined with
+    `` \\`` continuations (for display; the shell reads it as one command).  Lines break
+    before an ``--option`` so that options stay with their values; an option whose values do
+    not fit on one line is broken between its values."""
+    groups: list[list[str]] = []
+    for word in shlex.split(command):
+        if word.startswith("--") or not groups:
+            groups.append([])
+        groups[-1].append(shlex.quote(word))
+    lines, current = [], ""
+    for group in groups:
+        text = " ".join(group)
+        if current.strip() and len(current) + 1 + len(text) <= width:
+            current = f"{current} {text}"
+            continue
+        if current.strip():
+            lines.append(current)
+            current = "    "
+        for piece in group:
+            if current.strip() and len(current) + 1 + len(piece) > width:
+                lines.append(current)
+                current = "    " + piece
+            else:
+                current = f"{current} {piece}" if current.strip() else current + piece
+    lines.append(current)
+    return " \\\n".join(lines)
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -414,6 +448,34 @@ def final_epoch_from_history(histories: pd.DataFrame) -> pd.DataFrame:
     return last[["run_id", "epoch", "train_acc", "test_acc"]].reset_index(drop=True)
 
 
+def check_history_consistency(runs: pd.DataFrame, histories: pd.DataFrame,
+                              tolerance: float = 1e-6) -> pd.DataFrame:
+    """Check that every completed run's summary accuracies are its history's final epoch.
+
+    Returns the joined frame (``run_id, epoch, train_acc, test_acc`` from the history beside
+    the record's values); raises ``ValueError`` naming the runs whose record disagrees with
+    its own history, or whose history is missing, since then the record cannot be trusted.
+    """
+    cols = ["run_id", "epochs", "epoch", "train_acc", "history_train_acc", "test_acc",
+            "history_test_acc"]
+    done = runs[runs["status"] == "completed"] if not runs.empty else runs
+    if done.empty:
+        return pd.DataFrame(columns=cols)
+    last = final_epoch_from_history(histories).rename(
+        columns={"train_acc": "history_train_acc", "test_acc": "history_test_acc"})
+    joined = done[["run_id", "epochs", "train_acc", "test_acc"]].merge(last, on="run_id", how="left")
+    bad = joined[joined["epoch"].isna()
+                 | (joined["epoch"] != joined["epochs"])
+                 | ((joined["train_acc"] - joined["history_train_acc"]).abs() > tolerance)
+                 | ((joined["test_acc"] - joined["history_test_acc"]).abs() > tolerance)]
+    if not bad.empty:
+        raise ValueError(
+            f"run record(s) {list(bad['run_id'])} disagree with their own per-epoch history "
+            "(missing history, wrong final epoch or different accuracies); inspect those "
+            "JSON files in results/runs/ and rerun the runs")
+    return joined[cols]
+
+
 def synthetic_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Synthetic-data smoke runs, labelled as such; they test the pipeline, not the claim."""
     cols = ["label", "run_id", "status", "dataset", "arch", "norm", "epochs", "seed", "test_acc",
@@ -468,6 +530,36 @@ def table2_status(runs: pd.DataFrame) -> pd.DataFrame:
     out["ours_n"] = out["ours_n"].fillna(0).astype(int)
     out["ours_status"] = np.where(out["ours_n"] > 0, "done", "not run")
     return out[cols]
+
+
+def table2_gains() -> pd.DataFrame:
+    """ND minus BN (points) per architecture in Table 2, for the paper and the reproduction:
+    ``arch, paper_top1_gain, repro_top1_gain, paper_top5_gain, repro_top5_gain``."""
+    t2 = table2_published()
+    t2 = t2[t2["method"].isin(["BN", "ND"])].set_index(["arch", "method"])
+    rows = []
+    for arch in dict.fromkeys(t2.index.get_level_values("arch")):
+        nd, bn = t2.loc[(arch, "ND")], t2.loc[(arch, "BN")]
+        rows.append({"arch": arch, **{f"{col}_gain": nd[col] - bn[col]
+                                      for col in ("paper_top1", "repro_top1", "paper_top5",
+                                                  "repro_top5")}})
+    return pd.DataFrame(rows)
+
+
+def table2_commands(nproc_per_node: int = 8, data_dir: str = "data/imagenet",
+                    epochs: int = 90) -> pd.DataFrame:
+    """One ``torchrun`` command per Table 2 cell (``python -m ndlib train`` under DDP; the
+    global batch of 256 is split over the processes).  ``data_dir`` holds ``train/<class>/``
+    and ``val/<class>/``."""
+    if isinstance(nproc_per_node, bool) or not isinstance(nproc_per_node, int) or nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be a positive integer, got {nproc_per_node!r}")
+    rows = []
+    for cell in table2_published()[["arch", "method"]].itertuples():
+        parts = ["torchrun", f"--nproc_per_node={nproc_per_node}", "-m", "ndlib", "train",
+                 "--dataset", "imagenet", "--arch", f"{cell.arch}_imagenet",
+                 "--norm", cell.method.lower(), "--epochs", str(epochs), "--data-dir", data_dir]
+        rows.append({"arch": cell.arch, "method": cell.method, "command": shlex.join(parts)})
+    return pd.DataFrame(rows)
 
 
 def imagenet_compute() -> dict[str, float]:
@@ -543,15 +635,64 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
 
 def flop_overhead(archs: Sequence[str], num_classes: int = 10, batch_size: int = 128,
                   image_size: int = 32) -> pd.DataFrame:
-    """The FLOP model of ND's overhead per training step, from ``ndlib.whitening.deconv_flops``.
+    """The FLOP model of ND's overhead for one training step's forward pass, per architecture.
 
-    Returns an empty frame (column ``note`` says why) while that function is not written."""
-    spec = importlib.util.find_spec("ndlib.whitening")
-    flops = getattr(importlib.import_module("ndlib.whitening"), "deconv_flops", None) if spec else None
-    if flops is None:
-        return pd.DataFrame({"note": ["ndlib.whitening.deconv_flops is not available yet"]})
+    For every :class:`~ndlib.layers.FastDeconv` layer of the ND model, the stage-by-stage
+    count of :func:`ndlib.whitening.deconv_flops` (conv; centering, covariance, Newton-Schulz,
+    folding and bias shift = the whitening overhead), summed over layers.  The layer input
+    sizes are read from one batch-1 pass (:func:`ndlib.whitening.model_deconv_flops`); the
+    counts are then taken at ``batch_size``, since the statistics scale with the batch and
+    Newton-Schulz does not.  Decorrelated linear layers are not counted (they are tiny beside
+    the convs).  Columns: ``arch, layers, conv_gflop, overhead_gflop, eval_overhead_gflop,
+    overhead_ratio`` and one ``<stage>_gflop`` per whitening stage.
+
+    Empty frame (a ``note`` column says why) while ``ndlib.whitening`` or the models are
+    not available.
+    """
+    whitening = _optional_module("ndlib.whitening")
+    models = _optional_module("ndlib.models")
+    if whitening is None or not hasattr(whitening, "model_deconv_flops") or models is None:
+        return pd.DataFrame({"note": ["the FLOP model (ndlib.whitening) is not available yet"]})
+    stages = ("center", "covariance", "newton_schulz", "fold", "bias_shift")
     rows = []
     for arch in archs:
-        result = flops(arch, num_classes=num_classes, batch_size=batch_size, image_size=image_size)
-        rows.append({"arch": arch, **dict(result)})
+        model = models.create(arch, num_classes=num_classes, norm="nd")
+        layout = whitening.model_deconv_flops(model, (1, 3, image_size, image_size))
+        totals = dict.fromkeys(("conv", "overhead", "eval_overhead", *stages), 0.0)
+        for name, height, width in zip(layout["layer"], layout["H"], layout["W"]):
+            layer = model.get_submodule(name)
+            counts = whitening.deconv_flops(
+                layer.in_channels, layer.out_channels, layer.kernel_size[0], int(height),
+                int(width), batch_size, block=layer.requested_block,
+                sampling_stride=layer.sampling_stride, n_iter=layer.n_iter,
+                conv_stride=layer.stride[0], groups=layer.groups)
+            for key in totals:
+                totals[key] += counts[key]
+        row: dict[str, object] = {"arch": arch, "layers": len(layout),
+                                  "conv_gflop": totals["conv"] / 1e9,
+                                  "overhead_gflop": totals["overhead"] / 1e9,
+                                  "eval_overhead_gflop": totals["eval_overhead"] / 1e9,
+                                  "overhead_ratio": totals["overhead"] / totals["conv"]}
+        row.update({f"{stage}_gflop": totals[stage] / 1e9 for stage in stages})
+        rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _optional_module(name: str):
+    """The module ``name`` if it exists, else None (it may be written later)."""
+    if importlib.util.find_spec(name) is None:
+        return None
+    return importlib.import_module(name)
+
+
+def missing_commands(table: pd.DataFrame, seeds: Sequence[int] = DEFAULT_SEEDS) -> pd.DataFrame:
+    """The runs still missing from a :func:`table1` frame, as one grid command per
+    (dataset, epochs): the architectures with any cell short of ``seeds``."""
+    todo = table[table["ours_n"] < len(seeds)]
+    rows = []
+    for (dataset, epochs), part in todo.groupby(["dataset", "epochs"], sort=True):
+        archs = list(dict.fromkeys(part["arch"]))
+        rows.append({"dataset": dataset, "epochs": int(epochs), "cells_missing": len(part),
+                     "archs": ", ".join(archs),
+                     "command": grid_command(dataset, archs, [int(epochs)], seeds)})
+    return pd.DataFrame(rows, columns=["dataset", "epochs", "cells_missing", "archs", "command"])

@@ -253,3 +253,30 @@ def test_loaders_return_contract_columns_for_empty_folders(tmp_path):
     assert runs.empty and set(report.RUN_COLUMNS) <= set(runs.columns)
     bench = report.load_bench(tmp_path)
     assert bench.empty and set(report.BENCH_COLUMNS) <= set(bench.columns)
+
+
+def test_format_command_wraps_without_changing_the_command():
+    import shlex
+
+    command = report.grid_command("cifar10", [f"arch{i}" for i in range(20)], [1, 20], [0, 1])
+    wrapped = report.format_command(command, width=40)
+    lines = wrapped.split(" \\\n")
+    assert len(lines) > 1
+    assert all(len(line) <= 40 for line in lines)
+    assert shlex.split(wrapped.replace("\\\n", " ")) == shlex.split(command)
+
+
+def test_table2_commands_one_per_cell():
+    commands = report.table2_commands(nproc_per_node=4, data_dir="/data/in")
+    assert len(commands) == 7
+    first = commands.iloc[0]["command"]
+    assert first.startswith("torchrun --nproc_per_node=4 -m ndlib train --dataset imagenet")
+    assert "--arch vgg11_imagenet" in first and "--data-dir /data/in" in first
+    with pytest.raises(ValueError):
+        report.table2_commands(nproc_per_node=0)
+
+
+def test_table2_gains_are_nd_minus_bn():
+    gains = report.table2_gains().set_index("arch")
+    assert gains.loc["resnet18", "paper_top1_gain"] == pytest.approx(71.24 - 69.76)
+    assert gains.loc["densenet121", "repro_top1_gain"] == pytest.approx(75.668 - 75.884)
