@@ -1,0 +1,284 @@
+"""The grid of Tables 1 and 2: plan the runs, run the missing ones, or write a Slurm array.
+
+``python -m ndlib grid --table 1 --epochs 1 20 100 --seeds 0 1 2`` plans one
+:class:`~ndlib.train.TrainConfig` per (dataset, arch, norm, epochs, seed), prints the plan
+with each run's status, and trains, one after the other, only those without a ``completed``
+record (a ``running``, ``failed``, ``interrupted`` or ``diverged`` record is rerun; a run with
+a checkpoint resumes from it).
+
+Several workers may share the grid (e.g. two shells, or many Slurm tasks on a shared file
+system): before training, a worker *claims* the run by creating ``.claims/<run_id>.claim``
+with ``O_CREAT | O_EXCL`` -- atomic, so exactly one worker wins -- and removes it when done.
+A claim left by a dead process on the same host is taken over; on another host it must be
+removed by hand (its content says who made it).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shlex
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from ndlib.data import DATASETS
+from ndlib.paths import claims_dir
+from ndlib.records import read_record, record_path, utc_now
+from ndlib.train import TrainConfig, known_archs
+
+__all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "claim", "ClaimTaken", "run_grid", "slurm_script",
+           "add_parser"]
+
+# What each table sweeps by default (spec sections 4 and 5).
+TABLE_DEFAULTS: dict[int, dict] = {
+    1: {"datasets": ("cifar10", "cifar100"), "epochs": (1, 20, 100)},
+    2: {"datasets": ("imagenet",), "epochs": (90,)},
+}
+
+# Table 2 has a third VGG-11 variant without normalisation.
+_EXTRA_NORMS = {"vgg11_imagenet": ("none",)}
+
+
+def norms_for(arch: str) -> tuple[str, ...]:
+    """The variants of ``arch`` in the paper: BN and ND, plus 'none' for VGG-11 on ImageNet."""
+    return _EXTRA_NORMS.get(arch, ()) + ("bn", "nd")
+
+
+def _check_choices(name: str, values: Sequence, valid: Sequence) -> None:
+    bad = [v for v in values if v not in valid]
+    if bad:
+        raise ValueError(f"invalid {name} {bad}; valid: {list(valid)}")
+
+
+def plan(table: int, epochs: Sequence[int] | None = None, seeds: Sequence[int] = (0,),
+         archs: Sequence[str] | None = None, datasets: Sequence[str] | None = None,
+         norms: Sequence[str] | None = None, **options) -> list[TrainConfig]:
+    """Every configuration of the table's grid (``options`` go to every TrainConfig)."""
+    if table not in TABLE_DEFAULTS:
+        raise ValueError(f"table must be one of {sorted(TABLE_DEFAULTS)}, got {table!r}")
+    defaults = TABLE_DEFAULTS[table]
+    table_datasets = [name for name, info in DATASETS.items() if info.table == table]
+    datasets = list(datasets) if datasets else list(defaults["datasets"])
+    _check_choices("datasets", datasets, table_datasets)
+    table_archs = known_archs(table)
+    archs = list(archs) if archs else table_archs
+    _check_choices("archs", archs, table_archs)
+    if norms:
+        _check_choices("norms", norms, ("none", "bn", "nd"))
+    epochs = list(epochs) if epochs else list(defaults["epochs"])
+    configs = []
+    for dataset in datasets:
+        for arch in archs:
+            for norm in norms_for(arch):
+                if norms and norm not in norms:
+                    continue
+                for epoch_count in epochs:
+                    for seed in seeds:
+                        configs.append(TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epoch_count,
+                                                   seed=seed, **options))
+    return configs
+
+
+def run_status(config: TrainConfig) -> str:
+    """The status in the run's record, or ``missing``."""
+    path = record_path(config.run_id, config.runs_dir)
+    if not path.is_file():
+        return "missing"
+    return str(read_record(path).get("status", "unknown"))
+
+
+class ClaimTaken(RuntimeError):
+    """Another live worker holds the claim."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def claim(run_id: str, folder: str | Path | None = None) -> Iterator[Path]:
+    """Hold ``<folder>/<run_id>.claim`` while the block runs; :class:`ClaimTaken` if someone else does."""
+    folder = Path(folder) if folder is not None else claims_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{run_id}.claim"
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": utc_now()}
+    for attempt in range(2):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                owner = {}
+            stale = owner.get("host") == me["host"] and isinstance(owner.get("pid"), int) \
+                and not _pid_alive(owner["pid"])
+            if stale and attempt == 0:
+                path.unlink(missing_ok=True)
+                continue
+            raise ClaimTaken(f"{run_id} is claimed by {owner or 'an unknown worker'} ({path})") from None
+        with os.fdopen(handle, "w") as stream:
+            json.dump(me, stream)
+        break
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@dataclass
+class GridSummary:
+    completed: int = 0
+    skipped_done: int = 0
+    skipped_claimed: int = 0
+    diverged: int = 0
+    failed: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else (3 if self.diverged else 0)
+
+
+def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None, progress: bool = True,
+             stream=sys.stdout) -> GridSummary:
+    """Train every configuration without a completed record, claiming each first."""
+    from ndlib.train import run
+
+    summary = GridSummary()
+    todo = [c for c in configs if run_status(c) != "completed"]
+    summary.skipped_done = len(configs) - len(todo)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="grid", unit="run")
+    for config in todo:
+        if bar is not None:
+            bar.set_postfix_str(config.run_id)
+        try:
+            with claim(config.run_id, claims):
+                if run_status(config) == "completed":  # finished by another worker meanwhile
+                    summary.skipped_done += 1
+                    continue
+                try:
+                    record = run(config, progress=progress)
+                except Exception as error:  # recorded as failed; go on with the rest of the grid
+                    print(f"{config.run_id}: failed: {type(error).__name__}: {error}", file=stream)
+                    summary.failed += 1
+                    continue
+                if record["status"] == "diverged":
+                    summary.diverged += 1
+                else:
+                    summary.completed += 1
+                final = record.get("final") or {}
+                print(f"{config.run_id}: {record['status']} test_acc={final.get('test_acc')}", file=stream)
+        except ClaimTaken as taken:
+            print(f"skip: {taken}", file=stream)
+            summary.skipped_claimed += 1
+        finally:
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+    return summary
+
+
+def _train_arguments(config: TrainConfig) -> str:
+    """The ``python -m ndlib train`` options that reproduce ``config`` (non-default fields only)."""
+    reference = TrainConfig(arch=config.arch, dataset=config.dataset)
+    parts = []
+    for name, value in config.to_dict().items():
+        if name in {"arch", "norm", "dataset", "epochs", "seed"} or getattr(reference, name) != value:
+            flag = "--" + name.replace("_", "-")
+            if isinstance(value, bool):
+                parts.append(flag if value else "--no-" + name.replace("_", "-"))
+            elif value is not None:
+                parts.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def slurm_script(configs: Sequence[TrainConfig], *, job_name: str = "ndlib-grid", partition: str | None = None,
+                 time_limit: str = "24:00:00", gpus: int = 1, cpus: int = 8, python: str = "python") -> str:
+    """A Slurm array script, one task per configuration (task i trains ``configs[i]``)."""
+    if not configs:
+        raise ValueError("no runs to put in a Slurm script (every configuration already has a completed record?)")
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --array=0-{len(configs) - 1}",
+        f"#SBATCH --gres=gpu:{gpus}",
+        f"#SBATCH --cpus-per-task={cpus}",
+        f"#SBATCH --time={time_limit}",
+        "#SBATCH --output=slurm-%A_%a.out",
+    ]
+    if partition:
+        lines.append(f"#SBATCH --partition={partition}")
+    lines += [
+        "# Written by `python -m ndlib grid --slurm`; submit with `sbatch <this file>` from the project root.",
+        "# Each task trains one run and writes results/runs/<run_id>.json; rerunning resumes from checkpoints.",
+        "set -euo pipefail",
+        "RUNS=(",
+        *[f"  {shlex.quote(_train_arguments(c))}  # {c.run_id}" for c in configs],
+        ")",
+        f'eval "exec {python} -m ndlib train --no-progress ${{RUNS[$SLURM_ARRAY_TASK_ID]}}"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
+    print(f"{len(configs)} runs planned:", file=stream)
+    for config in configs:
+        print(f"  {run_status(config):<11} {config.run_id}", file=stream)
+
+
+def _grid(args: argparse.Namespace) -> int:
+    skipped = {"arch", "norm", "dataset", "epochs", "seed"}
+    shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in skipped}
+    try:
+        configs = plan(args.table, args.epochs, args.seeds, args.archs, args.datasets, args.norms, **shared)
+    except (ValueError, TypeError) as error:
+        args.parser.error(str(error))
+    _print_plan(configs, sys.stdout)
+    if args.slurm:
+        todo = [c for c in configs if run_status(c) != "completed"]
+        Path(args.slurm).write_text(slurm_script(todo, partition=args.partition, time_limit=args.time_limit))
+        print(f"wrote {args.slurm}: a Slurm array of {len(todo)} tasks; submit it with `sbatch {args.slurm}`")
+        return 0
+    if args.dry_run:
+        return 0
+    summary = run_grid(configs, progress=not args.no_progress)
+    print(f"grid done: {summary}")
+    return summary.exit_code
+
+
+def add_parser(subparsers) -> None:
+    """Register ``grid``."""
+    from ndlib.cli import add_config_arguments
+
+    parser = subparsers.add_parser(
+        "grid", help="plan / run / Slurm-script a table's grid",
+        description="Plan the runs of Table 1 or 2, then train those without a completed record "
+                    "(or write a Slurm array script with --slurm).")
+    parser.add_argument("--table", type=int, choices=sorted(TABLE_DEFAULTS), required=True)
+    parser.add_argument("--epochs", type=int, nargs="+", help="default: 1 20 100 (Table 1), 90 (Table 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--archs", nargs="+", help="default: every architecture of the table")
+    parser.add_argument("--datasets", nargs="+", help="default: cifar10 cifar100 (Table 1), imagenet (Table 2)")
+    parser.add_argument("--norms", nargs="+", choices=["none", "bn", "nd"], help="default: every variant")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    parser.add_argument("--slurm", metavar="PATH", help="write a Slurm array script for the missing runs instead")
+    parser.add_argument("--partition", help="Slurm partition (with --slurm)")
+    parser.add_argument("--time-limit", default="24:00:00", help="Slurm time per task (with --slurm)")
+    parser.add_argument("--no-progress", action="store_true")
+    add_config_arguments(parser, skip=("arch", "norm", "dataset", "epochs", "seed"))
+    parser.set_defaults(handler=_grid, parser=parser)

@@ -1,0 +1,249 @@
+"""Training loop: config validation, run ids, records, cosine schedule, divergence, failure, resume."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from _experiments_helpers import tiny_config, tiny_model
+from ndlib.train import TrainConfig, run
+
+
+# --------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------
+def test_paper_defaults_per_table():
+    cifar = TrainConfig(arch="vgg16", dataset="cifar10")
+    assert (cifar.batch_size, cifar.weight_decay, cifar.lr, cifar.momentum) == (128, 1e-3, 0.1, 0.9)
+    imagenet = TrainConfig(arch="resnet18_imagenet", dataset="imagenet", epochs=90)
+    assert (imagenet.batch_size, imagenet.weight_decay, imagenet.table) == (256, 1e-4, 2)
+    assert not cifar.amp and not cifar.channels_last
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"arch": "alexnet"}, "valid:"),
+        ({"arch": "vgg11_imagenet"}, "unknown arch"),  # a Table 2 arch on CIFAR
+        ({"norm": "gn"}, "valid:"),
+        ({"norm": "none"}, "vgg11_imagenet only"),
+        ({"dataset": "mnist"}, "valid:"),
+        ({"epochs": 0}, "epochs"),
+        ({"lr": -0.1}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"seed": -1}, "seed"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_config_raises_clear_error(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides)
+
+
+def test_config_is_frozen():
+    config = TrainConfig()
+    with pytest.raises(dataclasses_frozen_error()):
+        config.lr = 1.0  # type: ignore[misc]
+
+
+def dataclasses_frozen_error():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
+
+
+def test_run_id_names_the_cell_and_hashes_other_options():
+    base = TrainConfig(arch="vgg16", norm="nd", dataset="cifar10", epochs=1, seed=0)
+    assert base.run_id == "t1-cifar10-vgg16-nd-e1-s0"
+    # Placement does not change the id; a changed hyper-parameter does.
+    assert TrainConfig(arch="vgg16", norm="nd", device="cpu", num_threads=1, note="x").run_id == base.run_id
+    changed = TrainConfig(arch="vgg16", norm="nd", lr=0.05)
+    assert changed.run_id.startswith("t1-cifar10-vgg16-nd-e1-s0-o") and changed.run_id != base.run_id
+    assert TrainConfig(arch="vgg16", norm="nd", lr=0.05).run_id == changed.run_id  # stable
+    assert TrainConfig(arch="vgg16", norm="nd", batch_size=128).run_id == base.run_id  # default made explicit
+    assert "-syn-" in TrainConfig(arch="vgg16", synthetic=True).run_id
+
+
+def test_config_round_trips_through_dict():
+    config = TrainConfig(arch="resnet18", norm="nd", deconv_block=32, lr=0.05)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"archh": "vgg16"})
+
+
+# --------------------------------------------------------------------------------------
+# Runs on tiny synthetic data
+# --------------------------------------------------------------------------------------
+def test_run_writes_a_complete_record(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    record = run(config, model=tiny_model(), progress=False)
+    on_disk = json.loads((tmp_path / "runs" / f"{config.run_id}.json").read_text())
+    assert on_disk["status"] == record["status"] == "completed"
+    assert on_disk["label"] == "synthetic smoke run" and on_disk["data_source"]["synthetic"] is True
+    assert on_disk["config"]["lr"] == 0.1 and on_disk["table"] == 1
+    assert len(on_disk["history"]) == 2
+    for key in ("ndlib_version", "git_commit", "git_dirty", "torch_version", "torchvision_version", "cuda_version",
+                "cudnn_version", "device_name", "cpu_name", "num_threads"):
+        assert key in on_disk["environment"]
+    assert on_disk["environment"]["num_threads"] == 1 and on_disk["environment"]["deterministic"] is True
+    for entry in on_disk["history"]:
+        assert 0 <= entry["train_acc"] <= 100 and 0 <= entry["test_acc"] <= entry["test_top5"] <= 100
+        assert entry["train_time_s"] > 0 and entry["eval_time_s"] > 0 and entry["images_per_s"] > 0
+        assert entry["train_images"] == 64 and entry["test_images"] == 32 and entry["peak_mem_mb"] > 0
+    assert on_disk["final"] == on_disk["history"][-1]
+    assert on_disk["started_at"] <= on_disk["finished_at"]
+    # Cosine per step to zero: 4 steps per epoch, lr at the start of epoch 2 is lr/2, last step ends at 0.
+    assert on_disk["history"][1]["lr"] == pytest.approx(0.05)
+    assert on_disk["history"][1]["lr_end"] == pytest.approx(0.0, abs=1e-12)
+    assert on_disk["history"][1]["global_step"] == 8
+    assert (tmp_path / "checkpoints" / config.run_id / "last.pt").is_file()
+
+
+def test_training_learns_the_synthetic_classes(tmp_path):
+    config = tiny_config(tmp_path, epochs=4, synthetic_train_size=256, synthetic_num_classes=4, lr=0.05)
+    record = run(config, model=tiny_model(num_classes=4), progress=False)
+    history = record["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["test_acc"] > 50.0  # chance is 25%
+
+
+def test_same_seed_same_result(tmp_path):
+    first = run(tiny_config(tmp_path / "a"), model=tiny_model(nd=True), progress=False)
+    second = run(tiny_config(tmp_path / "b"), model=tiny_model(nd=True), progress=False)
+    assert first["final"]["train_loss"] == second["final"]["train_loss"]
+    assert first["final"]["test_acc"] == second["final"]["test_acc"]
+
+
+class _NanAfter(nn.Module):
+    """Wraps a model; from the ``bad_call``-th training forward on, the output is NaN."""
+
+    def __init__(self, model: nn.Module, bad_call: int) -> None:
+        super().__init__()
+        self.model, self.bad_call, self.calls = model, bad_call, 0
+
+    def forward(self, x):
+        out = self.model(x)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.bad_call:
+                out = out * float("nan")
+        return out
+
+
+def test_non_finite_loss_stops_with_diverged_and_the_step(tmp_path):
+    config = tiny_config(tmp_path, epochs=3)
+    record = run(config, model=_NanAfter(tiny_model(), bad_call=6), progress=False)  # steps 0-5 fine
+    assert record["status"] == "diverged"
+    assert record["divergence"]["step"] == 6 and record["divergence"]["epoch"] == 1  # second epoch (0-based)
+    assert record["divergence"]["loss"] == "nan"
+    assert len(record["history"]) == 1  # the first epoch finished
+    on_disk = json.loads((tmp_path / "runs" / f"{config.run_id}.json").read_text())
+    assert on_disk["status"] == "diverged"
+
+
+def test_huge_learning_rate_diverges(tmp_path):
+    record = run(tiny_config(tmp_path, lr=1e12, epochs=2), model=tiny_model(), progress=False)
+    assert record["status"] == "diverged" and isinstance(record["divergence"]["step"], int)
+
+
+class _RaiseAt(nn.Module):
+    def __init__(self, model: nn.Module, call: int, error: BaseException) -> None:
+        super().__init__()
+        self.model, self.call, self.error, self.calls = model, call, error, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.call:
+                raise self.error
+        return self.model(x)
+
+
+def test_exception_records_failed_and_reraises(tmp_path):
+    config = tiny_config(tmp_path)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(config, model=_RaiseAt(tiny_model(), 2, RuntimeError("boom")), progress=False)
+    record = json.loads((tmp_path / "runs" / f"{config.run_id}.json").read_text())
+    assert record["status"] == "failed" and "boom" in record["error"] and record["finished_at"]
+
+
+def _weights(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("nd", [False, True])
+def test_resume_after_interrupt_reaches_the_same_result(tmp_path, nd):
+    straight_model = _RaiseAt(tiny_model(nd=nd), 0, RuntimeError("never"))  # same wrapper, never raises
+    straight = run(tiny_config(tmp_path / "straight", epochs=2), model=straight_model, progress=False)
+
+    config = tiny_config(tmp_path / "resumed", epochs=2)
+    # Interrupt at the first training step of epoch 2 (4 steps per epoch).
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=_RaiseAt(tiny_model(nd=nd), 5, KeyboardInterrupt()), progress=False)
+    interrupted = json.loads((tmp_path / "resumed" / "runs" / f"{config.run_id}.json").read_text())
+    assert interrupted["status"] == "interrupted" and len(interrupted["history"]) == 1
+
+    # A different initialisation: the checkpoint must overwrite it.
+    resumed_model = _RaiseAt(tiny_model(nd=nd, seed=123), 0, RuntimeError("never"))
+    resumed = run(config, model=resumed_model, progress=False)
+    assert resumed["status"] == "completed" and resumed["resumed_at_epochs"] == [1]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_acc", "test_top5", "test_loss"):
+        assert resumed["final"][key] == straight["final"][key], key
+    expected, got = _weights(straight_model), _weights(resumed_model)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
+def test_checkpoint_of_another_configuration_is_refused(tmp_path):
+    config = tiny_config(tmp_path)
+    run(config, model=tiny_model(), progress=False)
+    checkpoint = tmp_path / "checkpoints" / config.run_id / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    state["identity_json"] = "{}"
+    torch.save(state, checkpoint)
+    with pytest.raises(ValueError, match="different configuration"):
+        run(config, model=tiny_model(), progress=False)
+
+
+def test_completed_checkpoint_resumes_to_the_end_without_training(tmp_path):
+    config = tiny_config(tmp_path)
+    first = run(config, model=_RaiseAt(tiny_model(), 0, RuntimeError("never")), progress=False)
+    again = run(config, model=_RaiseAt(tiny_model(), 1, RuntimeError("must not train")), progress=False)
+    assert again["status"] == "completed" and again["final"]["test_acc"] == first["final"]["test_acc"]
+
+
+def test_run_restores_global_torch_settings(tmp_path):
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    run(tiny_config(tmp_path, num_threads=1), model=tiny_model(), progress=False)
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_amp_and_channels_last_flags_run_on_cpu(tmp_path):
+    config = tiny_config(tmp_path, amp=True, channels_last=True)
+    record = run(config, model=tiny_model(), progress=False)
+    assert record["status"] == "completed" and record["environment"]["amp"] is True
+    assert math.isfinite(record["final"]["train_loss"])
+    assert config.run_id != tiny_config(tmp_path).run_id
+
+
+def test_cuda_device_requested_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        run(tiny_config(tmp_path, device="cuda"), model=tiny_model(), progress=False)
+
+
+@pytest.mark.slow
+def test_real_vgg16_nd_smoke_run_from_the_registry(tmp_path):
+    """The full path with ndlib.models.create (slow on CPU: VGG-16 ND, a few steps)."""
+    config = tiny_config(tmp_path, norm="nd", synthetic_image_size=32, synthetic_train_size=32,
+                         synthetic_test_size=16)
+    record = run(config, progress=False)
+    assert record["status"] == "completed" and record["model"]["source"] == "ndlib.models.create"
