@@ -86,10 +86,11 @@ def register(
 
 
 def available(table: int | None = None) -> list[str]:
-    """Registered model names (all, or those of paper Table ``1`` or ``2``), in registration order."""
+    """Registered model names (all, or those of paper Table ``1`` or ``2``): Table 1 first, each in registration order."""
     if table is not None and table not in BLOCK_FC_BY_TABLE:
         raise ValueError(f"table must be None or one of {sorted(BLOCK_FC_BY_TABLE)}, got {table!r}")
-    return [name for name, spec in _REGISTRY.items() if table is None or spec.table == table]
+    names = [name for name, spec in _REGISTRY.items() if table is None or spec.table == table]
+    return sorted(names, key=lambda name: _REGISTRY[name].table)  # stable: Table 1, then Table 2
 
 
 def get_spec(name: str) -> ModelSpec:

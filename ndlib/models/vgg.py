@@ -10,8 +10,9 @@ layer plan is a list of widths with ``"M"`` for the pools.
   all three classifier layers are :class:`~ndlib.layers.Delinear` (as in the public code).
   The three Table 2 variants are ``norm="none"`` (biased convs, no normalization), ``"bn"``
   and ``"nd"``.  Our BN variant drops the conv bias in front of BN (torchvision's keeps
-  it; it is redundant with BN's shift), so it has 5,504 parameters fewer than
-  ``torchvision.models.vgg11_bn``.
+  it; it is redundant with BN's shift), so it has 2,752 parameters (one per conv channel)
+  fewer than ``torchvision.models.vgg11_bn``; the ``none`` variant has exactly
+  ``torchvision.models.vgg11``'s shapes.
 """
 from __future__ import annotations
 
