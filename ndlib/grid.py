@@ -150,10 +150,11 @@ class GridSummary:
 
 
 def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None, progress: bool = True,
-             stream=sys.stdout) -> GridSummary:
+             stream=None) -> GridSummary:
     """Train every configuration without a completed record, claiming each first."""
     from ndlib.train import run
 
+    stream = stream if stream is not None else sys.stdout
     summary = GridSummary()
     todo = [c for c in configs if run_status(c) != "completed"]
     summary.skipped_done = len(configs) - len(todo)

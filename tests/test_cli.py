@@ -1,0 +1,111 @@
+"""Command line: argument errors, exit codes, train and grid subcommands (tiny model, synthetic data)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import ndlib.train
+from _experiments_helpers import tiny_model
+from ndlib.cli import EXIT_CODES, main
+
+TINY = ["--synthetic", "--synthetic-image-size", "8", "--synthetic-train-size", "32", "--synthetic-test-size", "16",
+        "--batch-size", "16", "--device", "cpu", "--num-threads", "1", "--no-progress"]
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    monkeypatch.setattr(ndlib.train, "create_model", lambda config: tiny_model(nd=config.norm == "nd"))
+
+
+def _dirs(tmp_path):
+    return ["--runs-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck")]
+
+
+def test_unknown_arch_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--arch", "alexnet"])
+    assert info.value.code == 2
+    error = capsys.readouterr().err
+    assert "alexnet" in error and "vgg16" in error and "resnet18" in error
+
+
+def test_invalid_value_is_a_usage_error_with_the_reason(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--arch", "vgg16", "--epochs", "0"])
+    assert info.value.code == 2 and "epochs must be a positive integer" in capsys.readouterr().err
+
+
+def test_unknown_subcommand_fails():
+    with pytest.raises(SystemExit) as info:
+        main(["fly"])
+    assert info.value.code == 2
+
+
+def test_train_writes_a_record_and_exits_zero(tmp_path, tiny_models, capsys):
+    code = main(["train", "--arch", "resnet18", "--norm", "nd", "--epochs", "2", *TINY, *_dirs(tmp_path),
+                 "--note", "cli test"])
+    assert code == EXIT_CODES["completed"] == 0
+    records = list((tmp_path / "runs").glob("*.json"))
+    assert len(records) == 1
+    record = json.loads(records[0].read_text())
+    assert record["status"] == "completed" and record["config"]["arch"] == "resnet18"
+    assert record["config"]["note"] == "cli test" and len(record["history"]) == 2
+    assert "completed" in capsys.readouterr().out
+
+
+def test_diverged_run_exits_3(tmp_path, tiny_models):
+    assert main(["train", "--arch", "vgg16", "--lr", "1e12", "--epochs", "2", *TINY, *_dirs(tmp_path)]) == 3
+
+
+def test_failed_run_exits_1_and_is_recorded(tmp_path, monkeypatch, capsys):
+    def broken(config):
+        raise RuntimeError("model construction failed")
+
+    monkeypatch.setattr(ndlib.train, "create_model", broken)
+    assert main(["train", "--arch", "vgg16", *TINY, *_dirs(tmp_path)]) == 1
+    assert "model construction failed" in capsys.readouterr().err
+    record = json.loads(next((tmp_path / "runs").glob("*.json")).read_text())
+    assert record["status"] == "failed" and "model construction failed" in record["error"]
+
+
+def test_missing_real_data_fails_with_both_fixes(tmp_path, capsys):
+    code = main(["train", "--arch", "vgg16", "--dataset", "cifar100", "--data-dir", str(tmp_path / "none"),
+                 "--no-progress", *_dirs(tmp_path)])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert "unpack.py" in error and "--download" in error
+
+
+def test_grid_dry_run_prints_the_plan(tmp_path, capsys):
+    code = main(["grid", "--table", "1", "--epochs", "1", "--archs", "vgg16", "--datasets", "cifar10", "--dry-run",
+                 "--runs-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "2 runs planned" in out and "missing     t1-cifar10-vgg16-nd-e1-s0" in out
+
+
+def test_grid_bad_arch_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["grid", "--table", "2", "--archs", "vgg16"])
+    assert info.value.code == 2 and "vgg11_imagenet" in capsys.readouterr().err
+
+
+def test_grid_writes_a_slurm_script(tmp_path, capsys):
+    target = tmp_path / "grid.sbatch"
+    code = main(["grid", "--table", "2", "--slurm", str(target), "--runs-dir", str(tmp_path)])
+    assert code == 0 and "#SBATCH --array=0-6" in target.read_text()
+
+
+def test_grid_trains_the_missing_runs(tmp_path, tiny_models):
+    args = ["grid", "--table", "1", "--epochs", "1", "--archs", "vgg16", "--datasets", "cifar10", *TINY,
+            *_dirs(tmp_path)]
+    assert main(args) == 0
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2
+    assert main(args) == 0  # nothing left to do
+
+
+def test_module_entry_point_exit_code():
+    done = subprocess.run([sys.executable, "-m", "ndlib", "train", "--arch", "nope"], capture_output=True, text=True)
+    assert done.returncode == 2 and "invalid choice" in done.stderr

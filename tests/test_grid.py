@@ -1,0 +1,138 @@
+"""Grid: plans, skipping completed runs, atomic claims, Slurm scripts."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import ndlib.train
+from ndlib.grid import ClaimTaken, claim, norms_for, plan, run_grid, run_status, slurm_script
+from ndlib.records import write_json_atomic
+
+
+def test_table1_plan_is_the_full_cross_product(tmp_path):
+    configs = plan(1, epochs=[1, 20], seeds=[0, 1], runs_dir=str(tmp_path))
+    assert len(configs) == 2 * 10 * 2 * 2 * 2  # datasets x archs x norms x epochs x seeds
+    assert len({c.run_id for c in configs}) == len(configs)
+    assert {c.arch for c in configs} == set(ndlib.train.known_archs(1))
+
+
+def test_table2_plan_has_vgg11_without_normalisation():
+    configs = plan(2)
+    assert len(configs) == 7 and all(c.epochs == 90 and c.batch_size == 256 for c in configs)
+    assert ("vgg11_imagenet", "none") in {(c.arch, c.norm) for c in configs}
+    assert norms_for("resnet18_imagenet") == ("bn", "nd")
+
+
+def test_plan_filters_and_validates():
+    configs = plan(1, epochs=[1], archs=["vgg16"], datasets=["cifar10"], norms=["nd"])
+    assert [c.run_id for c in configs] == ["t1-cifar10-vgg16-nd-e1-s0"]
+    with pytest.raises(ValueError, match="valid"):
+        plan(1, archs=["resnet18_imagenet"])
+    with pytest.raises(ValueError, match="valid"):
+        plan(1, datasets=["imagenet"])
+    with pytest.raises(ValueError, match="table"):
+        plan(3)
+
+
+def _fake_run(calls):
+    def fake(config, progress=True):
+        calls.append(config.run_id)
+        record = {"run_id": config.run_id, "status": "completed", "config": config.to_dict(), "history": [],
+                  "final": {"test_acc": 50.0}}
+        write_json_atomic(os.path.join(config.runs_dir, f"{config.run_id}.json"), record)
+        return record
+
+    return fake
+
+
+def test_grid_runs_only_what_has_no_completed_record(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    configs = plan(1, epochs=[1], archs=["vgg16", "resnet18"], datasets=["cifar10"], runs_dir=str(runs))
+    done, stale, *rest = configs
+    write_json_atomic(runs / f"{done.run_id}.json", {"run_id": done.run_id, "status": "completed"})
+    write_json_atomic(runs / f"{stale.run_id}.json", {"run_id": stale.run_id, "status": "running"})
+    calls = []
+    monkeypatch.setattr(ndlib.train, "run", _fake_run(calls))
+    summary = run_grid(configs, claims=tmp_path / "claims", progress=False, stream=io.StringIO())
+    assert calls == [stale.run_id] + [c.run_id for c in rest]
+    assert summary.completed == 3 and summary.skipped_done == 1 and summary.exit_code == 0
+    assert all(run_status(c) == "completed" for c in configs)
+    assert not list((tmp_path / "claims").iterdir())  # claims released
+    calls.clear()
+    run_grid(configs, claims=tmp_path / "claims", progress=False, stream=io.StringIO())
+    assert calls == []
+
+
+def test_grid_goes_on_after_a_failure_and_reports_it(tmp_path, monkeypatch):
+    configs = plan(1, epochs=[1], archs=["vgg16"], datasets=["cifar10"], runs_dir=str(tmp_path / "runs"))
+
+    def failing(config, progress=True):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(ndlib.train, "run", failing)
+    out = io.StringIO()
+    summary = run_grid(configs, claims=tmp_path / "claims", progress=False, stream=out)
+    assert summary.failed == 2 and summary.exit_code == 1 and "out of memory" in out.getvalue()
+
+
+def test_a_claim_is_exclusive_and_released(tmp_path):
+    with claim("t1-x", tmp_path):
+        with pytest.raises(ClaimTaken, match="t1-x"):
+            with claim("t1-x", tmp_path):
+                pass
+    with claim("t1-x", tmp_path):  # free again
+        pass
+
+
+def test_a_claimed_run_is_skipped_by_a_second_worker(tmp_path, monkeypatch):
+    configs = plan(1, epochs=[1], archs=["vgg16"], datasets=["cifar10"], norms=["bn"], runs_dir=str(tmp_path / "r"))
+    calls = []
+    monkeypatch.setattr(ndlib.train, "run", _fake_run(calls))
+    with claim(configs[0].run_id, tmp_path / "claims"):
+        summary = run_grid(configs, claims=tmp_path / "claims", progress=False, stream=io.StringIO())
+    assert calls == [] and summary.skipped_claimed == 1
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / "t1-x.claim").write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    with claim("t1-x", tmp_path) as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
+def test_slurm_script_has_one_task_per_run(tmp_path):
+    configs = plan(1, epochs=[1], archs=["vgg16"], datasets=["cifar10"], lr=0.05, note="a b")
+    script = slurm_script(configs, partition="gpu")
+    assert "#SBATCH --array=0-1" in script and "#SBATCH --partition=gpu" in script
+    for config in configs:
+        assert f"# {config.run_id}" in script
+    assert "--lr 0.05" in script and "SLURM_ARRAY_TASK_ID" in script
+    if shutil.which("bash"):
+        path = tmp_path / "job.sh"
+        path.write_text(script)
+        assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    with pytest.raises(ValueError, match="no runs"):
+        slurm_script([])
+
+
+def test_slurm_task_reproduces_the_configuration(tmp_path):
+    """Run the array line of one task through bash to the CLI parser: same run id."""
+    from ndlib.cli import build_parser, config_from_args
+
+    config = plan(1, epochs=[20], archs=["resnet18"], datasets=["cifar100"], norms=["nd"], lr=0.05, note="x y")[0]
+    script = slurm_script([config])
+    line = [l for l in script.splitlines() if l.strip().startswith("'")][0]
+    program = f"RUNS=(\n{line}\n)\neval \"printf '%s\\n' ${{RUNS[0]}}\""
+    words = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "x y" in words  # the note survives as one argument
+    parser = build_parser()
+    args = parser.parse_args(["train", *words])
+    assert config_from_args(args, parser).run_id == config.run_id

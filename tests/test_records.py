@@ -1,0 +1,90 @@
+"""Run records: atomic writes, loading into DataFrames, project-root discovery."""
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from _experiments_helpers import tiny_config, tiny_model
+from ndlib.paths import project_root
+from ndlib.records import HISTORY_COLUMNS, RUN_COLUMNS, load_histories, load_runs, read_record, write_json_atomic
+from ndlib.train import run
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    path = write_json_atomic(tmp_path / "sub" / "r.json", {"a": 1})
+    write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
+
+
+def test_failed_serialisation_keeps_the_previous_version(tmp_path):
+    path = write_json_atomic(tmp_path / "r.json", {"a": 1})
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_non_finite_numbers_become_strings_not_invalid_json(tmp_path):
+    path = write_json_atomic(tmp_path / "r.json", {"loss": float("nan"), "x": [float("inf")]})
+    assert json.loads(path.read_text()) == {"loss": "nan", "x": ["inf"]}
+
+
+def test_invalid_record_names_the_file(tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text("{")
+    with pytest.raises(ValueError, match="broken.json"):
+        read_record(bad)
+
+
+def test_empty_folder_gives_empty_frames_with_the_contract_columns(tmp_path):
+    runs, histories = load_runs(tmp_path), load_histories(tmp_path / "missing")
+    assert runs.empty and list(runs.columns) == RUN_COLUMNS
+    assert histories.empty and list(histories.columns) == HISTORY_COLUMNS
+
+
+def test_records_load_into_one_row_per_run(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    record = run(config, model=tiny_model(), progress=False)
+    runs = load_runs(tmp_path / "runs")
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["run_id"] == config.run_id and row["status"] == "completed"
+    assert (row["table"], row["dataset"], row["arch"], row["norm"], row["epochs"], row["seed"]) == \
+        (1, "cifar10", "vgg16", "bn", 2, 0)
+    assert bool(row["synthetic"]) and row["data_source"] == "synthetic" and row["label"] == "synthetic smoke run"
+    assert row["test_acc"] == record["final"]["test_acc"] and row["train_acc"] == record["final"]["train_acc"]
+    assert row["train_time_s"] == pytest.approx(sum(h["train_time_s"] for h in record["history"]))
+    assert row["device_type"] == "cpu" and row["num_threads"] == 1 and row["epochs_done"] == 2
+    histories = load_histories(tmp_path / "runs")
+    assert list(histories["epoch"]) == [1, 2] and set(histories["run_id"]) == {config.run_id}
+    assert histories["lr"].iloc[0] == pytest.approx(0.1)
+
+
+def test_running_record_of_a_killed_process_is_not_completed(tmp_path):
+    write_json_atomic(tmp_path / "t1-x.json", {"run_id": "t1-x", "status": "running", "config": {}, "history": []})
+    runs = load_runs(tmp_path)
+    assert runs.loc[0, "status"] == "running" and pd.isna(runs.loc[0, "test_acc"])
+
+
+def test_project_root_is_found_from_a_subfolder(monkeypatch):
+    root = project_root()
+    assert (root / "pyproject.toml").is_file() and (root / "ndlib").is_dir()
+    monkeypatch.chdir(root / "tests")
+    assert project_root() == root
+
+
+def test_project_root_falls_back_to_the_package_parent(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert (project_root() / "ndlib" / "records.py").is_file()
+
+
+def test_committed_records_are_valid(tmp_path):
+    """Every record in results/runs parses and carries a known status (guards hand edits)."""
+    runs = load_runs()
+    assert set(runs["status"]) <= {"running", "completed", "diverged", "interrupted", "failed"}
+    for path in runs["path"]:
+        assert os.path.basename(path).removesuffix(".json") == read_record(path)["run_id"]
