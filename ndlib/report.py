@@ -67,6 +67,7 @@ __all__ = [
     "flop_overhead",
     "missing_commands",
     "format_mean_std",
+    "nd_vs_bn",
 ]
 
 CIFAR_EPOCHS: tuple[int, ...] = (1, 20, 100)
@@ -185,7 +186,7 @@ def grid_command(dataset: str, archs: Sequence[str] | None = None,
                  epochs: Sequence[int] = CIFAR_EPOCHS,
                  seeds: Sequence[int] = DEFAULT_SEEDS, table: int = 1) -> str:
     """The command that runs the given Table 1 cells with the grid CLI (``python -m ndlib``)."""
-    parts = ["python", "-m", "ndlib", "grid", "--table", str(table), "--dataset", dataset]
+    parts = ["python", "-m", "ndlib", "grid", "--table", str(table), "--datasets", dataset]
     if archs:
         parts += ["--archs", *archs]
     parts += ["--epochs", *map(str, epochs), "--seeds", *map(str, seeds)]
@@ -245,7 +246,7 @@ def _reproduction_cells() -> pd.DataFrame:
 def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     """Per cell: test mean/std over the distinct seeds of completed real runs, and counts."""
     columns = ["dataset", "arch", "norm", "epochs", "ours_test_mean", "ours_test_std", "ours_n",
-               "ours_train_mean", "ours_seeds", "ours_other_runs"]
+               "ours_train_mean", "ours_seeds", "ours_other_runs", "ours_other_detail"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
     _require_columns(runs, ["status", "table", "dataset", "arch", "norm", "epochs", "seed",
@@ -265,18 +266,24 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
                   ours_n=("seed", "nunique"), ours_train_mean=("train_acc", "mean"),
                   ours_seeds=("seed", lambda s: tuple(sorted(int(v) for v in s))))
              .reset_index())
-    other = (real[real["status"] != "completed"].groupby(_CELL).size()
-             .rename("ours_other_runs").reset_index())
+    unfinished = real[real["status"] != "completed"]
+    other = (unfinished.groupby(_CELL)
+             .agg(ours_other_runs=("status", "size"),
+                  ours_other_detail=("status", lambda s: ", ".join(
+                      f"{count} {status}" for status, count in sorted(s.value_counts().items()))))
+             .reset_index())
     merged = cells.merge(other, on=_CELL, how="outer")
     merged["ours_other_runs"] = merged["ours_other_runs"].fillna(0).astype(int)
+    merged["ours_other_detail"] = merged["ours_other_detail"].fillna("")
     merged["ours_n"] = merged["ours_n"].fillna(0).astype(int)
     return merged[columns]
 
 
-def _cell_status(n: int, other: int, wanted: int) -> str:
+def _cell_status(n: int, other_detail: str, wanted: int) -> str:
+    """E.g. "not run", "2 of 3 seeds (1 diverged)", "done", "not run (1 running)"."""
     status = "not run" if n == 0 else (f"{n} of {wanted} seeds" if n < wanted else "done")
-    if other:
-        status += f" ({other} run(s) not completed)"
+    if other_detail:
+        status += f" ({other_detail})"
     return status
 
 
@@ -287,7 +294,7 @@ def table1(runs: pd.DataFrame, dataset: str, seeds: Sequence[int] = DEFAULT_SEED
     Columns: ``dataset, arch, paper_name, norm, epochs``; ours: ``ours_test_mean,
     ours_test_std, ours_n`` (distinct seeds of completed real-data runs),
     ``ours_train_mean`` (final-epoch training accuracy), ``ours_other_runs`` (diverged /
-    interrupted / failed), ``ours_status`` ("not run", "k of n seeds", "done") and
+    interrupted / failed / still running), ``ours_status`` ("not run", "k of n seeds", "done") and
     ``command`` (the grid command for the missing seeds, empty when done); published:
     ``paper_test`` (the paper's test accuracy), ``repro_mean, repro_std, repro_n`` (the
     reproduction's value over its attempts -- at 20 and 100 epochs a *training* accuracy,
@@ -300,8 +307,9 @@ def table1(runs: pd.DataFrame, dataset: str, seeds: Sequence[int] = DEFAULT_SEED
     cells["ours_n"] = cells["ours_n"].fillna(0).astype(int)
     cells["ours_other_runs"] = cells["ours_other_runs"].fillna(0).astype(int)
     wanted = len(seeds)
-    cells["ours_status"] = [_cell_status(n, o, wanted)
-                            for n, o in zip(cells["ours_n"], cells["ours_other_runs"])]
+    cells["ours_other_detail"] = cells["ours_other_detail"].fillna("")
+    cells["ours_status"] = [_cell_status(n, detail, wanted)
+                            for n, detail in zip(cells["ours_n"], cells["ours_other_detail"])]
 
     def missing_command(row: pd.Series) -> str:
         have = set(row["ours_seeds"]) if isinstance(row["ours_seeds"], tuple) else set()
@@ -319,6 +327,36 @@ def table1(runs: pd.DataFrame, dataset: str, seeds: Sequence[int] = DEFAULT_SEED
                   "ours_test_std", "ours_n", "ours_train_mean", "ours_other_runs",
                   "ours_status", "command", "paper_test", "repro_mean", "repro_std",
                   "repro_n"]]
+
+
+def nd_vs_bn(table: pd.DataFrame) -> pd.DataFrame:
+    """ND minus BN per (dataset, arch, epochs) of a :func:`table1` frame (points).
+
+    ``paper_gain``: the paper's test accuracies; ``repro_gain``: the reproduction's reported
+    values (training accuracy at 20/100 epochs); ``ours_gain``: difference of our test means,
+    with ``ours_gain_se`` = sqrt(s_nd^2/n_nd + s_bn^2/n_bn) (Welch's standard error; NaN unless
+    both sides have at least two seeds) and ``ours_n_bn``, ``ours_n_nd``.
+    """
+    _require_columns(table, ["dataset", "arch", "norm", "epochs", "paper_test", "repro_mean",
+                             "ours_test_mean", "ours_test_std", "ours_n"], "the Table 1 frame")
+    keys = ["dataset", "arch", "epochs"]
+    wide = table.pivot_table(index=keys, columns="norm",
+                             values=["paper_test", "repro_mean", "ours_test_mean",
+                                     "ours_test_std", "ours_n"], aggfunc="first", dropna=False)
+    out = pd.DataFrame(index=wide.index)
+    out["paper_gain"] = wide[("paper_test", "nd")] - wide[("paper_test", "bn")]
+    out["repro_gain"] = wide[("repro_mean", "nd")] - wide[("repro_mean", "bn")]
+    ours_nd = pd.to_numeric(wide[("ours_test_mean", "nd")], errors="coerce")
+    ours_bn = pd.to_numeric(wide[("ours_test_mean", "bn")], errors="coerce")
+    out["ours_gain"] = ours_nd - ours_bn
+    n_nd = pd.to_numeric(wide[("ours_n", "nd")], errors="coerce").fillna(0).astype(int)
+    n_bn = pd.to_numeric(wide[("ours_n", "bn")], errors="coerce").fillna(0).astype(int)
+    sd_nd = pd.to_numeric(wide[("ours_test_std", "nd")], errors="coerce")
+    sd_bn = pd.to_numeric(wide[("ours_test_std", "bn")], errors="coerce")
+    se = np.sqrt(sd_nd**2 / n_nd.where(n_nd > 1) + sd_bn**2 / n_bn.where(n_bn > 1))
+    out["ours_gain_se"] = se
+    out["ours_n_bn"], out["ours_n_nd"] = n_bn, n_nd
+    return out.reset_index()
 
 
 def format_mean_std(mean: float, std: float, n: int, digits: int = 2) -> str:
@@ -628,11 +666,14 @@ def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
     and the median per-pair ratio ND / BN, newest benchmark first if repeated."""
     keys = ["device_type", "device_name", "num_threads", "implementation", "arch", "batch_size"]
     cols = keys + ["bn_step_s", "nd_step_s", "ratio_nd_bn", "torch_version", "created_at"]
+    optional = [c for c in ("ratio_min", "ratio_max", "rounds") if c in bench.columns]
     if bench.empty:
         return pd.DataFrame(columns=cols)
     _require_columns(bench, cols, "the benchmark records")
     latest = bench.sort_values("created_at").drop_duplicates(keys, keep="last")
-    return latest[cols].sort_values(keys).reset_index(drop=True)
+    ordered = keys + ["bn_step_s", "nd_step_s", "ratio_nd_bn", *optional, "torch_version",
+                      "created_at"]
+    return latest[ordered].sort_values(keys).reset_index(drop=True)
 
 
 def flop_overhead(archs: Sequence[str], num_classes: int = 10, batch_size: int = 128,

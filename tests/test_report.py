@@ -38,7 +38,7 @@ def test_table1_empty_runs_lists_every_cell_as_not_run_with_its_command():
     assert len(table) == 10 * 2 * 3
     assert (table["ours_status"] == "not run").all()
     first = cell(table, "vgg16", "bn", 20)
-    assert first["command"] == ("python -m ndlib grid --table 1 --dataset cifar10 --archs vgg16 "
+    assert first["command"] == ("python -m ndlib grid --table 1 --datasets cifar10 --archs vgg16 "
                                 "--epochs 20 --seeds 0 1 2")
     paper = published.paper_table1()
     expected = paper[(paper.dataset == "cifar10") & (paper.arch == "vgg16") &
@@ -90,7 +90,9 @@ def test_table1_counts_diverged_runs_but_takes_no_accuracy_from_them():
     nd = cell(report.table1(runs, "cifar10"), "vgg16", "nd", 1)
     assert nd["ours_test_mean"] == 71.0 and nd["ours_n"] == 1
     assert nd["ours_other_runs"] == 1
-    assert "1 run(s) not completed" in nd["ours_status"]
+    assert nd["ours_status"] == "1 of 3 seeds (1 diverged)"
+    running = frame(make_run(run_id="r", status="running", test_acc=None, train_acc=None))
+    assert cell(report.table1(running, "cifar10"), "vgg16", "nd", 1)["ours_status"] == "not run (1 running)"
 
 
 def test_repeated_seed_keeps_latest_finished_run():
@@ -237,7 +239,7 @@ def test_bench_summary_keeps_latest():
 
 def test_grid_command_quotes_and_lists():
     cmd = report.grid_command("cifar100", ["vgg16", "resnet18"], [1, 20], [0])
-    assert cmd == ("python -m ndlib grid --table 1 --dataset cifar100 --archs vgg16 resnet18 "
+    assert cmd == ("python -m ndlib grid --table 1 --datasets cifar100 --archs vgg16 resnet18 "
                    "--epochs 1 20 --seeds 0")
 
 
@@ -280,3 +282,20 @@ def test_table2_gains_are_nd_minus_bn():
     gains = report.table2_gains().set_index("arch")
     assert gains.loc["resnet18", "paper_top1_gain"] == pytest.approx(71.24 - 69.76)
     assert gains.loc["densenet121", "repro_top1_gain"] == pytest.approx(75.668 - 75.884)
+
+
+def test_nd_vs_bn_gains_and_standard_error():
+    runs = frame(*[make_run(run_id=f"nd{s}", seed=s, norm="nd", test_acc=v)
+                   for s, v in zip((0, 1, 2), (70.0, 72.0, 74.0))],
+                 *[make_run(run_id=f"bn{s}", seed=s, norm="bn", test_acc=v)
+                   for s, v in zip((0, 1), (20.0, 22.0))])
+    gains = report.nd_vs_bn(report.table1(runs, "cifar10"))
+    row = gains[(gains.arch == "vgg16") & (gains.epochs == 1)].iloc[0]
+    assert row["ours_gain"] == pytest.approx(72.0 - 21.0)
+    expected_se = math.sqrt(np.var([70, 72, 74], ddof=1) / 3 + np.var([20, 22], ddof=1) / 2)
+    assert row["ours_gain_se"] == pytest.approx(expected_se)
+    assert row["ours_n_bn"] == 2 and row["ours_n_nd"] == 3
+    assert row["paper_gain"] == pytest.approx(74.18 - 14.12)
+    other = gains[(gains.arch == "vgg16") & (gains.epochs == 20)].iloc[0]
+    assert math.isnan(other["ours_gain"]) and other["ours_n_nd"] == 0
+    assert len(gains) == 30
