@@ -55,6 +55,7 @@ __all__ = [
     "run",
     "create_model",
     "DEFAULTS_BY_TABLE",
+    "run_notebook",
 ]
 
 NORMS = ("bn", "nd", "none")
@@ -617,3 +618,29 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
+
+
+def run_notebook(parameters: dict, *, progress: bool = False) -> dict:
+    """The experiment notebooks' one call: validate the ``parameters`` cell, train, return the record.
+
+    ``parameters`` holds TrainConfig fields plus ``records_dir`` ("" or None: ``results/runs``
+    for real data; a fresh temporary folder for synthetic data, so smoke runs in CI never land
+    in the committed records).  Synthetic runs also keep their checkpoints in that temporary
+    folder.  Unknown names or bad values raise ValueError naming them.
+    """
+    import tempfile
+
+    values = dict(parameters)
+    records_dir = values.pop("records_dir", None) or values.pop("runs_dir", None) or None
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {sorted(names | {'records_dir'})}")
+    if values.get("synthetic") and records_dir is None:
+        scratch = Path(tempfile.mkdtemp(prefix="ndlib-synthetic-"))
+        records_dir = str(scratch / "runs")
+        values.setdefault("checkpoint_dir", str(scratch / "checkpoints"))
+    config = TrainConfig(**values, runs_dir=records_dir)
+    record = run(config, progress=progress)
+    record["record_path"] = str(record_path(config.run_id, config.runs_dir))
+    return record

@@ -247,3 +247,34 @@ def test_real_vgg16_nd_smoke_run_from_the_registry(tmp_path):
                          synthetic_test_size=16)
     record = run(config, progress=False)
     assert record["status"] == "completed" and record["model"]["source"] == "ndlib.models.create"
+
+
+# --------------------------------------------------------------------------------------
+# The notebooks' entry point
+# --------------------------------------------------------------------------------------
+def test_run_notebook_keeps_synthetic_records_out_of_the_project(tmp_path, monkeypatch):
+    import ndlib.train as train_module
+    from ndlib.paths import runs_dir
+
+    monkeypatch.setattr(train_module, "create_model", lambda config: tiny_model())
+    parameters = dict(arch="vgg16", norm="bn", dataset="cifar10", epochs=1, seed=0, batch_size=16, synthetic=True,
+                      synthetic_train_size=32, synthetic_test_size=16, synthetic_image_size=8, device="cpu",
+                      num_threads=1, records_dir="")
+    record = train_module.run_notebook(parameters)
+    assert record["status"] == "completed" and record["label"] == "synthetic smoke run"
+    assert not record["record_path"].startswith(str(runs_dir()))
+    explicit = train_module.run_notebook({**parameters, "records_dir": str(tmp_path / "mine"),
+                                          "checkpoint_dir": str(tmp_path / "ck")})
+    assert explicit["record_path"] == str(tmp_path / "mine" / f"{record['run_id']}.json")
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"arch": "vgg16", "epoch": 1}, "unknown notebook parameter"),
+    ({"arch": "vgg16", "norm": "batchnorm"}, "valid"),
+    ({"arch": "vgg16", "synthetic": "yes"}, "True or False"),
+])
+def test_run_notebook_rejects_bad_parameters(parameters, message):
+    from ndlib.train import run_notebook
+
+    with pytest.raises((ValueError, TypeError), match=message):
+        run_notebook(parameters)
