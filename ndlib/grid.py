@@ -257,7 +257,11 @@ def _grid(args: argparse.Namespace) -> int:
         return 0
     if args.dry_run:
         return 0
-    summary = run_grid(configs, progress=not args.no_progress)
+    try:
+        summary = run_grid(configs, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("grid interrupted; rerun the same command to continue (finished runs are skipped)", file=sys.stderr)
+        return 130
     print(f"grid done: {summary}")
     return summary.exit_code
 

@@ -110,7 +110,7 @@ def _git(*args: str) -> str | None:
         done = subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout.rstrip() if done.returncode == 0 else None
 
 
 def _cpu_name() -> str:
@@ -150,7 +150,8 @@ def environment_info(device) -> dict:
         "ndlib_version": ndlib.__version__,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status) or bool(untracked),
-        "git_status": None if status is None else (status + "\n" + (untracked or "")).strip().splitlines(),
+        "git_status": None if status is None else status.splitlines()
+        + [line for line in (untracked or "").splitlines() if line.startswith("??")],
         "ndlib_source_sha256": _source_digest(),
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,

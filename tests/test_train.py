@@ -278,3 +278,16 @@ def test_run_notebook_rejects_bad_parameters(parameters, message):
 
     with pytest.raises((ValueError, TypeError), match=message):
         run_notebook(parameters)
+
+
+def test_imagenet_class_folders_train_through_run(tmp_path):
+    from test_data import _fake_imagenet
+
+    _fake_imagenet(tmp_path / "imagenet")
+    config = TrainConfig(arch="resnet18_imagenet", dataset="imagenet", data_dir=str(tmp_path / "imagenet"),
+                         batch_size=4, num_workers=0, device="cpu", num_threads=1, runs_dir=str(tmp_path / "runs"),
+                         checkpoint_dir=str(tmp_path / "ck"))
+    record = run(config, model=tiny_model(num_classes=2), progress=False)
+    assert record["status"] == "completed" and record["data_source"]["kind"] == "imagefolder"
+    assert record["label"] == "" and record["history"][0]["train_images"] == 6
+    assert record["history"][0]["test_top5"] == 100.0  # top-k with k = min(5, 2 classes)
