@@ -109,3 +109,31 @@ def test_grid_trains_the_missing_runs(tmp_path, tiny_models):
 def test_module_entry_point_exit_code():
     done = subprocess.run([sys.executable, "-m", "ndlib", "train", "--arch", "nope"], capture_output=True, text=True)
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+@pytest.mark.parametrize("name", ["table1_cifar.ipynb", "table2_imagenet.ipynb"])
+def test_notebooks_are_thin_stripped_and_parameterised(name):
+    """Parameters cell of flat literals (tagged), no stored outputs, the papermill command documented."""
+    import ast
+
+    import nbformat
+
+    from ndlib.paths import project_root
+    from ndlib.train import TrainConfig
+
+    notebook = nbformat.read(project_root() / "notebooks" / name, as_version=4)
+    assert "papermill notebooks/" in notebook.cells[0].source and "-p synthetic False" in notebook.cells[0].source
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    tree = ast.parse(tagged[0].source)
+    names = []
+    for statement in tree.body:
+        assert isinstance(statement, ast.Assign), ast.dump(statement)
+        ast.literal_eval(statement.value)  # raises if not a literal
+        names.append(statement.targets[0].id)
+    declared = ast.literal_eval([s for s in tree.body if s.targets[0].id == "PARAMETER_NAMES"][0].value)
+    assert set(declared) == set(names) - {"PARAMETER_NAMES"}
+    assert set(declared) - {"records_dir"} <= {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, "run nbstripout on the notebook"
