@@ -325,8 +325,8 @@ def table1(runs: pd.DataFrame, dataset: str, seeds: Sequence[int] = DEFAULT_SEED
     cells["arch"] = cells["arch"].astype(str)
     return cells[["dataset", "arch", "paper_name", "norm", "epochs", "ours_test_mean",
                   "ours_test_std", "ours_n", "ours_train_mean", "ours_other_runs",
-                  "ours_status", "command", "paper_test", "repro_mean", "repro_std",
-                  "repro_n"]]
+                  "ours_other_detail", "ours_status", "command", "paper_test", "repro_mean",
+                  "repro_std", "repro_n"]]
 
 
 def nd_vs_bn(table: pd.DataFrame) -> pd.DataFrame:
@@ -371,7 +371,7 @@ def format_mean_std(mean: float, std: float, n: int, digits: int = 2) -> str:
 def table1_display(table: pd.DataFrame, epochs: int) -> pd.DataFrame:
     """A reader's view of :func:`table1` for one epoch setting: one row per architecture;
     for BN and ND the paper's test accuracy, the reproduction's reported value and ours
-    (mean ± std over seeds, or "not run")."""
+    (mean ± std over seeds, or "not run"; runs that did not complete in brackets)."""
     part = table[table["epochs"] == epochs]
     if part.empty:
         raise ValueError(f"no Table 1 rows for {epochs} epochs; the grid has {CIFAR_EPOCHS}")
@@ -384,8 +384,11 @@ def table1_display(table: pd.DataFrame, epochs: int) -> pd.DataFrame:
             row[(label, "paper (test)")] = f"{cell['paper_test']:.2f}"
             repro = format_mean_std(cell["repro_mean"], cell["repro_std"], int(cell["repro_n"]))
             row[(label, "reproduction")] = repro.replace(" (n=3)", "")
-            row[(label, "ours (test)")] = format_mean_std(
-                cell["ours_test_mean"], cell["ours_test_std"], int(cell["ours_n"]))
+            ours = format_mean_std(cell["ours_test_mean"], cell["ours_test_std"],
+                                   int(cell["ours_n"]))
+            if cell["ours_other_detail"]:
+                ours += f" [{cell['ours_other_detail']}]"
+            row[(label, "ours (test)")] = ours
         rows.append(row)
     view = pd.DataFrame(rows).set_index("architecture")
     view.columns = pd.MultiIndex.from_tuples(view.columns)
@@ -466,12 +469,13 @@ def our_train_vs_test(runs: pd.DataFrame) -> pd.DataFrame:
     """Our completed real-data runs, one row each: final-epoch training accuracy beside test
     accuracy and the gap ``train_acc - test_acc`` (points)."""
     cols = ["run_id", "dataset", "arch", "norm", "epochs", "seed", "train_acc", "test_acc", "gap",
-            "device_name"]
+            "device_name", "note"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
     real, _ = split_synthetic(runs)
     done = real[real["status"] == "completed"].copy()
     done["gap"] = done["train_acc"] - done["test_acc"]
+    done["note"] = done["note"].fillna("") if "note" in done.columns else ""
     return done[cols].sort_values(["dataset", "arch", "epochs", "norm", "seed"]).reset_index(drop=True)
 
 
@@ -637,7 +641,7 @@ def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
     The device stays in the key: a CPU ratio is never mixed with a GPU one."""
     keys = ["device_type", "device_name", "num_threads", "synthetic", "dataset", "arch", "epochs"]
     cols = keys + ["bn_train_s", "nd_train_s", "bn_images_per_s", "nd_images_per_s",
-                   "ratio_nd_bn", "n_bn", "n_nd"]
+                   "ratio_nd_bn", "n_bn", "n_nd", "notes"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
     _require_columns(runs, keys + ["status", "norm", "train_time_s", "images_per_s"],
@@ -658,6 +662,13 @@ def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
             out[name] = agg[(metric, norm)] if (metric, norm) in agg.columns else np.nan
     out["ratio_nd_bn"] = out["nd_train_s"] / out["bn_train_s"]
     out[["n_bn", "n_nd"]] = out[["n_bn", "n_nd"]].fillna(0).astype(int)
+    # The runs' free-text notes (e.g. "shared machine, runs concurrent") qualify the times.
+    if "note" in done.columns:
+        notes = done.groupby(keys)["note"].agg(
+            lambda s: "; ".join(dict.fromkeys(str(v) for v in s if isinstance(v, str) and v)))
+        out["notes"] = notes.reindex(out.index).fillna("")
+    else:
+        out["notes"] = ""
     return out.reset_index()[cols]
 
 

@@ -113,6 +113,9 @@ def test_table1_display_formats_cells():
     view = report.table1_display(report.table1(runs, "cifar10"), epochs=1)
     assert view.loc["VGG-16", ("ND", "ours (test)")] == "71.00 ± 1.41 (n=2)"
     assert view.loc["VGG-16", ("BN", "ours (test)")] == "not run"
+    diverged = frame(make_run(run_id="d", norm="bn", status="diverged"))
+    view = report.table1_display(report.table1(diverged, "cifar10"), epochs=1)
+    assert view.loc["VGG-16", ("BN", "ours (test)")] == "not run [1 diverged]"
     with pytest.raises(ValueError):
         report.table1_display(report.table1(runs, "cifar10"), epochs=7)
 
@@ -299,3 +302,10 @@ def test_nd_vs_bn_gains_and_standard_error():
     other = gains[(gains.arch == "vgg16") & (gains.epochs == 20)].iloc[0]
     assert math.isnan(other["ours_gain"]) and other["ours_n_nd"] == 0
     assert len(gains) == 30
+
+
+def test_our_timing_and_train_vs_test_carry_run_notes():
+    runs = frame(make_run(run_id="a", norm="bn"), make_run(run_id="b", norm="nd"))
+    runs["note"] = ["shared machine", "shared machine"]
+    assert report.our_timing(runs).loc[0, "notes"] == "shared machine"
+    assert list(report.our_train_vs_test(runs)["note"]) == ["shared machine"] * 2
