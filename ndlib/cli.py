@@ -85,12 +85,17 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ndlib.grid import ClaimTaken, claim
     from ndlib.train import run
 
     config = config_from_args(args, args.parser)
     print(f"run {config.run_id}", file=sys.stderr)
     try:
-        record = run(config, progress=not args.no_progress, resume=args.resume)
+        with claim(config.run_id):  # the grid's claim: never two trainers on one configuration
+            record = run(config, progress=not args.no_progress, resume=args.resume)
+    except ClaimTaken as taken:
+        print(f"not started: {taken}", file=sys.stderr)
+        return EXIT_CODES["failed"]
     except KeyboardInterrupt:
         print(f"run {config.run_id} interrupted; rerun the same command to resume from the last checkpoint",
               file=sys.stderr)

@@ -85,11 +85,22 @@ def plan(table: int, epochs: Sequence[int] | None = None, seeds: Sequence[int] =
 
 
 def run_status(config: TrainConfig) -> str:
-    """The status in the run's record, or ``missing``."""
+    """The status in the run's record, or ``missing``.
+
+    A ``running`` record whose process is alive on this host reads ``running``; one whose
+    process is gone (killed without a chance to record it) reads ``stale``.
+    """
     path = record_path(config.run_id, config.runs_dir)
     if not path.is_file():
         return "missing"
-    return str(read_record(path).get("status", "unknown"))
+    record = read_record(path)
+    status = str(record.get("status", "unknown"))
+    if status == "running":
+        environment = record.get("environment") or {}
+        pid, host = environment.get("pid"), environment.get("hostname")
+        if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+            return "stale"
+    return status
 
 
 class ClaimTaken(RuntimeError):
@@ -168,9 +179,12 @@ def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None
             bar.set_postfix_str(config.run_id)
         try:
             with claim(config.run_id, claims):
-                if run_status(config) == "completed":  # finished by another worker meanwhile
+                status = run_status(config)
+                if status == "completed":  # finished by another worker meanwhile
                     summary.skipped_done += 1
                     continue
+                if status == "running":  # started outside the grid (python -m ndlib train), still alive
+                    raise ClaimTaken(f"{config.run_id} is being trained by a live process (its record says running)")
                 try:
                     record = run(config, progress=progress)
                 except Exception as error:  # recorded as failed; go on with the rest of the grid

@@ -137,3 +137,17 @@ def test_notebooks_are_thin_stripped_and_parameterised(name):
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, "run nbstripout on the notebook"
+
+
+def test_train_refuses_a_configuration_claimed_by_another_worker(tmp_path, tiny_models, monkeypatch, capsys):
+    import ndlib.grid
+    import ndlib.paths
+
+    monkeypatch.setattr(ndlib.grid, "claims_dir", lambda: tmp_path / "claims")
+    from ndlib.train import TrainConfig
+
+    run_id = TrainConfig(arch="vgg16", synthetic=True, synthetic_image_size=8, synthetic_train_size=32,
+                         synthetic_test_size=16, batch_size=16).run_id
+    with ndlib.grid.claim(run_id, tmp_path / "claims"):
+        assert main(["train", "--arch", "vgg16", *TINY, *_dirs(tmp_path)]) == 1
+    assert "claimed" in capsys.readouterr().err
