@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ndlib.layers import FastDeconv, effective_block, group_features, sample_patches
+from ndlib.layers import Delinear, FastDeconv, effective_block, group_features, sample_patches
 
 __all__ = [
     "PHOTOGRAPHS",
@@ -345,42 +345,59 @@ def deconv_flops(
     return stages
 
 
-def model_deconv_flops(model: nn.Module, input_shape: tuple[int, ...]) -> pd.DataFrame:
+def model_deconv_flops(model: nn.Module, input_shape: tuple[int, ...], include_linear: bool = False) -> pd.DataFrame:
     """:func:`deconv_flops` for every :class:`FastDeconv` layer of ``model``, one row each.
 
     The input size of each layer is read with forward hooks during one evaluation-mode pass
-    of zeros of ``input_shape`` (``(batch, C, H, W)``), so the model's buffers are not touched.
-    Only square-padded ``k // 2`` convs are modelled; others raise.
+    of one image of zeros of size ``input_shape[1:]``, so the model's buffers are not touched;
+    the FLOPs are those of a batch of ``input_shape[0]`` images.  Only convs with padding
+    ``k // 2`` and dilation 1 are modelled; others raise.
+
+    ``include_linear=True`` adds a row (``kind == "linear"``) for every :class:`Delinear`: a
+    decorrelated linear layer is the ``k = 1``, ``H = W = 1`` case with every row sampled
+    (``sampling_stride = 1``), and its ``conv`` entry is the matrix product of the layer.
+    The FLOPs are those of the matmul route of Newton-Schulz (what a GPU runs); a CPU may
+    evaluate the same polynomial through an eigendecomposition instead (``isqrt_method``).
     """
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (batch, C, H, W), got {input_shape}")
-    seen: list[tuple[str, FastDeconv, tuple[int, ...]]] = []
+    batch = _check_positive_int("batch (input_shape[0])", input_shape[0])
+    kinds = (FastDeconv, Delinear) if include_linear else (FastDeconv,)
+    seen: list[tuple[str, nn.Module, tuple[int, ...]]] = []
     hooks = []
     for name, module in model.named_modules():
-        if isinstance(module, FastDeconv):
+        if isinstance(module, kinds):
             hooks.append(module.register_forward_pre_hook(
                 lambda mod, args, name=name: seen.append((name, mod, tuple(args[0].shape)))
             ))
-    if not hooks:
+    if not any(isinstance(module, FastDeconv) for module in model.modules()):
+        for hook in hooks:
+            hook.remove()
         raise ValueError("the model has no FastDeconv layer (build it with norm='nd')")
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(input_shape))
+            model(torch.zeros((1, *input_shape[1:])))
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
     rows = []
     for name, layer, shape in seen:
+        if isinstance(layer, Delinear):
+            stages = deconv_flops(layer.in_features, layer.out_features, 1, 1, 1, batch, block=layer.requested_block,
+                                  sampling_stride=1, n_iter=layer.n_iter)
+            rows.append({"layer": name, "kind": "linear", "C_in": layer.in_features, "C_out": layer.out_features,
+                         "k": 1, "H": 1, "W": 1, "groups": 1, "block": layer.block, **stages})
+            continue
         k = layer.kernel_size[0]
         if layer.padding != (k // 2, k // 2) or layer.dilation != (1, 1):
             raise ValueError(f"{name}: only padding k//2 and dilation 1 are modelled, got {layer.padding}, {layer.dilation}")
         stages = deconv_flops(
-            layer.in_channels, layer.out_channels, k, shape[2], shape[3], shape[0], block=layer.requested_block,
+            layer.in_channels, layer.out_channels, k, shape[2], shape[3], batch, block=layer.requested_block,
             sampling_stride=layer.sampling_stride, n_iter=layer.n_iter, conv_stride=layer.stride[0], groups=layer.groups,
         )
-        rows.append({"layer": name, "C_in": layer.in_channels, "C_out": layer.out_channels, "k": k,
+        rows.append({"layer": name, "kind": "conv", "C_in": layer.in_channels, "C_out": layer.out_channels, "k": k,
                      "H": shape[2], "W": shape[3], "groups": layer.groups, "block": layer.block, **stages})
     return pd.DataFrame(rows)

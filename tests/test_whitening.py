@@ -1,6 +1,7 @@
 """Tests of ndlib.whitening: the helpers and the cost model behind the book's chapter 2."""
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ndlib.layers import FastDeconv, isqrt_newton_schulz, sample_patches
+from ndlib.layers import Delinear, FastDeconv, isqrt_newton_schulz, sample_patches
 from ndlib.whitening import (
     block_assignment,
     channel_correlation,
@@ -26,6 +27,11 @@ from ndlib.whitening import (
     spd_with_condition,
     whiteness_error,
 )
+
+
+# The FLOP model counts the matmul route of Newton-Schulz; layers that can also evaluate it
+# spectrally (an eigendecomposition, which torch's counter does not see) are pinned to it.
+MATMUL = {"isqrt_method": "matmul"} if "isqrt_method" in inspect.signature(FastDeconv.__init__).parameters else {}
 
 
 def _random_spd(n: int, seed: int = 0) -> torch.Tensor:
@@ -199,7 +205,7 @@ def test_deconv_flops_matches_torch_flop_counter(C_in, C_out, k, H, batch, block
     """
     torch.manual_seed(0)
     layer = FastDeconv(C_in, C_out, k, stride=conv_stride, padding=k // 2, groups=groups, block=block,
-                       sampling_stride=sampling_stride, n_iter=n_iter)
+                       sampling_stride=sampling_stride, n_iter=n_iter, **MATMUL)
     with FlopCounterMode(display=False) as counter:
         layer(torch.randn(batch, C_in, H, H))
     model = deconv_flops(C_in, C_out, k, H, H, batch, block, sampling_stride, n_iter, conv_stride, groups)
@@ -236,6 +242,9 @@ def test_model_deconv_flops_reads_layer_sizes_with_hooks():
         FastDeconv(8, 16, 3, padding=1, block=4),
         nn.ReLU(),
         FastDeconv(16, 16, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        Delinear(16, 5, block=8),
     )
     before = [b.clone() for b in model.buffers()]
     table = model_deconv_flops(model, (2, 3, 16, 16))
@@ -245,6 +254,20 @@ def test_model_deconv_flops_reads_layer_sizes_with_hooks():
     assert table.loc[0, "newton_schulz"] == 2 * (3 * 15 - 3) * 27**3
     assert all(torch.equal(a, b) for a, b in zip(before, model.buffers()))  # no statistics touched
     assert model.training
+    with_linear = model_deconv_flops(model, (2, 3, 16, 16), include_linear=True)
+    assert list(with_linear["kind"]) == ["conv", "conv", "conv", "linear"]
+    linear = with_linear.iloc[-1]
+    assert linear["conv"] == 2 * 2 * 16 * 5 and linear["newton_schulz"] == 2 * 12 * 8**3
     with pytest.raises(ValueError, match="no FastDeconv"):
         model_deconv_flops(nn.Sequential(nn.Conv2d(3, 3, 3)), (1, 3, 8, 8))
     assert math.isfinite(table["overhead_ratio"].sum())
+
+
+def test_linear_case_matches_torch_flop_counter():
+    """A Delinear layer is deconv_flops' k = 1, H = W = 1 case with every row sampled."""
+    layer = Delinear(24, 7, block=8, **MATMUL)
+    with FlopCounterMode(display=False) as counter:
+        layer(torch.randn(6, 24))
+    model = deconv_flops(24, 7, 1, 1, 1, 6, block=8, sampling_stride=1)
+    # W' mu is a batched matrix-vector product that the counter skips, as for the conv
+    assert counter.get_total_flops() == model["conv"] + model["covariance"] + model["newton_schulz"] + model["fold"]
