@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ndlib import published
+from ndlib.paths import project_root
 
 __all__ = [
     "CIFAR_EPOCHS",
@@ -40,7 +41,6 @@ __all__ = [
     "RUN_COLUMNS",
     "HISTORY_COLUMNS",
     "BENCH_COLUMNS",
-    "find_project_root",
     "load_runs",
     "load_histories",
     "load_bench",
@@ -99,26 +99,6 @@ _CELL = ["dataset", "arch", "norm", "epochs"]
 # --------------------------------------------------------------------------- loading
 
 
-def find_project_root(start: str | Path | None = None) -> Path:
-    """The project folder: the first of ``start`` (default: cwd) and its parents holding
-    both ``ndlib/`` and ``results/``; else the folder above the installed package.
-
-    The book's notebooks run with cwd = ``book/`` (jupyter-book and nbval both do that), so a
-    plain relative ``results/runs`` would miss the records.
-    """
-    here = Path(start if start is not None else Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "ndlib").is_dir() and (folder / "results").is_dir():
-            return folder
-    fallback = Path(__file__).resolve().parent.parent
-    if (fallback / "results").is_dir():
-        return fallback
-    raise FileNotFoundError(
-        f"no project folder (one holding ndlib/ and results/) at or above {here}; "
-        "run from inside the repository or pass the records folder explicitly"
-    )
-
-
 def _empty(columns: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype="object") for name in columns})
 
@@ -137,7 +117,8 @@ def _optional_loader(module: str, function: str) -> Callable[..., pd.DataFrame] 
 def _load(module: str, function: str, subdir: str, columns: Sequence[str],
           root: str | Path | None) -> pd.DataFrame:
     loader = _optional_loader(module, function)
-    folder = Path(root) if root is not None else find_project_root() / subdir
+    # The book's notebooks run with cwd = book/, so the default is anchored at the project root.
+    folder = Path(root) if root is not None else project_root() / subdir
     if loader is None:
         return _empty(columns)
     return loader(root=str(folder))
@@ -691,14 +672,13 @@ def flop_overhead(archs: Sequence[str], num_classes: int = 10, batch_size: int =
                   image_size: int = 32) -> pd.DataFrame:
     """The FLOP model of ND's overhead for one training step's forward pass, per architecture.
 
-    For every :class:`~ndlib.layers.FastDeconv` layer of the ND model, the stage-by-stage
-    count of :func:`ndlib.whitening.deconv_flops` (conv; centering, covariance, Newton-Schulz,
-    folding and bias shift = the whitening overhead), summed over layers.  The layer input
-    sizes are read from one batch-1 pass (:func:`ndlib.whitening.model_deconv_flops`); the
-    counts are then taken at ``batch_size``, since the statistics scale with the batch and
-    Newton-Schulz does not.  Decorrelated linear layers are not counted (they are tiny beside
-    the convs).  Columns: ``arch, layers, conv_gflop, overhead_gflop, eval_overhead_gflop,
-    overhead_ratio`` and one ``<stage>_gflop`` per whitening stage.
+    For every deconvolution layer of the ND model (convs and the decorrelated linear
+    classifier), the stage-by-stage count of :func:`ndlib.whitening.deconv_flops` at
+    ``batch_size`` (via :func:`ndlib.whitening.model_deconv_flops`), summed over layers:
+    the layer's own product (``conv``) and the whitening stages (centering, covariance,
+    Newton-Schulz, folding, bias shift).  Columns: ``arch, layers, conv_gflop,
+    overhead_gflop, eval_overhead_gflop, overhead_ratio`` and one ``<stage>_gflop`` per
+    whitening stage.
 
     Empty frame (a ``note`` column says why) while ``ndlib.whitening`` or the models are
     not available.
@@ -711,18 +691,10 @@ def flop_overhead(archs: Sequence[str], num_classes: int = 10, batch_size: int =
     rows = []
     for arch in archs:
         model = models.create(arch, num_classes=num_classes, norm="nd")
-        layout = whitening.model_deconv_flops(model, (1, 3, image_size, image_size))
-        totals = dict.fromkeys(("conv", "overhead", "eval_overhead", *stages), 0.0)
-        for name, height, width in zip(layout["layer"], layout["H"], layout["W"]):
-            layer = model.get_submodule(name)
-            counts = whitening.deconv_flops(
-                layer.in_channels, layer.out_channels, layer.kernel_size[0], int(height),
-                int(width), batch_size, block=layer.requested_block,
-                sampling_stride=layer.sampling_stride, n_iter=layer.n_iter,
-                conv_stride=layer.stride[0], groups=layer.groups)
-            for key in totals:
-                totals[key] += counts[key]
-        row: dict[str, object] = {"arch": arch, "layers": len(layout),
+        layers = whitening.model_deconv_flops(model, (batch_size, 3, image_size, image_size),
+                                              include_linear=True)
+        totals = layers[["conv", "overhead", "eval_overhead", *stages]].sum()
+        row: dict[str, object] = {"arch": arch, "layers": len(layers),
                                   "conv_gflop": totals["conv"] / 1e9,
                                   "overhead_gflop": totals["overhead"] / 1e9,
                                   "eval_overhead_gflop": totals["eval_overhead"] / 1e9,

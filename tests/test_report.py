@@ -246,13 +246,6 @@ def test_grid_command_quotes_and_lists():
                    "--epochs 1 20 --seeds 0")
 
 
-def test_find_project_root_from_subfolder(tmp_path):
-    (tmp_path / "ndlib").mkdir()
-    (tmp_path / "results").mkdir()
-    (tmp_path / "book").mkdir()
-    assert report.find_project_root(tmp_path / "book") == tmp_path.resolve()
-
-
 def test_loaders_return_contract_columns_for_empty_folders(tmp_path):
     runs = report.load_runs(tmp_path)
     assert runs.empty and set(report.RUN_COLUMNS) <= set(runs.columns)
@@ -309,3 +302,19 @@ def test_our_timing_and_train_vs_test_carry_run_notes():
     runs["note"] = ["shared machine", "shared machine"]
     assert report.our_timing(runs).loc[0, "notes"] == "shared machine"
     assert list(report.our_train_vs_test(runs)["note"]) == ["shared machine"] * 2
+
+
+def test_flop_overhead_sums_the_layer_model():
+    from ndlib import models
+    from ndlib.whitening import model_deconv_flops
+
+    flops = report.flop_overhead(["vgg16"], batch_size=4, image_size=32)
+    layers = model_deconv_flops(models.create("vgg16", num_classes=10, norm="nd"), (4, 3, 32, 32),
+                                include_linear=True)
+    row = flops.iloc[0]
+    assert row["layers"] == len(layers)
+    assert row["overhead_gflop"] == pytest.approx(layers["overhead"].sum() / 1e9)
+    assert row["overhead_ratio"] == pytest.approx(layers["overhead"].sum() / layers["conv"].sum())
+    stage_sum = sum(row[f"{s}_gflop"] for s in ("center", "covariance", "newton_schulz", "fold",
+                                                "bias_shift"))
+    assert stage_sum == pytest.approx(row["overhead_gflop"])
