@@ -60,7 +60,7 @@ def parameter_table(num_classes: int = 10, table: int | None = None) -> pd.DataF
             params = _count(name, norm, num_classes)
             paper = net_sizes.get(name) if (norm == "nd" and spec.table == 1 and num_classes == 10) else None
             diff = None if paper is None else params / 1e6 - paper
-            within = None if diff is None else abs(diff) <= NET_SIZE_TOLERANCE_M + 1e-12
+            within = None if diff is None else bool(abs(diff) <= NET_SIZE_TOLERANCE_M + 1e-12)
             rows.append(
                 {
                     "arch": name,
@@ -73,7 +73,7 @@ def parameter_table(num_classes: int = 10, table: int | None = None) -> pd.DataF
                     "paper_net_size_m": paper,
                     "diff_m": None if diff is None else round(diff, 4),
                     "within_tolerance": within,
-                    "note": NET_SIZE_NOTES.get(name, "") if within is False else "",
+                    "note": NET_SIZE_NOTES.get(name, "") if within is False else "",  # explained exceptions
                 }
             )
     return pd.DataFrame(rows)
