@@ -250,6 +250,21 @@ def test_deconv_options_reach_every_layer():
     assert head.requested_block == 128 and head.eps == 1e-3 and head.n_iter == 4 and head.momentum == 0.2
 
 
+def test_deconv_option_names_come_from_the_layers():
+    """Every keyword option of FastDeconv (except construction details) passes through create."""
+    import inspect
+
+    keyword_only = [
+        p.name for p in inspect.signature(FastDeconv.__init__).parameters.values() if p.kind is p.KEYWORD_ONLY
+    ]
+    assert set(DECONV_OPTIONS) == set(keyword_only) - {"padding_mode", "device", "dtype"}
+    if "isqrt_method" in DECONV_OPTIONS:  # newer ndlib.layers: the option reaches convs and classifier
+        with torch.device("meta"):
+            model = models.create("pnasneta", norm="nd", isqrt_method="matmul")
+        layers = [m for m in model.modules() if isinstance(m, (FastDeconv, Delinear))]
+        assert layers and all(m.isqrt_method == "matmul" for m in layers)
+
+
 @pytest.mark.parametrize("name", CIFAR + IMAGENET)
 def test_first_layer_settings_follow_the_registry(name):
     spec = models.get_spec(name)

@@ -49,6 +49,7 @@ same name.
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -70,11 +71,24 @@ __all__ = [
 #: The normalization kinds a model can be built with.
 NORMS = ("bn", "nd", "none")
 
-#: Keyword options of :class:`ndlib.layers.FastDeconv` that ``create(..., **options)`` passes on.
-DECONV_OPTIONS = ("block", "eps", "n_iter", "momentum", "sampling_stride", "freeze", "freeze_iter", "grouping")
+#: Construction details that are not deconvolution settings (never passed through ``create``).
+_NOT_OPTIONS = frozenset({"padding_mode", "device", "dtype"})
 
-#: The options the classifier's :class:`ndlib.layers.Delinear` shares with the convs.
-LINEAR_OPTIONS = ("eps", "n_iter", "momentum")
+
+def _keyword_options(layer: type) -> tuple[str, ...]:
+    """The keyword-only options of a layer's constructor, read from its signature so that an
+    option added to :mod:`ndlib.layers` passes through ``create`` without a change here."""
+    parameters = inspect.signature(layer.__init__).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_OPTIONS)
+
+
+#: Keyword options of :class:`ndlib.layers.FastDeconv` that ``create(..., **options)`` passes on
+#: (``block``, ``eps``, ``n_iter``, ``momentum``, ``sampling_stride``, ``freeze``, ...).
+DECONV_OPTIONS: tuple[str, ...] = _keyword_options(FastDeconv)
+
+#: The options the classifier's :class:`ndlib.layers.Delinear` shares with the convs (its
+#: ``block`` is ``block_fc``, set separately).
+LINEAR_OPTIONS: tuple[str, ...] = tuple(o for o in _keyword_options(Delinear) if o in DECONV_OPTIONS and o != "block")
 
 #: ND first layer, 15 Newton-Schulz iterations and frozen statistics after 100 iterations
 #: (public code: CIFAR VGG and SENet-18, ImageNet VGG-11 / ResNet-18 / DenseNet-121).

@@ -112,10 +112,13 @@ def create(name: str, num_classes: int = 10, norm: str = "bn", **deconv_options:
         norm: ``"bn"`` (batch normalization), ``"nd"`` (network deconvolution: every conv a
             :class:`~ndlib.layers.FastDeconv`, the classifier a :class:`~ndlib.layers.Delinear`,
             no BatchNorm) or ``"none"`` (where the paper has it: ``vgg11_imagenet``).
-        **deconv_options: ``nd`` only. FastDeconv options (``block``, ``eps``, ``n_iter``,
-            ``momentum``, ``sampling_stride``, ``freeze``, ``freeze_iter``, ``grouping``)
-            for every deconvolution layer, and ``block_fc`` for the classifier (default 512
-            for Table 1 models, 64 for Table 2 models).
+        **deconv_options: ``nd`` only. The keyword options of :class:`~ndlib.layers.FastDeconv`
+            (``block``, ``eps``, ``n_iter``, ``momentum``, ``sampling_stride``, ``freeze``,
+            ``freeze_iter``, ``grouping``, ...; see ``factory.DECONV_OPTIONS``) for every
+            deconvolution layer, and ``block_fc`` for the classifier (default 512 for Table 1
+            models, 64 for Table 2 models).  The classifier's :class:`~ndlib.layers.Delinear`
+            shares ``eps``, ``n_iter``, ``momentum`` (and any other option both layers take).
+            Unknown names raise ``TypeError``; options with ``norm != "nd"`` raise ``ValueError``.
     """
     spec = get_spec(name)
     if not isinstance(norm, str) or norm not in spec.norms:
