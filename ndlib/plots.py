@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from ndlib.report import CIFAR_EPOCHS
 
 __all__ = ["table1_figure", "reproduction_vs_paper_figure", "timing_ratio_figure",
+           "learning_curves_figure",
            "SOURCES", "NORM_PALETTE"]
 
 SOURCES: tuple[str, ...] = ("paper", "reproduction", "ours")
@@ -157,5 +158,50 @@ def timing_ratio_figure(repro_timing: pd.DataFrame) -> Figure:
         ax.set_ylabel("")
         ax.set_title(f"{dataset}: reproduction, Tesla V100")
         ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves_figure(histories: pd.DataFrame, runs: pd.DataFrame) -> Figure:
+    """Training and test accuracy per epoch for each of our runs, one panel per
+    (dataset, arch, epoch budget): BN blue, ND orange; solid = test set, dashed = training
+    batches (running accuracy over the epoch); circles mark test, crosses training values.  The gap between the two lines is what the
+    reproduction's 20/100-epoch values leave out.
+
+    ``histories`` is :func:`ndlib.records.load_histories`; ``runs`` the matching run rows
+    (for dataset, arch, norm, epochs), e.g. the completed real-data runs.
+    """
+    _require(histories, ["run_id", "epoch", "train_acc", "test_acc"], "the histories")
+    _require(runs, ["run_id", "dataset", "arch", "norm", "epochs"], "the runs")
+    data = histories.merge(runs[["run_id", "dataset", "arch", "norm", "epochs"]], on="run_id")
+    if data.empty:
+        raise ValueError("no history rows for these runs; nothing to plot")
+    data = data.assign(panel=data["dataset"] + " " + data["arch"] + ", "
+                       + data["epochs"].astype(int).astype(str) + " epoch(s)",
+                       norm=data["norm"].str.upper())
+    long = data.melt(id_vars=["run_id", "panel", "norm", "epoch"],
+                     value_vars=["train_acc", "test_acc"], var_name="measured on",
+                     value_name="accuracy")
+    long["measured on"] = long["measured on"].map({"train_acc": "training batches",
+                                                   "test_acc": "test set"})
+    panels = list(dict.fromkeys(long["panel"]))
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        sns.lineplot(data=long[long["panel"] == panel], x="epoch", y="accuracy", hue="norm",
+                     style="measured on", units="run_id", estimator=None,
+                     markers={"test set": "o", "training batches": "X"},
+                     palette=NORM_PALETTE, hue_order=[n for n in NORM_PALETTE],
+                     style_order=["test set", "training batches"], ax=ax)
+        last_epoch = int(long.loc[long["panel"] == panel, "epoch"].max())
+        ax.set_xticks(range(1, last_epoch + 1, max(1, last_epoch // 10)))
+        ax.set_xlim(0.5, last_epoch + 0.5)
+        ax.set_title(panel, fontsize=10)
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.tight_layout()
     return fig

@@ -66,3 +66,19 @@ def test_reproduction_vs_paper_figure_with_and_without_ours():
 def test_timing_ratio_figure_one_panel_per_dataset():
     fig = plots.timing_ratio_figure(report.reproduction_timing())
     assert len(fig.axes) == 2
+
+
+def test_learning_curves_one_panel_per_cell_and_lines_per_run():
+    histories = pd.DataFrame({
+        "run_id": ["a", "a", "b", "b", "c"], "epoch": [1, 2, 1, 2, 1],
+        "train_acc": [40.0, 60.0, 30.0, 50.0, 20.0], "test_acc": [45.0, 58.0, 35.0, 48.0, 25.0]})
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "dataset": ["cifar10"] * 3,
+                         "arch": ["vgg16", "vgg16", "resnet18"], "norm": ["nd", "bn", "nd"],
+                         "epochs": [2, 2, 1]})
+    fig = plots.learning_curves_figure(histories, runs)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2
+    ys = {round(y, 1) for line in visible[0].lines for y in line.get_ydata()}
+    assert {40.0, 60.0, 45.0, 58.0, 30.0, 50.0} <= ys
+    with pytest.raises(ValueError, match="no history rows"):
+        plots.learning_curves_figure(histories, runs.assign(run_id=["x", "y", "z"]))
