@@ -186,3 +186,82 @@ def test_reference_is_not_public():
 
     assert not hasattr(ndlib, "ReferenceFastDeconv")
     assert "_reference" not in getattr(ndlib, "__all__", [])
+
+
+# --------------------------------------------------------------------------------------
+# The optimized pieces of ndlib.layers (spectral Newton-Schulz, fused covariance, patches)
+# --------------------------------------------------------------------------------------
+def spd(n, seed=0, dtype=torch.float64, batch=()):
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(*batch, 3 * n, n, generator=gen, dtype=torch.float64)
+    a[..., : n // 3] *= 1e-3  # a wide spectrum, as in real layers
+    return (a.mT @ a / (3 * n) + 1e-5 * torch.eye(n, dtype=torch.float64)).to(dtype)
+
+
+@pytest.mark.parametrize("n_iter", [1, 3, 5, 15])
+def test_spectral_newton_schulz_equals_the_loop(n_iter):
+    A = spd(40, seed=n_iter)
+    assert rel_err(nd.isqrt_newton_schulz_spectral(A, n_iter), nd.isqrt_newton_schulz(A, n_iter)) <= 1e-9
+    batch = spd(12, seed=1, batch=(3,))
+    assert rel_err(nd.isqrt_newton_schulz_spectral(batch, n_iter), nd.isqrt_newton_schulz(batch, n_iter)) <= 1e-9
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_newton_schulz_gradient_equals_the_loops(dtype):
+    """Same gradient as autograd through the textbook loop (incl. the norm's path)."""
+    A = spd(96, seed=4, dtype=dtype)
+    upstream = torch.randn(96, 96, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    grads = []
+    for fn in (nd.isqrt_newton_schulz_spectral, ref.reference_isqrt_newton_schulz):
+        leaf = A.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad(fn(leaf, 5), leaf, upstream)[0])
+    assert rel_err(*grads) <= RTOL[dtype]
+
+
+def test_spectral_newton_schulz_gradcheck_with_repeated_eigenvalues():
+    A = spd(5, seed=6)
+    A[3:, :] = 0
+    A[:, 3:] = 0
+    A[3, 3] = A[4, 4] = 0.5  # a double eigenvalue: divided differences become derivatives
+    assert torch.autograd.gradcheck(lambda m: nd.isqrt_newton_schulz_spectral((m + m.mT) / 2, 4),
+                                    (A.clone().requires_grad_(True),))
+
+
+def test_centered_covariance_gradcheck_and_values():
+    gen = torch.Generator().manual_seed(7)
+    X = (torch.randn(2, 9, 4, generator=gen, dtype=torch.float64) + 3).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: nd.centered_covariance(t, 1e-3), (X,))
+    mean, cov = nd.centered_covariance(X, 1e-3)
+    Xc = X - X.mean(1, keepdim=True)
+    torch.testing.assert_close(cov, Xc.mT @ Xc / 9 + 1e-3 * torch.eye(4, dtype=torch.float64))
+    torch.testing.assert_close(mean, X.mean(1))
+
+
+@pytest.mark.parametrize("case", sorted(CONV_CASES))
+@pytest.mark.parametrize("grouping", nd.GROUPINGS)
+def test_stacked_patches_equal_the_plain_pipeline(case, grouping):
+    cin, cout, k, stride, pad, dil, groups, bias, block, H = CONV_CASES[case]
+    if groups > 1 and grouping == "contiguous":
+        pytest.skip("grouping applies to groups == 1")
+    layer = nd.FastDeconv(cin, cout, k, stride, pad, dil, groups, bias, block=block, grouping=grouping)
+    x = torch.randn(3, cin, H, H)
+    X = nd.sample_patches(x, layer.kernel_size, layer.padding, layer.dilation, layer.statistics_stride)
+    if groups == 1:
+        expected = nd.group_features(X, layer.num_blocks, grouping).reshape(-1, layer.num_features)
+    else:
+        expected = X.reshape(-1, groups, layer.num_features).transpose(0, 1)
+    assert torch.equal(nd.stacked_patches(layer, x), expected)
+
+
+@pytest.mark.parametrize("method", ["matmul", "spectral"])
+def test_isqrt_methods_agree_in_a_layer(method):
+    torch.manual_seed(0)
+    auto = nd.FastDeconv(16, 8, 3, padding=1, block=16).double()  # 144 features: "auto" is spectral on CPU
+    other = nd.FastDeconv(16, 8, 3, padding=1, block=16, isqrt_method=method).double()
+    other.load_state_dict(auto.state_dict())
+    x = torch.randn(4, 16, 9, 9, dtype=torch.float64) + 1
+    torch.testing.assert_close(auto.train()(x), other.train()(x), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="isqrt_method"):
+        nd.FastDeconv(4, 4, 3, isqrt_method="eig")
+    with pytest.raises(ValueError, match="isqrt_method"):
+        nd.Delinear(4, 4, isqrt_method="cholesky")

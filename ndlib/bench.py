@@ -1,0 +1,549 @@
+"""What network deconvolution costs: train-step timing of BN vs ND models, and where ND spends it.
+
+``python -m ndlib bench --arch resnet18 --batch-size 128 --device cpu --threads 2`` builds the
+BN and the ND variant of one architecture (and, by default, the ND variant with the faithful
+re-implementation of the public code's layers, :mod:`ndlib._reference`) and times full train
+steps -- forward, cross-entropy, backward, SGD step -- on a fixed batch of random tensors
+(SYNTHETIC input: timing only, no accuracy is measured).
+
+How the numbers are made fair on a shared machine:
+
+* every variant first runs ``warmup`` steps (allocator, oneDNN/cuDNN kernel choice);
+* then ``rounds`` rounds run the variants one after another (A/B/A/B; the order is reversed
+  every other round, so no variant always runs right after another), ``steps`` steps each;
+* a variant's time in a round is the median of its steps; the record keeps every step;
+* ``bn_step_s`` / ``nd_step_s`` are medians over rounds, ``ratio_nd_bn`` is the median of the
+  per-round ratios ``nd / bn`` (both of one round saw about the same machine load), and the
+  smallest and largest per-round ratio give the spread;
+* on CUDA every step is bracketed by ``torch.cuda.synchronize()``;
+* the record stores the CPU/GPU model, threads, versions, git state, and the load average
+  before and after (the machine may be shared: read the ratios, not the seconds).
+
+``--stages`` adds a per-layer breakdown of every deconvolution layer of the ND model: patch
+extraction, centering, covariance, Newton-Schulz, weight folding and the convolution, each
+forward and backward, timed in isolation on the layer's real input (see :func:`stage_breakdown`).
+
+Records are JSON files in ``results/bench/`` written atomically; :func:`load_bench` and
+:func:`load_stages` read them into DataFrames for the book's timing chapter.
+
+GPU runs: ``--device cuda`` (synchronised timing, ``--channels-last`` available).  The same
+command gives the Table 1 sweep on a GPU: ``--arch all``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ndlib import layers as nd_layers
+
+__all__ = [
+    "BenchConfig",
+    "run_bench",
+    "time_train_steps",
+    "stage_breakdown",
+    "load_bench",
+    "load_stages",
+    "add_parser",
+    "BENCH_COLUMNS",
+    "STAGE_COLUMNS",
+    "VARIANTS",
+]
+
+#: variant name -> (norm of the model, implementation of its deconvolution layers)
+VARIANTS = {"bn": ("bn", None), "nd": ("nd", "ndlib"), "nd_reference": ("nd", "reference")}
+
+BENCH_COLUMNS = [
+    "bench_id", "arch", "batch_size", "device_type", "device_name", "num_threads", "implementation",
+    "bn_step_s", "nd_step_s", "ratio_nd_bn", "ratio_min", "ratio_max", "rounds", "steps_per_round",
+    "channels_last", "image_size", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
+    "git_dirty", "created_at", "note", "file",
+]
+STAGE_COLUMNS = [
+    "bench_id", "arch", "batch_size", "device_type", "layer", "kind", "in_channels", "out_channels",
+    "kernel_size", "stride", "groups", "input_hw", "stage", "forward_s", "backward_s", "created_at",
+]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark: an architecture at a batch size on a device."""
+
+    arch: str = "resnet18"
+    batch_size: int = 128
+    device: str = "cpu"
+    threads: int | None = 2
+    warmup: int = 1
+    rounds: int = 5
+    steps: int = 1
+    implementations: tuple[str, ...] = ("ndlib", "reference")
+    channels_last: bool = False
+    image_size: int | None = None  # default: the architecture's input size
+    num_classes: int = 10
+    stages: bool = False
+    stage_repeats: int = 3
+    seed: int = 0
+    out_dir: str | None = None  # default: <project>/results/bench
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "rounds", "steps", "num_classes", "stage_repeats"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be a non-negative int, got {self.warmup!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads <= 0):
+            raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
+        unknown = sorted(set(self.implementations) - {"ndlib", "reference"})
+        if unknown or not self.implementations:
+            raise ValueError(f"implementations must be a non-empty subset of ('ndlib', 'reference'), got {self.implementations}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+# --------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images, labels) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+
+
+def time_train_steps(
+    models: dict[str, nn.Module],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    warmup: int = 1,
+    rounds: int = 5,
+    steps: int = 1,
+    lr: float = 0.01,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, list[list[float]]]:
+    """Interleaved train-step timing: ``{variant: [[step seconds] per round]}``.
+
+    Each model gets its own SGD optimizer (momentum 0.9, weight decay 1e-3 as in the paper, a
+    small lr so that repeated steps on one batch stay finite).  Rounds alternate the order of
+    the variants (A B C, C B A, ...).
+    """
+    if not models:
+        raise ValueError("time_train_steps needs at least one model")
+    device = images.device
+    optimizers = {
+        name: torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3)
+        for name, model in models.items()
+    }
+    for model in models.values():
+        model.train()
+    for name, model in models.items():
+        for _ in range(warmup):
+            _train_step(model, optimizers[name], images, labels)
+        _sync(device)
+    times: dict[str, list[list[float]]] = {name: [] for name in models}
+    order = list(models)
+    for round_index in range(rounds):
+        sequence = order if round_index % 2 == 0 else order[::-1]
+        for name in sequence:
+            per_step = []
+            for _ in range(steps):
+                _sync(device)
+                start = time.perf_counter()
+                _train_step(models[name], optimizers[name], images, labels)
+                _sync(device)
+                per_step.append(time.perf_counter() - start)
+            times[name].append(per_step)
+        if log is not None:
+            log(f"round {round_index + 1}/{rounds}: "
+                + ", ".join(f"{name} {statistics.median(times[name][-1]):.3f}s" for name in order))
+    for model in models.values():
+        for parameter in model.parameters():
+            if not torch.isfinite(parameter).all():
+                raise ValueError("a benchmarked model produced non-finite parameters; the timing is void")
+    return times
+
+
+def summarize(times: dict[str, list[list[float]]], baseline: str = "bn") -> dict[str, dict]:
+    """Per variant: median step time over rounds, and (vs ``baseline``) the per-round ratios."""
+    round_medians = {name: [statistics.median(r) for r in rounds] for name, rounds in times.items()}
+    out = {}
+    for name, medians in round_medians.items():
+        entry = {"step_s": statistics.median(medians), "round_medians_s": medians}
+        if name != baseline and baseline in round_medians:
+            ratios = [a / b for a, b in zip(medians, round_medians[baseline])]
+            entry.update(ratio=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
+                         pair_ratios=ratios)
+        out[name] = entry
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Per-layer stage breakdown
+# --------------------------------------------------------------------------------------
+def _time_stage(fn, inputs: tuple[torch.Tensor, ...], repeats: int, device) -> tuple[float, float, tuple]:
+    """Median forward and backward seconds of ``fn(*inputs)`` (backward: a random upstream grad)."""
+    leaves = tuple(t.detach().requires_grad_(t.is_floating_point()) for t in inputs)
+    forward, backward = [], []
+    outputs = None
+    for _ in range(repeats + 1):  # the first call is a warm-up
+        _sync(device)
+        start = time.perf_counter()
+        outputs = fn(*leaves)
+        _sync(device)
+        forward.append(time.perf_counter() - start)
+        outs = outputs if isinstance(outputs, tuple) else (outputs,)
+        grads = tuple(torch.randn_like(o) for o in outs)
+        wrt = tuple(t for t in leaves if t.requires_grad)
+        _sync(device)
+        start = time.perf_counter()
+        torch.autograd.grad(outs, wrt, grads, allow_unused=True)
+        _sync(device)
+        backward.append(time.perf_counter() - start)
+    outs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return statistics.median(forward[1:]), statistics.median(backward[1:]), tuple(o.detach() for o in outs)
+
+
+def deconv_stages(layer: nd_layers.FastDeconv) -> list[tuple[str, Callable]]:
+    """The stages of one training-mode forward of ``layer``, as separate differentiable functions.
+
+    Each takes the previous stage's outputs (the conv stage also takes the layer input).
+    They call the same functional pieces as :meth:`ndlib.layers.FastDeconv.forward`.
+    """
+    def patches(x):
+        return nd_layers.stacked_patches(layer, x)
+
+    def centering(X):
+        return X - X.mean(dim=-2, keepdim=True)
+
+    def covariance(Xc):
+        eye = torch.eye(Xc.shape[-1], dtype=Xc.dtype, device=Xc.device)
+        return Xc.transpose(-1, -2) @ Xc / Xc.shape[-2] + layer.eps * eye
+
+    def fused_center_covariance(X):
+        return nd_layers.centered_covariance(X, layer.eps)
+
+    def newton_schulz(cov):
+        return nd_layers.isqrt_newton_schulz(cov, layer.n_iter)
+
+    def fold(mean, deconv):
+        return layer.folded_weight_and_bias(mean.reshape(layer.running_mean.shape), deconv)
+
+    def convolution(x, weight, bias):
+        return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+    return [("patch_extraction", patches), ("centering", centering), ("covariance", covariance),
+            ("center_covariance_fused", fused_center_covariance), ("newton_schulz", newton_schulz),
+            ("weight_folding", fold), ("convolution", convolution)]
+
+
+def stage_breakdown(model: nn.Module, images: torch.Tensor, repeats: int = 3) -> list[dict]:
+    """Per-layer, per-stage forward/backward seconds of every :class:`FastDeconv` in ``model``.
+
+    The layer inputs are captured with forward hooks on one training forward; every stage is
+    then run alone (``repeats`` times after a warm-up, median) with a random upstream gradient.
+    The stage times of one layer add up to roughly its share of a train step; the sum over
+    stages is not exactly the layer's time (no overlap, no autograd bookkeeping of the full graph).
+    """
+    captured: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if type(module) is nd_layers.FastDeconv:
+            handles.append(module.register_forward_pre_hook(
+                lambda mod, args, name=name: captured.__setitem__(name, args[0].detach())))
+    try:
+        model.train()
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    device = images.device
+    rows = []
+    modules = dict(model.named_modules())
+    for name, x in captured.items():
+        layer = modules[name]
+        stages = dict(deconv_stages(layer))
+        results = {}
+        fwd, bwd, (X,) = _time_stage(stages["patch_extraction"], (x,), repeats, device)
+        results["patch_extraction"] = (fwd, bwd)
+        fwd, bwd, (Xc,) = _time_stage(stages["centering"], (X,), repeats, device)
+        results["centering"] = (fwd, bwd)
+        fwd, bwd, (cov,) = _time_stage(stages["covariance"], (Xc,), repeats, device)
+        results["covariance"] = (fwd, bwd)
+        fwd, bwd, (mean, cov) = _time_stage(stages["center_covariance_fused"], (X,), repeats, device)
+        results["center_covariance_fused"] = (fwd, bwd)
+        fwd, bwd, (deconv,) = _time_stage(stages["newton_schulz"], (cov,), repeats, device)
+        results["newton_schulz"] = (fwd, bwd)
+        fwd, bwd, (weight, bias) = _time_stage(stages["weight_folding"], (mean, deconv), repeats, device)
+        results["weight_folding"] = (fwd, bwd)
+        fwd, bwd, _ = _time_stage(stages["convolution"], (x, weight, bias), repeats, device)
+        results["convolution"] = (fwd, bwd)
+        for stage, (fwd, bwd) in results.items():
+            rows.append({
+                "layer": name, "kind": "FastDeconv", "in_channels": layer.in_channels,
+                "out_channels": layer.out_channels, "kernel_size": layer.kernel_size[0],
+                "stride": layer.stride[0], "groups": layer.groups, "input_hw": int(x.shape[-1]),
+                "stage": stage, "forward_s": fwd, "backward_s": bwd,
+            })
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# Running one benchmark
+# --------------------------------------------------------------------------------------
+def _build_models(config: BenchConfig, device: torch.device) -> dict[str, nn.Module]:
+    from ndlib import models as model_zoo
+    from ndlib._reference import to_reference
+
+    if config.arch not in model_zoo.available():
+        raise ValueError(f"unknown arch {config.arch!r}; choose from {model_zoo.available()}")
+    torch.manual_seed(config.seed)
+    built = {"bn": model_zoo.create(config.arch, num_classes=config.num_classes, norm="bn")}
+    torch.manual_seed(config.seed)
+    nd_model = model_zoo.create(config.arch, num_classes=config.num_classes, norm="nd")
+    if "ndlib" in config.implementations:
+        built["nd"] = nd_model
+    if "reference" in config.implementations:
+        built["nd_reference"] = to_reference(nd_model)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    return {name: model.to(device=device, memory_format=memory_format) for name, model in built.items()}
+
+
+def _image_size(config: BenchConfig) -> int:
+    if config.image_size is not None:
+        return config.image_size
+    from ndlib import models as model_zoo
+
+    return model_zoo.get_spec(config.arch).input_size
+
+
+def _bench_dir(config: BenchConfig) -> Path:
+    from ndlib.paths import project_root
+
+    return Path(config.out_dir) if config.out_dir is not None else project_root() / "results" / "bench"
+
+
+def _load_avg() -> list[float] | None:
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None,
+              log: Callable[[str], None] | None = print, write: bool = True) -> dict:
+    """Run one benchmark and (if ``write``) store its record; returns the record.
+
+    ``models`` overrides the model zoo (tests pass tiny models); its keys must be among
+    :data:`VARIANTS` and include ``"bn"``.
+    """
+    from ndlib.records import environment_info, utc_now, write_json_atomic
+
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch.cuda.is_available() is False; use --device cpu")
+    previous_threads = torch.get_num_threads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    try:
+        if models is None:
+            models = _build_models(config, device)
+        unknown = sorted(set(models) - set(VARIANTS))
+        if unknown or "bn" not in models:
+            raise ValueError(f"models must be keyed by {sorted(VARIANTS)} and include 'bn', got {sorted(models)}")
+        size = _image_size(config) if config.image_size is None and config.arch in _available_archs() else (config.image_size or 32)
+        generator = torch.Generator().manual_seed(config.seed)
+        images = torch.randn(config.batch_size, 3, size, size, generator=generator).to(device)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, config.num_classes, (config.batch_size,), generator=generator).to(device)
+        environment = environment_info(device)
+        load_before = _load_avg()
+        created_at = utc_now()
+        times = time_train_steps(models, images, labels, warmup=config.warmup, rounds=config.rounds,
+                                 steps=config.steps, log=log)
+        stages = stage_breakdown(models["nd"], images, config.stage_repeats) if config.stages and "nd" in models else []
+        load_after = _load_avg()
+    finally:
+        torch.set_num_threads(previous_threads)
+    summary = summarize(times)
+    stamp = created_at.replace(":", "").replace("-", "").replace("+0000", "Z")
+    bench_id = f"{config.arch}-b{config.batch_size}-{device.type}-t{config.threads or 'auto'}-{stamp}"
+    record = {
+        "bench_id": bench_id,
+        "kind": "train_step",
+        "created_at": created_at,
+        "finished_at": utc_now(),
+        "arch": config.arch,
+        "batch_size": config.batch_size,
+        "image_size": size,
+        "input": "synthetic random tensors (timing only; no accuracy is measured)",
+        "config": dataclasses.asdict(config),
+        "environment": environment,
+        "device_type": device.type,
+        "device_name": environment["device_name"],
+        "num_threads": torch.get_num_threads() if config.threads is None else config.threads,
+        "torch_version": torch.__version__,
+        "load_avg_before": load_before,
+        "load_avg_after": load_after,
+        "step_times_s": times,
+        "summary": summary,
+        "stages": stages,
+    }
+    if write:
+        path = write_json_atomic(_bench_dir(config) / f"{bench_id}.json", record)
+        record["file"] = str(path)
+    return record
+
+
+def _available_archs() -> list[str]:
+    try:
+        from ndlib import models as model_zoo
+    except ImportError:
+        return []
+    return model_zoo.available()
+
+
+# --------------------------------------------------------------------------------------
+# Reading records
+# --------------------------------------------------------------------------------------
+def _read_records(root) -> list[tuple[Path, dict]]:
+    if root is None:
+        from ndlib.paths import project_root
+
+        folder = project_root() / "results" / "bench"
+    else:
+        folder = Path(root)
+    if not folder.exists():
+        return []
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append((path, json.loads(path.read_text())))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"bench record {path} is not valid JSON ({error}); delete it or rerun the benchmark") from error
+    return out
+
+
+def load_bench(root: str | Path | None = "results/bench") -> pd.DataFrame:
+    """One row per (benchmark, implementation): BN and ND median step times and their ratio.
+
+    ``root=None`` means ``<project>/results/bench`` wherever the caller runs; a relative
+    ``root`` is resolved against the project root when it does not exist from the current folder
+    (notebooks run from ``book/``).  Empty DataFrame (with :data:`BENCH_COLUMNS`) when none.
+    """
+    if root is not None and not Path(root).exists() and not Path(root).is_absolute():
+        from ndlib.paths import project_root
+
+        root = project_root() / root
+    rows = []
+    for path, record in _read_records(root):
+        if record.get("kind") != "train_step":
+            continue
+        summary = record["summary"]
+        environment = record.get("environment", {})
+        for variant, (_, implementation) in VARIANTS.items():
+            if implementation is None or variant not in summary:
+                continue
+            entry = summary[variant]
+            rows.append({
+                "bench_id": record["bench_id"], "arch": record["arch"], "batch_size": record["batch_size"],
+                "device_type": record["device_type"], "device_name": record["device_name"],
+                "num_threads": record["num_threads"], "implementation": implementation,
+                "bn_step_s": summary["bn"]["step_s"], "nd_step_s": entry["step_s"],
+                "ratio_nd_bn": entry["ratio"], "ratio_min": entry["ratio_min"], "ratio_max": entry["ratio_max"],
+                "rounds": len(entry["round_medians_s"]), "steps_per_round": record["config"]["steps"],
+                "channels_last": record["config"]["channels_last"], "image_size": record.get("image_size"),
+                "load_avg_before": record.get("load_avg_before"), "load_avg_after": record.get("load_avg_after"),
+                "torch_version": record["torch_version"], "git_commit": environment.get("git_commit"),
+                "git_dirty": environment.get("git_dirty"), "created_at": record["created_at"],
+                "note": record["config"].get("note", ""), "file": path.name,
+            })
+    return pd.DataFrame(rows, columns=BENCH_COLUMNS)
+
+
+def load_stages(root: str | Path | None = "results/bench") -> pd.DataFrame:
+    """The per-layer stage breakdowns of all records (long form, :data:`STAGE_COLUMNS`)."""
+    if root is not None and not Path(root).exists() and not Path(root).is_absolute():
+        from ndlib.paths import project_root
+
+        root = project_root() / root
+    rows = []
+    for _, record in _read_records(root):
+        for stage in record.get("stages", []):
+            rows.append({"bench_id": record["bench_id"], "arch": record["arch"], "batch_size": record["batch_size"],
+                         "device_type": record["device_type"], "created_at": record["created_at"], **stage})
+    return pd.DataFrame(rows, columns=STAGE_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+def _archs_of(value: str) -> list[str]:
+    if value == "all":
+        from ndlib import models as model_zoo
+
+        return model_zoo.available(table=1)
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _handle(args: argparse.Namespace) -> int:
+    archs = _archs_of(args.arch)
+    implementations = tuple(args.implementations.split(","))
+    try:
+        configs = [
+            BenchConfig(arch=arch, batch_size=args.batch_size, device=args.device, threads=args.threads,
+                        warmup=args.warmup, rounds=args.rounds, steps=args.steps,
+                        implementations=implementations, channels_last=args.channels_last,
+                        image_size=args.image_size, stages=args.stages, out_dir=args.out_dir, note=args.note)
+            for arch in archs
+        ]
+    except ValueError as error:
+        args.parser.error(str(error))
+    for config in configs:
+        record = run_bench(config, log=lambda line: print(line, file=sys.stderr))
+        for variant, entry in record["summary"].items():
+            extra = f"  ND/BN {entry['ratio']:.2f}x [{entry['ratio_min']:.2f}, {entry['ratio_max']:.2f}]" if "ratio" in entry else ""
+            print(f"{config.arch} b{config.batch_size} {variant:13s} {entry['step_s']:.3f} s/step{extra}")
+        print(f"load average before {record['load_avg_before']} after {record['load_avg_after']}; "
+              f"record {record.get('file')}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    """Register ``bench`` with :mod:`ndlib.cli`."""
+    parser = subparsers.add_parser(
+        "bench", help="time train steps of BN vs ND models (results/bench/)",
+        description="Interleaved train-step timing of BN and ND variants (SYNTHETIC input) and an optional "
+                    "per-layer stage breakdown of ND; writes results/bench/<bench_id>.json.")
+    parser.add_argument("--arch", default="resnet18", help="architecture, comma-separated list, or 'all' (Table 1)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each gives one ND/BN ratio)")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
+    parser.add_argument("--implementations", default="ndlib,reference",
+                        help="which ND layers: ndlib, reference (the public algorithm) or both")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the architecture's")
+    parser.add_argument("--stages", action="store_true", help="also time the stages of every ND layer")
+    parser.add_argument("--out-dir", default=None, help="default: <project>/results/bench")
+    parser.add_argument("--note", default="", help="free text for the record (e.g. machine load)")
+    parser.set_defaults(handler=_handle, parser=parser)

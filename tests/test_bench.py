@@ -1,0 +1,139 @@
+"""The benchmark harness on tiny models: interleaving, summaries, records, loaders, CLI."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from ndlib import bench
+from ndlib import layers as nd
+from ndlib._reference import to_reference
+
+
+def tiny(norm: str) -> nn.Module:
+    torch.manual_seed(0)
+    if norm == "bn":
+        body = [nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU()]
+        head = nn.Linear(8, 10)
+    else:
+        body = [nd.FastDeconv(3, 8, 3, padding=1), nn.ReLU(), nd.FastDeconv(8, 8, 1, block=4), nn.ReLU()]
+        head = nd.Delinear(8, 10, block=4)
+    return nn.Sequential(*body, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+
+
+def tiny_models() -> dict[str, nn.Module]:
+    nd_model = tiny("nd")
+    return {"bn": tiny("bn"), "nd": nd_model, "nd_reference": to_reference(nd_model)}
+
+
+def test_time_train_steps_interleaves_and_trains():
+    models = tiny_models()
+    before = models["nd"][0].weight.detach().clone()
+    order = []
+    for name, model in models.items():
+        model.register_forward_pre_hook(lambda m, a, name=name: order.append(name))
+    images, labels = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,))
+    times = bench.time_train_steps(models, images, labels, warmup=1, rounds=3, steps=2)
+    assert {k: [len(r) for r in v] for k, v in times.items()} == {k: [2, 2, 2] for k in models}
+    assert all(t > 0 for rounds in times.values() for r in rounds for t in r)
+    # warm-up, then A B C / C B A / A B C with 2 steps each
+    timed = order[3:]
+    assert timed[::2] == ["bn", "nd", "nd_reference", "nd_reference", "nd", "bn", "bn", "nd", "nd_reference"]
+    assert not torch.equal(before, models["nd"][0].weight)  # the SGD step ran
+
+
+def test_summarize_medians_and_pair_ratios():
+    times = {"bn": [[1.0], [2.0], [1.0]], "nd": [[2.0], [3.0], [2.5]]}
+    summary = bench.summarize(times)
+    assert summary["bn"]["step_s"] == 1.0
+    assert summary["nd"]["step_s"] == 2.5
+    assert summary["nd"]["pair_ratios"] == [2.0, 1.5, 2.5]
+    assert (summary["nd"]["ratio"], summary["nd"]["ratio_min"], summary["nd"]["ratio_max"]) == (2.0, 1.5, 2.5)
+
+
+def test_run_bench_writes_record_and_load_bench_reads_it(tmp_path):
+    config = bench.BenchConfig(arch="tiny", batch_size=4, rounds=2, warmup=1, image_size=8, stages=True,
+                               stage_repeats=1, out_dir=str(tmp_path), threads=1, note="unit test")
+    record = bench.run_bench(config, models=tiny_models(), log=None)
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and not list(tmp_path.glob(".*tmp"))
+    stored = json.loads(files[0].read_text())
+    assert stored["bench_id"] == record["bench_id"]
+    assert stored["input"].startswith("synthetic")
+    assert len(stored["load_avg_before"]) == 3
+    frame = bench.load_bench(tmp_path)
+    assert list(frame.columns) == bench.BENCH_COLUMNS
+    assert sorted(frame["implementation"]) == ["ndlib", "reference"]
+    row = frame.set_index("implementation").loc["ndlib"]
+    assert row["arch"] == "tiny" and row["batch_size"] == 4 and row["device_type"] == "cpu"
+    assert row["num_threads"] == 1 and row["rounds"] == 2
+    assert row["ratio_nd_bn"] == pytest.approx(record["summary"]["nd"]["ratio"])
+    assert row["ratio_min"] <= row["ratio_nd_bn"] <= row["ratio_max"]
+    stages = bench.load_stages(tmp_path)
+    assert list(stages.columns) == bench.STAGE_COLUMNS
+    assert set(stages["stage"]) >= {"patch_extraction", "centering", "covariance", "newton_schulz",
+                                    "weight_folding", "convolution"}
+    assert set(stages["layer"]) == {"0", "2"}  # the two FastDeconv layers
+    assert (stages[["forward_s", "backward_s"]] >= 0).all().all()
+
+
+def test_stage_pieces_compose_to_the_layer_statistics():
+    """The stages the breakdown times are the computation of the layer (same numbers)."""
+    torch.manual_seed(0)
+    layer = nd.FastDeconv(16, 8, 3, padding=1, block=8).double().train()
+    x = torch.randn(2, 16, 9, 9, dtype=torch.float64)
+    stages = dict(bench.deconv_stages(layer))
+    X = stages["patch_extraction"](x)
+    Xc = stages["centering"](X)
+    cov = stages["covariance"](Xc)
+    mean, cov_fused = stages["center_covariance_fused"](X)
+    torch.testing.assert_close(cov, cov_fused)
+    deconv = stages["newton_schulz"](cov)
+    mean_ref, deconv_ref = layer.batch_statistics(x)
+    torch.testing.assert_close(mean.reshape(mean_ref.shape), mean_ref)
+    torch.testing.assert_close(deconv, deconv_ref)
+    w, b = stages["weight_folding"](mean, deconv)
+    torch.testing.assert_close(stages["convolution"](x, w, b), layer(x))
+
+
+def test_load_bench_empty_and_bad_files(tmp_path):
+    empty = bench.load_bench(tmp_path / "missing")
+    assert isinstance(empty, pd.DataFrame) and empty.empty and list(empty.columns) == bench.BENCH_COLUMNS
+    assert bench.load_stages(tmp_path).empty
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json"):
+        bench.load_bench(tmp_path)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "batch_size"),
+    ({"rounds": -1}, "rounds"),
+    ({"warmup": -1}, "warmup"),
+    ({"implementations": ("fast",)}, "implementations"),
+    ({"device": "tpu"}, "device"),
+    ({"threads": 0}, "threads"),
+])
+def test_bench_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        bench.BenchConfig(**kwargs)
+
+
+def test_run_bench_rejects_bad_models_and_missing_cuda(tmp_path):
+    config = bench.BenchConfig(arch="tiny", batch_size=2, rounds=1, image_size=8, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="include 'bn'"):
+        bench.run_bench(config, models={"nd": tiny("nd")}, log=None)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cuda"):
+            bench.run_bench(bench.BenchConfig(device="cuda", out_dir=str(tmp_path)), log=None)
+
+
+def test_cli_registers_bench():
+    from ndlib.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--arch", "resnet18", "--batch-size", "8", "--rounds", "2"])
+    assert args.command == "bench" and args.batch_size == 8 and args.rounds == 2 and args.threads == 2
+    assert args.handler is bench._handle
