@@ -74,7 +74,6 @@ CIFAR_EPOCHS: tuple[int, ...] = (1, 20, 100)
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 NORMS: tuple[str, ...] = ("bn", "nd")
 REPRODUCTION_DEVICE = "Tesla V100-SXM2-16GB"
-REPRODUCTION_IMAGENET_DEVICE = "A100 80GB"
 
 # The columns promised by the records and benchmark contracts; used to give an empty,
 # correctly shaped frame when nothing has been recorded yet.
@@ -94,6 +93,11 @@ BENCH_COLUMNS: tuple[str, ...] = (
 )
 
 _CELL = ["dataset", "arch", "norm", "epochs"]
+
+
+def _in_table(runs: pd.DataFrame, table: int) -> pd.Series:
+    """Rows of ``runs`` that belong to the paper's Table ``table`` (a missing value: none)."""
+    return pd.to_numeric(runs["table"], errors="coerce") == table
 
 
 # --------------------------------------------------------------------------- loading
@@ -233,7 +237,7 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     _require_columns(runs, ["status", "table", "dataset", "arch", "norm", "epochs", "seed",
                             "test_acc", "train_acc", "synthetic"], "the run records")
     real, _ = split_synthetic(runs)
-    real = real[real["table"].astype(int) == table]
+    real = real[_in_table(real, table)]
     if real.empty:
         return pd.DataFrame(columns=columns)
     real = real.assign(epochs=real["epochs"].astype(int))
@@ -391,7 +395,7 @@ def table1_long(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
                                accuracy=repro["acc_pct"], paper_name=repro["arch"].map(names)))
     if not runs.empty:
         real, _ = split_synthetic(runs)
-        ours = real[(real["table"].astype(int) == 1) & (real["dataset"] == dataset)
+        ours = real[_in_table(real, 1) & (real["dataset"] == dataset)
                     & (real["status"] == "completed")]
         frames.append(ours.assign(source="ours", metric="test", accuracy=ours["test_acc"],
                                   epochs=ours["epochs"].astype(int),
@@ -544,7 +548,7 @@ def table2_status(runs: pd.DataFrame) -> pd.DataFrame:
                                      ours_status="not run")
         return out[cols]
     real, _ = split_synthetic(runs)
-    done = real[(real["table"].astype(int) == 2) & (real["status"] == "completed")]
+    done = real[_in_table(real, 2) & (real["status"] == "completed")]
     agg = (done.groupby(["arch", "norm"])
            .agg(ours_n=("seed", "nunique"), ours_top1=("test_acc", "mean"),
                 ours_top5=("test_top5", "mean")).reset_index()

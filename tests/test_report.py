@@ -318,3 +318,9 @@ def test_flop_overhead_sums_the_layer_model():
     stage_sum = sum(row[f"{s}_gflop"] for s in ("center", "covariance", "newton_schulz", "fold",
                                                 "bias_shift"))
     assert stage_sum == pytest.approx(row["overhead_gflop"])
+
+
+def test_record_without_table_is_in_no_table():
+    runs = frame(make_run(run_id="x", table=None), make_run(run_id="y", seed=1))
+    nd = cell(report.table1(runs, "cifar10"), "vgg16", "nd", 1)
+    assert nd["ours_n"] == 1 and nd["ours_test_mean"] == 70.0
