@@ -412,3 +412,43 @@ def test_cifar_nd_with_default_blocks(name):
     logits.sum().backward()
     assert logits.shape == (2, 10) and torch.isfinite(logits).all()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------------------
+# Trainability and checkpoints (small model, synthetic data)
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("norm", ["bn", "nd"])
+def test_a_few_sgd_steps_reduce_the_loss_on_a_fixed_batch(norm):
+    """SYNTHETIC data: 8 random 16x16 images with fixed labels; 8 SGD steps must lower the loss."""
+    torch.manual_seed(0)
+    model = models.create("resnet18", num_classes=4, norm=norm, **(ND_TEST_OPTIONS if norm == "nd" else {}))
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    labels = torch.arange(8) % 4
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert min(losses[-3:]) < 0.5 * losses[0], losses
+
+
+@pytest.mark.parametrize("norm", ["bn", "nd"])
+def test_state_dict_round_trip_reproduces_eval_outputs(norm):
+    torch.manual_seed(0)
+    model = models.create("mobilenetv2", norm=norm, **(ND_TEST_OPTIONS if norm == "nd" else {}))
+    x = batch_for("mobilenetv2")
+    model.train()
+    model(x)  # move the running statistics away from their initial values
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+    torch.manual_seed(1)
+    fresh = models.create("mobilenetv2", norm=norm, **(ND_TEST_OPTIONS if norm == "nd" else {}))
+    fresh.load_state_dict(model.state_dict())
+    fresh.eval()
+    with torch.no_grad():
+        assert torch.equal(fresh(x), expected)
