@@ -10,13 +10,13 @@ branch.  A block calls
 
 and the factory answers according to ``kind``:
 
-========  ==================================  ==================  =========================
-kind      conv                                norm                linear
-========  ==================================  ==================  =========================
-``bn``    ``nn.Conv2d(bias=False)``           ``nn.BatchNorm2d``  ``nn.Linear``
-``nd``    ``FastDeconv(bias=True, **options)`` ``nn.Identity``    ``Delinear(block=block_fc)``
-``none``  ``nn.Conv2d(bias=True)``            ``nn.Identity``     ``nn.Linear``
-========  ==================================  ==================  =========================
+========  =====================================  ==================  ============================
+kind      conv                                   norm                linear
+========  =====================================  ==================  ============================
+``bn``    ``nn.Conv2d(bias=False)``              ``nn.BatchNorm2d``  ``nn.Linear``
+``nd``    ``FastDeconv(bias=True, **options)``   ``nn.Identity``     ``Delinear(block=block_fc)``
+``none``  ``nn.Conv2d(bias=True)``               ``nn.Identity``     ``nn.Linear``
+========  =====================================  ==================  ============================
 
 Why the biases differ: a conv followed by BN needs no bias (BN's shift replaces it), while a
 deconvolution layer folds the whitening's mean into its bias, ``b' = b - W' mu``, and the

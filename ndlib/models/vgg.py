@@ -4,7 +4,9 @@ A VGG is a stack of 3x3 convs (padding 1) with a 2x2 max-pool after each stage; 
 layer plan is a list of widths with ``"M"`` for the pools.
 
 * CIFAR VGG-16 (plan "D"): five pools take 32x32 to 1x1, so the classifier is a single
-  linear layer on the 512 features (the common CIFAR form, as in the paper's code).
+  linear layer on the 512 features (the common CIFAR form, as in the paper's code).  The
+  public code's BN VGG-16 keeps a bias in every conv in front of BN (4,224 parameters more
+  than ours, which has none: BN's shift makes it redundant); the ND models agree.
 * ImageNet VGG-11 (plan "A"): adaptive average pooling to 7x7 and the original
   classifier 25088 -> 4096 -> 4096 -> classes with ReLU and dropout.  With ``norm="nd"``
   all three classifier layers are :class:`~ndlib.layers.Delinear` (as in the public code).
