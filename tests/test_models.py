@@ -452,3 +452,13 @@ def test_state_dict_round_trip_reproduces_eval_outputs(norm):
     fresh.eval()
     with torch.no_grad():
         assert torch.equal(fresh(x), expected)
+
+
+def test_readme_parameter_table_is_current():
+    """ndlib/models/README.md lists the pinned counts (regenerate it when they change)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(models.__file__).parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| [12] \| (\w+) \| ([\d,]+) \|", readme, flags=re.MULTILINE)
+    assert {(arch, norm): int(params.replace(",", "")) for arch, norm, params in rows} == EXPECTED_PARAMS
