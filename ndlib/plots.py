@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from ndlib.report import CIFAR_EPOCHS
 
 __all__ = ["table1_figure", "reproduction_vs_paper_figure", "timing_ratio_figure",
-           "learning_curves_figure",
+           "learning_curves_figure", "reproduction_difference_figure",
            "SOURCES", "NORM_PALETTE"]
 
 SOURCES: tuple[str, ...] = ("paper", "reproduction", "ours")
@@ -203,5 +203,31 @@ def learning_curves_figure(histories: pd.DataFrame, runs: pd.DataFrame) -> Figur
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def reproduction_difference_figure(comparison: pd.DataFrame) -> Figure:
+    """Reproduction minus paper (points) for every Table 1 cell as a heatmap: rows are
+    architecture and BN/ND, columns dataset and epoch budget; red = the reproduction above
+    the paper's test accuracy.  ``comparison`` is :func:`ndlib.report.reproduction_vs_paper`.
+    """
+    _require(comparison, ["dataset", "paper_name", "norm", "epochs", "diff"], "the comparison")
+    data = comparison.assign(row=comparison["paper_name"] + " " + comparison["norm"].str.upper(),
+                             column=comparison["dataset"].str.upper().str.replace("CIFAR", "CIFAR-")
+                             + "\n" + comparison["epochs"].astype(int).astype(str) + " ep")
+    rows = list(dict.fromkeys(data["row"]))
+    columns = list(dict.fromkeys(data.sort_values(["dataset", "epochs"])["column"]))
+    grid = data.pivot(index="row", columns="column", values="diff").reindex(index=rows,
+                                                                          columns=columns)
+    limit = float(abs(grid).max().max())
+    fig, ax = plt.subplots(figsize=(8, 8.5))
+    sns.heatmap(grid, annot=True, fmt=".1f", cmap="RdBu_r", center=0.0, vmin=-limit, vmax=limit,
+                linewidths=0.5, cbar_kws={"label": "reproduction − paper (points)"},
+                annot_kws={"fontsize": 8}, ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.tick_params(axis="x", rotation=0, labelsize=9)
+    ax.tick_params(axis="y", labelsize=9)
     fig.tight_layout()
     return fig

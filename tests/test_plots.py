@@ -82,3 +82,13 @@ def test_learning_curves_one_panel_per_cell_and_lines_per_run():
     assert {40.0, 60.0, 45.0, 58.0, 30.0, 50.0} <= ys
     with pytest.raises(ValueError, match="no history rows"):
         plots.learning_curves_figure(histories, runs.assign(run_id=["x", "y", "z"]))
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # inside seaborn's heatmap
+def test_reproduction_difference_figure_annotates_every_cell():
+    cmp = report.reproduction_vs_paper()
+    fig = plots.reproduction_difference_figure(cmp)
+    heat = fig.axes[0]
+    values = [float(t.get_text()) for t in heat.texts]
+    assert len(values) == len(cmp)
+    assert sorted(values) == sorted(round(v, 1) + 0.0 for v in cmp["diff"])
