@@ -12,6 +12,7 @@ Exit codes: 0 success, 1 a run failed, 2 bad arguments (argparse), 3 a run diver
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import sys
@@ -85,13 +86,17 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ndlib.distributed import context_from_env
     from ndlib.grid import ClaimTaken, claim
     from ndlib.train import run
 
     config = config_from_args(args, args.parser)
     print(f"run {config.run_id}", file=sys.stderr)
+    # The grid's claim: never two trainers on one configuration.  Under torchrun only rank 0
+    # claims (the other ranks are part of the same run).
+    is_main = context_from_env().is_main
     try:
-        with claim(config.run_id):  # the grid's claim: never two trainers on one configuration
+        with claim(config.run_id) if is_main else contextlib.nullcontext():
             record = run(config, progress=not args.no_progress, resume=args.resume)
     except ClaimTaken as taken:
         print(f"not started: {taken}", file=sys.stderr)

@@ -257,6 +257,11 @@ def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
 
 
 def _grid(args: argparse.Namespace) -> int:
+    from ndlib.distributed import context_from_env
+
+    if context_from_env().enabled:
+        args.parser.error("the grid runs one configuration at a time in one process; for several GPUs per run, "
+                          "use `torchrun ... -m ndlib train` per configuration (or --slurm and edit the launcher)")
     skipped = {"arch", "norm", "dataset", "epochs", "seed"}
     shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in skipped}
     try:

@@ -151,3 +151,30 @@ def test_train_refuses_a_configuration_claimed_by_another_worker(tmp_path, tiny_
     with ndlib.grid.claim(run_id, tmp_path / "claims"):
         assert main(["train", "--arch", "vgg16", *TINY, *_dirs(tmp_path)]) == 1
     assert "claimed" in capsys.readouterr().err
+
+
+def test_grid_refuses_to_run_under_torchrun(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit) as info:
+        main(["grid", "--table", "1", "--dry-run"])
+    assert info.value.code == 2 and "torchrun" in capsys.readouterr().err
+
+
+def test_only_rank_zero_claims_under_torchrun(tmp_path, monkeypatch):
+    """Rank 1 must not be refused by rank 0's claim (the run itself is stubbed out here)."""
+    import ndlib.grid
+
+    monkeypatch.setattr(ndlib.grid, "claims_dir", lambda: tmp_path / "claims")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    seen = []
+    monkeypatch.setattr(ndlib.train, "run", lambda config, **kw: seen.append(config.run_id) or
+                        {"status": "completed", "final": {}})
+    from ndlib.train import TrainConfig
+
+    run_id = TrainConfig(arch="vgg16", synthetic=True, synthetic_image_size=8, synthetic_train_size=32,
+                         synthetic_test_size=16, batch_size=16).run_id
+    with ndlib.grid.claim(run_id, tmp_path / "claims"):  # held by "rank 0"
+        assert main(["train", "--arch", "vgg16", *TINY, *_dirs(tmp_path)]) == 0
+    assert seen == [run_id]
