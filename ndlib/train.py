@@ -486,10 +486,6 @@ def _load_checkpoint(path: Path, config: TrainConfig, device) -> dict | None:
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool = True, resume: bool = True) -> dict:
     """Train ``config`` (or the given ``model`` on ``config``'s data and settings); return the record.
 
