@@ -188,6 +188,24 @@ def _newton_schulz_polynomial(lam: torch.Tensor, n_iter: int) -> tuple[torch.Ten
     return za.squeeze(-1), dz
 
 
+def _eigh_single_thread(Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.linalg.eigh`` with one CPU thread.
+
+    LAPACK's reduction to tridiagonal form is a sequence of ~n matrix-vector steps, each a
+    fork/join across the threads.  On a machine whose cores are busy with other processes a
+    thread often waits a whole scheduler slice at every join: measured on the shared 2-core
+    machine, a 576x576 ``eigh`` took 2 to 15 s with 2 threads and 0.06 to 0.09 s with one.
+    """
+    threads = torch.get_num_threads()
+    if Y.device.type != "cpu" or threads == 1:
+        return torch.linalg.eigh(Y)
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(Y)
+    finally:
+        torch.set_num_threads(threads)
+
+
 class _SpectralNewtonSchulz(torch.autograd.Function):
     """``Z = p(Y)`` (the Newton-Schulz polynomial) via ``Y = U diag(l) U^T``, with its exact gradient.
 
@@ -197,7 +215,7 @@ class _SpectralNewtonSchulz(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, Y: torch.Tensor, n_iter: int) -> torch.Tensor:
-        lam, U = torch.linalg.eigh(Y)
+        lam, U = _eigh_single_thread(Y)
         values, divided = _newton_schulz_polynomial(lam.double(), n_iter)
         ctx.save_for_backward(U, divided.to(Y.dtype))
         return (U * values.to(Y.dtype).unsqueeze(-2)) @ U.mT
