@@ -188,20 +188,23 @@ def _newton_schulz_polynomial(lam: torch.Tensor, n_iter: int) -> tuple[torch.Ten
     return za.squeeze(-1), dz
 
 
-def _eigh_single_thread(Y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.linalg.eigh`` with one CPU thread.
+@contextlib.contextmanager
+def _single_thread(device: torch.device) -> Iterator[None]:
+    """Run the block with one CPU thread (no-op on other devices or when already one).
 
-    LAPACK's reduction to tridiagonal form is a sequence of ~n matrix-vector steps, each a
-    fork/join across the threads.  On a machine whose cores are busy with other processes a
-    thread often waits a whole scheduler slice at every join: measured on the shared 2-core
-    machine, a 576x576 ``eigh`` took 2 to 15 s with 2 threads and 0.06 to 0.09 s with one.
+    Used for ``eigh`` and the elementwise work on its eigenvalues.  LAPACK's reduction to
+    tridiagonal form is a sequence of ~n matrix-vector steps, each a fork/join across the
+    threads; on a machine whose cores are busy with other processes a thread often waits a
+    whole scheduler slice at every join.  Measured on the shared 2-core machine: a 576x576
+    ``eigh`` took 2 to 15 s with 2 threads and 0.06 to 0.09 s with one.
     """
     threads = torch.get_num_threads()
-    if Y.device.type != "cpu" or threads == 1:
-        return torch.linalg.eigh(Y)
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
     torch.set_num_threads(1)
     try:
-        return torch.linalg.eigh(Y)
+        yield
     finally:
         torch.set_num_threads(threads)
 
@@ -215,8 +218,9 @@ class _SpectralNewtonSchulz(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, Y: torch.Tensor, n_iter: int) -> torch.Tensor:
-        lam, U = _eigh_single_thread(Y)
-        values, divided = _newton_schulz_polynomial(lam.double(), n_iter)
+        with _single_thread(Y.device):
+            lam, U = torch.linalg.eigh(Y)
+            values, divided = _newton_schulz_polynomial(lam.double(), n_iter)
         ctx.save_for_backward(U, divided.to(Y.dtype))
         return (U * values.to(Y.dtype).unsqueeze(-2)) @ U.mT
 
