@@ -647,29 +647,40 @@ def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
             out[name] = agg[(metric, norm)] if (metric, norm) in agg.columns else np.nan
     out["ratio_nd_bn"] = out["nd_train_s"] / out["bn_train_s"]
     out[["n_bn", "n_nd"]] = out[["n_bn", "n_nd"]].fillna(0).astype(int)
-    # The runs' free-text notes (e.g. "shared machine, runs concurrent") qualify the times.
+    # The runs' free-text notes (e.g. "shared machine, runs concurrent") qualify the times;
+    # distinct notes of one configuration are joined by newlines.
     if "note" in done.columns:
         notes = done.groupby(keys)["note"].agg(
-            lambda s: "; ".join(dict.fromkeys(str(v) for v in s if isinstance(v, str) and v)))
+            lambda s: "\n".join(dict.fromkeys(str(v) for v in s if isinstance(v, str) and v)))
         out["notes"] = notes.reindex(out.index).fillna("")
     else:
         out["notes"] = ""
     return out.reset_index()[cols]
 
 
-def bench_summary(bench: pd.DataFrame) -> pd.DataFrame:
-    """Our benchmarks per (device, threads, implementation, arch, batch): median step times
-    and the median per-pair ratio ND / BN, newest benchmark first if repeated."""
+def bench_summary(bench: pd.DataFrame, latest_only: bool = False) -> pd.DataFrame:
+    """Our benchmarks, one row per (benchmark, implementation): median step times, the median
+    per-round ratio ND / BN and its range when recorded, with the time, commit and note.
+
+    Every benchmark is kept by default: runs of different code versions or machine loads are
+    different measurements, and hiding the older ones would hide how the number moved.
+    ``latest_only=True`` keeps the newest per (device, threads, implementation, arch, batch).
+    """
     keys = ["device_type", "device_name", "num_threads", "implementation", "arch", "batch_size"]
     cols = keys + ["bn_step_s", "nd_step_s", "ratio_nd_bn", "torch_version", "created_at"]
-    optional = [c for c in ("ratio_min", "ratio_max", "rounds") if c in bench.columns]
+    optional = [c for c in ("ratio_min", "ratio_max", "rounds", "git_commit", "note")
+                if c in bench.columns]
     if bench.empty:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=cols + optional)
     _require_columns(bench, cols, "the benchmark records")
-    latest = bench.sort_values("created_at").drop_duplicates(keys, keep="last")
-    ordered = keys + ["bn_step_s", "nd_step_s", "ratio_nd_bn", *optional, "torch_version",
-                      "created_at"]
-    return latest[ordered].sort_values(keys).reset_index(drop=True)
+    ordered = bench.sort_values(keys + ["created_at"])
+    if latest_only:
+        ordered = ordered.drop_duplicates(keys, keep="last")
+    columns = keys + ["bn_step_s", "nd_step_s", "ratio_nd_bn",
+                      *[c for c in optional if c.startswith("ratio_") or c == "rounds"],
+                      "torch_version", "created_at",
+                      *[c for c in optional if c in ("git_commit", "note")]]
+    return ordered[columns].reset_index(drop=True)
 
 
 def flop_overhead(archs: Sequence[str], num_classes: int = 10, batch_size: int = 128,

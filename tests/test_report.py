@@ -224,7 +224,7 @@ def test_our_timing_keeps_devices_apart_and_flags_synthetic():
     assert report.our_timing(frame()).empty
 
 
-def test_bench_summary_keeps_latest():
+def test_bench_summary_keeps_every_benchmark_or_the_latest():
     bench = pd.DataFrame([
         {"bench_id": "1", "arch": "vgg16", "batch_size": 128, "device_type": "cpu",
          "device_name": "c", "num_threads": 2, "bn_step_s": 1.0, "nd_step_s": 2.0,
@@ -235,7 +235,9 @@ def test_bench_summary_keeps_latest():
          "ratio_nd_bn": 3.0, "implementation": "ndlib", "torch_version": "x",
          "created_at": "2026-11-25T21:00"}])
     summary = report.bench_summary(bench)
-    assert len(summary) == 1 and summary.loc[0, "ratio_nd_bn"] == 3.0
+    assert list(summary["ratio_nd_bn"]) == [2.0, 3.0]
+    latest = report.bench_summary(bench, latest_only=True)
+    assert len(latest) == 1 and latest.loc[0, "ratio_nd_bn"] == 3.0
     with pytest.raises(ValueError, match="lacks"):
         report.bench_summary(bench.drop(columns="nd_step_s"))
 
