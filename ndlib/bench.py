@@ -241,8 +241,8 @@ def deconv_stages(layer: nd_layers.FastDeconv) -> list[tuple[str, Callable]]:
     def fused_center_covariance(X):
         return nd_layers.centered_covariance(X, layer.eps)
 
-    def newton_schulz(cov):
-        return nd_layers.isqrt_newton_schulz(cov, layer.n_iter)
+    def newton_schulz(cov):  # the layer's own method (spectral on CPU for >= 64 features)
+        return nd_layers._isqrt(cov, layer.n_iter, layer.isqrt_method)
 
     def fold(mean, deconv):
         return layer.folded_weight_and_bias(mean.reshape(layer.running_mean.shape), deconv)
