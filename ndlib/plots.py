@@ -187,7 +187,7 @@ def learning_curves_figure(histories: pd.DataFrame, runs: pd.DataFrame) -> Figur
     panels = list(dict.fromkeys(long["panel"]))
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.6 * columns, 3.4 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         sns.lineplot(data=long[long["panel"] == panel], x="epoch", y="accuracy", hue="norm",
                      style="measured on", units="run_id", estimator=None,
@@ -200,7 +200,7 @@ def learning_curves_figure(histories: pd.DataFrame, runs: pd.DataFrame) -> Figur
         ax.set_title(panel, fontsize=10)
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
