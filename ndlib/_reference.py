@@ -23,10 +23,10 @@ that :mod:`ndlib.layers` later makes cheaper without changing the result:
 * the fold ``W' = W D``, ``b' = b - sum_g W'_g mu`` through the same interleaved copy of the
   weight.
 
-One deliberate difference: the public code cannot run with ``bias=False`` in a conv (it
-subtracts from ``None``) and silently drops the mean shift in ``Delinear`` without bias.  Here
-``bias=False`` gives ``b' = -sum_g W'_g mu`` in both layers, which is the same affine map as
-with a zero bias (what :mod:`ndlib.layers` does).
+One deliberate difference: the public code cannot run a conv with ``bias=False`` (it
+subtracts from ``None``; its ``Delinear`` handles the case).  Here ``bias=False`` gives
+``b' = -sum_g W'_g mu`` in both layers, the same affine map as with a zero bias (what
+:mod:`ndlib.layers` does).
 
 :func:`to_reference` swaps every :class:`ndlib.layers.FastDeconv` / :class:`~ndlib.layers.Delinear`
 of a model for these classes with the same weights and buffers; :func:`from_reference` swaps back.
