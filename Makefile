@@ -22,7 +22,19 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow tests
 
-book: $(STAMP)
+# MathJax is vendored into the book (so its formulas render offline) from the npm registry;
+# without npm the page falls back to loading MathJax from its CDN when viewed.
+MATHJAX := _mathjax/tex-svg.js
+$(MATHJAX):
+	@mkdir -p $(@D)
+	@if command -v npm >/dev/null 2>&1 && (cd $(@D) && npm pack --silent mathjax@3.2.2 >/dev/null 2>&1); then \
+	    tar -xzf $(@D)/mathjax-3.2.2.tgz -C $(@D) --strip-components=2 package/es5/tex-svg.js; \
+	    rm -f $(@D)/mathjax-3.2.2.tgz; echo "MathJax 3.2.2 vendored into $(@D): formulas render offline"; \
+	else \
+	    cp book/assets/mathjax-cdn-loader.js $@; echo "npm unavailable: formulas will load MathJax from its CDN when viewed"; \
+	fi
+
+book: $(STAMP) $(MATHJAX)
 	rm -rf _build
 	$(VENV)/bin/jupyter-book build . --all --builder html -W -n --keep-going
 
