@@ -1,0 +1,25 @@
+"""Repository hygiene: notebooks are stored stripped (nbstripout), so diffs stay readable and
+no executed output (or stale number) lands in the book's sources."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted(p for folder in ("notebooks", "book") for p in (ROOT / folder).glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 2, "expected the experiment and book notebooks"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_stripped(path):
+    cells = json.loads(path.read_text())["cells"]
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        assert not cell.get("outputs"), f"{path.name} cell {index} has outputs: run nbstripout {path}"
+        assert cell.get("execution_count") is None, f"{path.name} cell {index} has an execution count: run nbstripout {path}"
