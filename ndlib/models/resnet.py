@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ndlib.models.factory import FIRST_LAYER_DECONV, FIRST_LAYER_DECONV_10, LayerFactory
+from ndlib.models.init import imagenet_init
 from ndlib.models.registry import register
 
 __all__ = ["BasicBlock", "PreActBlock", "ResNet", "PreActResNet"]
@@ -74,7 +75,11 @@ class PreActBlock(nn.Module):
         shortcut = self.shortcut(pre) if self.has_projection else x
         out = self.conv1(pre)
         out = self.conv2(self.relu(self.norm2(out)))
-        return out + shortcut
+        return self.rescale(out) + shortcut
+
+    def rescale(self, out: torch.Tensor) -> torch.Tensor:
+        """The residual branch before the addition (identity here; SENet gates it)."""
+        return out
 
 
 def make_stages(f: LayerFactory, block: type, blocks_per_stage, in_channels: int = 64) -> nn.Sequential:
@@ -108,7 +113,7 @@ class ResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = f.linear(STAGE_WIDTHS[-1], num_classes)
         if imagenet_stem:
-            _init_imagenet(self)
+            imagenet_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.pool(self.stages(self.stem(x)))
@@ -128,18 +133,6 @@ class PreActResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.pool(self.stages(self.stem(x)))
         return self.classifier(torch.flatten(out, 1))
-
-
-def _init_imagenet(model: nn.Module) -> None:
-    """torchvision's ResNet initialization: He (fan-out) convs, BN weight 1 and bias 0."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 @register("resnet18", table=1, paper_name="ResNet-18", first_layer=None)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ndlib.models.factory import FIRST_LAYER_DECONV, LayerFactory
 from ndlib.models.registry import register
-from ndlib.models.resnet import STAGE_WIDTHS
+from ndlib.models.resnet import STAGE_WIDTHS, PreActBlock
 
 __all__ = ["SqueezeExcitation", "SEPreActBlock", "SENet"]
 
@@ -35,24 +35,15 @@ class SqueezeExcitation(nn.Module):
         return x * s
 
 
-class SEPreActBlock(nn.Module):
+class SEPreActBlock(PreActBlock):
     """Pre-activation basic block with a squeeze-excitation gate on the residual branch."""
 
     def __init__(self, f: LayerFactory, in_channels: int, channels: int, stride: int = 1, reduction: int = 16):
-        super().__init__()
-        self.norm1 = f.norm(in_channels)
-        self.conv1 = f.conv(in_channels, channels, 3, stride=stride, padding=1)
-        self.norm2 = f.norm(channels)
-        self.conv2 = f.conv(channels, channels, 3, padding=1)
-        self.has_projection = stride != 1 or in_channels != channels
-        self.shortcut = f.conv(in_channels, channels, 1, stride=stride) if self.has_projection else nn.Identity()
+        super().__init__(f, in_channels, channels, stride)
         self.gate = SqueezeExcitation(f, channels, channels // reduction)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre = F.relu(self.norm1(x))
-        shortcut = self.shortcut(pre) if self.has_projection else x
-        out = self.conv2(F.relu(self.norm2(self.conv1(pre))))
-        return self.gate(out) + shortcut
+    def rescale(self, out: torch.Tensor) -> torch.Tensor:
+        return self.gate(out)
 
 
 class SENet(nn.Module):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ndlib.models.factory import FIRST_LAYER_DECONV, LayerFactory
+from ndlib.models.init import imagenet_init
 from ndlib.models.registry import register
 
 __all__ = ["VGG_PLANS", "vgg_features", "CifarVGG", "ImageNetVGG"]
@@ -82,26 +83,11 @@ class ImageNetVGG(nn.Module):
             nn.Dropout(dropout),
             f.linear(4096, num_classes),
         )
-        _init_imagenet_vgg(self)
+        imagenet_init(self, linear_std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.features(x))
         return self.classifier(torch.flatten(x, 1))
-
-
-def _init_imagenet_vgg(model: nn.Module) -> None:
-    """The usual ImageNet VGG initialization: He (fan-out) convs, N(0, 0.01) linears, zero biases."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):  # FastDeconv is a Conv2d too
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):  # Delinear is a Linear too
-            nn.init.normal_(m.weight, 0.0, 0.01)
-            nn.init.zeros_(m.bias)
 
 
 @register("vgg16", table=1, paper_name="VGG-16", first_layer=FIRST_LAYER_DECONV)
