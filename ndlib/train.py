@@ -43,6 +43,7 @@ from torch import nn
 
 from ndlib import distributed as dist_utils
 from ndlib.data import DATASETS, TensorLoader, dataset_info, imagenet_loaders, load_cifar, synthetic_arrays
+from ndlib.layers import finite_checks
 from ndlib.paths import checkpoints_dir, data_dir, runs_dir
 from ndlib.records import environment_info, record_path, utc_now, write_json_atomic
 
@@ -554,9 +555,7 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                 record["started_at"] = state["started_at"]
                 record["resumed_at_epochs"].append(start_epoch)
             write()
-            from ndlib.layers import finite_checks  # the loop checks the loss itself
-
-            with finite_checks(False):
+            with finite_checks(False):  # the loop checks the loss itself; no per-layer device read-back
                 for epoch in range(start_epoch, config.epochs):
                     train_loader.set_epoch(epoch)
                     lr_at_start = optimizer.param_groups[0]["lr"]
