@@ -65,9 +65,8 @@ def plan(table: int, epochs: Sequence[int] | None = None, seeds: Sequence[int] =
     table_datasets = [name for name, info in DATASETS.items() if info.table == table]
     datasets = list(datasets) if datasets else list(defaults["datasets"])
     _check_choices("datasets", datasets, table_datasets)
-    table_archs = known_archs(table)
-    archs = list(archs) if archs else table_archs
-    _check_choices("archs", archs, table_archs)
+    archs = list(archs) if archs else known_archs(table, extras=False)  # the paper's grid
+    _check_choices("archs", archs, known_archs(table))
     if norms:
         _check_choices("norms", norms, ("none", "bn", "nd"))
     epochs = list(epochs) if epochs else list(defaults["epochs"])

@@ -91,14 +91,15 @@ DECONV_OPTIONS = {
 }
 
 
-def known_archs(table: int | None = None) -> list[str]:
-    """Architecture names for ``table`` (both tables when None), from ``ndlib.models`` if present."""
+def known_archs(table: int | None = None, *, extras: bool = True) -> list[str]:
+    """Architecture names for ``table`` (both tables when None), from ``ndlib.models`` if present;
+    with ``extras`` (default) our extra variants too (e.g. ``efficientnetb0_allnd``)."""
     try:
         from ndlib.models import available
     except ImportError:
         available = None
     if available is not None:
-        return list(available(table))
+        return list(available(table, extras=extras))
     tables = (table,) if table is not None else tuple(TABLE_ARCHS)
     return [name for t in tables for name in TABLE_ARCHS[t]]
 

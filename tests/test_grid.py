@@ -19,7 +19,14 @@ def test_table1_plan_is_the_full_cross_product(tmp_path):
     configs = plan(1, epochs=[1, 20], seeds=[0, 1], runs_dir=str(tmp_path))
     assert len(configs) == 2 * 10 * 2 * 2 * 2  # datasets x archs x norms x epochs x seeds
     assert len({c.run_id for c in configs}) == len(configs)
-    assert {c.arch for c in configs} == set(ndlib.train.known_archs(1))
+    assert {c.arch for c in configs} == set(ndlib.train.known_archs(1, extras=False))
+    assert "efficientnetb0_allnd" not in {c.arch for c in configs}  # an extra, not a paper cell
+
+
+def test_plan_takes_an_extra_variant_by_name(tmp_path):
+    configs = plan(1, epochs=[1], archs=["efficientnetb0_allnd"], datasets=["cifar10"], runs_dir=str(tmp_path))
+    assert [c.run_id for c in configs] == ["t1-cifar10-efficientnetb0_allnd-bn-e1-s0",
+                                           "t1-cifar10-efficientnetb0_allnd-nd-e1-s0"]
 
 
 def test_table2_plan_has_vgg11_without_normalisation():

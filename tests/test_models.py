@@ -22,7 +22,8 @@ from ndlib.models.resnext import GROUPED_CONV_DECONV
 
 CIFAR = ["vgg16", "resnet18", "preact18", "densenet121", "resnext29", "mobilenetv2", "dpn92", "pnasneta", "senet18", "efficientnetb0"]
 IMAGENET = ["vgg11_imagenet", "resnet18_imagenet", "densenet121_imagenet"]
-VARIANTS = [(name, norm) for name in CIFAR + IMAGENET for norm in models.get_spec(name).norms]
+EXTRAS = ["efficientnetb0_allnd"]  # our variants, not cells of the paper's tables
+VARIANTS = [(name, norm) for name in CIFAR + EXTRAS + IMAGENET for norm in models.get_spec(name).norms]
 VARIANT_IDS = [f"{name}-{norm}" for name, norm in VARIANTS]
 
 #: Small whitening blocks for the per-model ND tests (speed); see the module docstring.
@@ -50,7 +51,9 @@ EXPECTED_PARAMS = {
     ("senet18", "bn"): 11260354,
     ("senet18", "nd"): 11258242,
     ("efficientnetb0", "bn"): 2912089,
-    ("efficientnetb0", "nd"): 2892193,
+    ("efficientnetb0", "nd"): 2912057,
+    ("efficientnetb0_allnd", "bn"): 2912089,
+    ("efficientnetb0_allnd", "nd"): 2892193,
     ("vgg11_imagenet", "none"): 128807306,
     ("vgg11_imagenet", "bn"): 128810058,
     ("vgg11_imagenet", "nd"): 128807306,
@@ -95,6 +98,13 @@ def test_available_lists_both_tables_in_paper_order():
     assert models.available(table=1) == CIFAR
     assert models.available(table=2) == IMAGENET
     assert models.available() == CIFAR + IMAGENET
+
+
+def test_extra_variants_are_listed_only_on_request():
+    assert models.available(table=1, extras=True) == CIFAR + EXTRAS
+    assert models.available(extras=True) == CIFAR + EXTRAS + IMAGENET
+    assert all(models.get_spec(name).extra for name in EXTRAS)
+    assert not any(models.get_spec(name).extra for name in CIFAR + IMAGENET)
 
 
 def test_cifar_names_match_published_arch_column():
@@ -199,7 +209,9 @@ def test_layer_types_match_the_variant(name, norm):
     batchnorms = [m for m in mods if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     deconvs = [m for m in mods if isinstance(m, (FastDeconv, Delinear))]
     assert convs and linears
-    if norm == "nd":
+    if (name, norm) == ("efficientnetb0", "nd"):  # the paper's: BN blocks (test_efficientnet_nd_is_the_papers_network)
+        assert isinstance(model.stem[0], FastDeconv) and isinstance(model.classifier, Delinear)
+    elif norm == "nd":
         assert not batchnorms, "an ND model must contain no BatchNorm"
         assert all(isinstance(m, FastDeconv) for m in convs), "every conv of an ND model must be a FastDeconv"
         assert all(isinstance(m, Delinear) for m in linears), "every linear of an ND model must be a Delinear"
@@ -338,7 +350,7 @@ def test_count_parameters_excludes_buffers():
 
 
 def test_nd_counts_match_the_papers_net_size(table):
-    nd = table[(table.table == 1) & (table.norm == "nd")].set_index("arch")
+    nd = table[(table.table == 1) & (table.norm == "nd") & ~table.arch.isin(EXTRAS)].set_index("arch")
     sizes = published.net_sizes()
     assert set(nd.index) == set(sizes)
     for arch, row in nd.iterrows():
@@ -348,22 +360,49 @@ def test_nd_counts_match_the_papers_net_size(table):
         else:
             assert abs(diff) <= NET_SIZE_TOLERANCE_M, f"{arch}: ours {row.params} vs paper {sizes[arch]}M"
             assert row.within_tolerance and row.note == ""
-    assert set(NET_SIZE_NOTES) == {"efficientnetb0"}
+    assert NET_SIZE_NOTES == {}
 
 
-def test_efficientnet_exception_is_explained_by_the_public_code_model(table):
-    """The public ND EfficientNet = our BN model with a biased BN-free stem (32 ch): 2.91M."""
+def test_efficientnet_nd_is_the_papers_network(table):
+    """The public code's ND EfficientNet: a deconvolved stem (10 iterations, frozen) and a
+    Delinear classifier around the BN model's blocks; 2,912,057 = BN - 2*32 (stem BN) + 32
+    (stem bias) = the paper's 2.91M."""
     bn = int(table[(table.arch == "efficientnetb0") & (table.norm == "bn")].params.iloc[0])
-    public_nd = bn - 2 * 32 + 32
-    assert public_nd == 2_912_057
-    assert round(public_nd / 1e6, 2) == published.net_sizes()["efficientnetb0"]
+    assert bn - 2 * 32 + 32 == EXPECTED_PARAMS["efficientnetb0", "nd"] == 2_912_057
+    with torch.device("meta"):
+        paper = models.create("efficientnetb0", norm="nd")
+        ours = models.create("efficientnetb0_allnd", norm="nd")
+    deconvs = [name for name, m in paper.named_modules() if isinstance(m, FastDeconv)]
+    assert deconvs == ["stem.0"]
+    assert paper.stem[0].n_iter == 10 and paper.stem[0].freeze
+    assert isinstance(paper.stem[1], nn.Identity) and isinstance(paper.classifier, Delinear)
+    block_norms = [m for m in paper.blocks.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(block_norms) == sum(isinstance(m, nn.BatchNorm2d) for m in models.create("efficientnetb0").blocks.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
+    assert all(isinstance(m, (FastDeconv, Delinear)) or not isinstance(m, (nn.Conv2d, nn.Linear)) for m in ours.modules())
+
+
+def test_efficientnet_stride2_block_adds_its_ungated_output():
+    """Public-code wiring: a stride-2 block returns ``h * s + h``; stride 1 ``h * s + shortcut(x)``."""
+    from ndlib.models.efficientnet import STRIDE2_ADDS_UNGATED, MBConvSE
+
+    assert STRIDE2_ADDS_UNGATED
+    torch.manual_seed(0)
+    block = MBConvSE(LayerFactory("bn"), 16, 24, 6, stride=2).eval()
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        h = block.project(block.depthwise(block.expand(x)))
+        torch.testing.assert_close(block(x), block.gate(h) + h)
+        one = MBConvSE(LayerFactory("bn"), 16, 24, 6, stride=1).eval()
+        h1 = one.project(one.depthwise(one.expand(x)))
+        torch.testing.assert_close(one(x), one.gate(h1) + one.shortcut(x))
 
 
 def test_bn_counts_are_slightly_larger_as_the_paper_says(table):
     by = table.set_index(["arch", "norm"]).params
     assert round(by["densenet121", "bn"] / 1e6, 2) == 6.96  # "about 6.96M with BN"
     assert round(by["mobilenetv2", "bn"] / 1e6, 2) == 2.30  # "about 2.30M"
-    for name in CIFAR + IMAGENET:
+    for name in CIFAR + EXTRAS + IMAGENET:
         assert by[name, "bn"] > by[name, "nd"]
 
 

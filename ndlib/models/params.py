@@ -21,14 +21,9 @@ __all__ = ["count_parameters", "parameter_table", "NET_SIZE_TOLERANCE_M", "NET_S
 #: How close (in millions) our ND count must be to the paper's printed Net Size.
 NET_SIZE_TOLERANCE_M = 0.01
 
-#: Why an ND count differs from the paper's Net Size by more than the tolerance.
-NET_SIZE_NOTES: dict[str, str] = {
-    "efficientnetb0": (
-        "The paper's ND EfficientNet (public code) deconvolves only the stem: its blocks are built with "
-        "deconv=None and keep BatchNorm and bias-free convs, i.e. our BN model with a biased, BN-free stem, "
-        "2,912,057 parameters = 2.91M. Ours deconvolves every conv (no BatchNorm anywhere), 2,892,193 = 2.89M."
-    ),
-}
+#: Why an ND count differs from the paper's Net Size by more than the tolerance (none does
+#: now; an entry here is printed beside such a row).
+NET_SIZE_NOTES: dict[str, str] = {}
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -46,6 +41,7 @@ def _count(name: str, norm: str, num_classes: int) -> int:
 def parameter_table(num_classes: int = 10, table: int | None = None) -> pd.DataFrame:
     """One row per (arch, norm): our parameter count and, for ND CIFAR models, the paper's.
 
+    Our extra variants (``efficientnetb0_allnd``) are listed too, without a paper size.
     Columns: ``arch``, ``paper_name``, ``table``, ``norm``, ``num_classes``, ``params``,
     ``params_m``, ``paper_net_size_m`` (the paper's Net Size for the ND row of a Table 1
     model, else NaN), ``diff_m`` (ours - paper), ``within_tolerance`` and ``note`` (the
@@ -54,7 +50,7 @@ def parameter_table(num_classes: int = 10, table: int | None = None) -> pd.DataF
     """
     net_sizes = published.net_sizes()
     rows = []
-    for name in available(table):
+    for name in available(table, extras=True):
         spec = get_spec(name)
         for norm in spec.norms:
             params = _count(name, norm, num_classes)

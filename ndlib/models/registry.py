@@ -29,7 +29,9 @@ class ModelSpec:
     ``input_size`` is the image side the model is meant for (32 for CIFAR, 224 for
     ImageNet); ``test_input_size`` the smallest side our tests feed it (the ImageNet models
     pool adaptively, so 64 works); ``first_layer`` the ND first-layer settings (``None``: an
-    ordinary deconvolution layer; see :mod:`ndlib.models.factory`).
+    ordinary deconvolution layer; see :mod:`ndlib.models.factory`).  ``extra`` marks a
+    variant of ours that is not a cell of the paper's tables (e.g. ``efficientnetb0_allnd``):
+    it can be built and trained by name, but :func:`available` lists it only on request.
     """
 
     name: str
@@ -40,6 +42,7 @@ class ModelSpec:
     test_input_size: int
     norms: tuple[str, ...]
     first_layer: Mapping[str, Any] | None
+    extra: bool = False
 
     @property
     def default_block_fc(self) -> int:
@@ -58,6 +61,7 @@ def register(
     norms: tuple[str, ...] = ("bn", "nd"),
     input_size: int | None = None,
     test_input_size: int | None = None,
+    extra: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(factory, num_classes)`` under ``name``."""
     if table not in BLOCK_FC_BY_TABLE:
@@ -79,17 +83,21 @@ def register(
             test_input_size=test_input_size or input_size or default_size,
             norms=tuple(norms),
             first_layer=first_layer,
+            extra=extra,
         )
         return builder
 
     return decorator
 
 
-def available(table: int | None = None) -> list[str]:
-    """Registered model names (all, or those of paper Table ``1`` or ``2``): Table 1 first, each in registration order."""
+def available(table: int | None = None, *, extras: bool = False) -> list[str]:
+    """Registered model names (all, or those of paper Table ``1`` or ``2``): Table 1 first, each in
+    registration order.  The paper's architectures only, unless ``extras=True`` adds our extra
+    variants (``ModelSpec.extra``)."""
     if table is not None and table not in BLOCK_FC_BY_TABLE:
         raise ValueError(f"table must be None or one of {sorted(BLOCK_FC_BY_TABLE)}, got {table!r}")
-    names = [name for name, spec in _REGISTRY.items() if table is None or spec.table == table]
+    names = [name for name, spec in _REGISTRY.items()
+             if (table is None or spec.table == table) and (extras or not spec.extra)]
     return sorted(names, key=lambda name: _REGISTRY[name].table)  # stable: Table 1, then Table 2
 
 
@@ -100,7 +108,7 @@ def get_spec(name: str) -> ModelSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(available())}") from None
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(available(extras=True))}") from None
 
 
 def create(name: str, num_classes: int = 10, norm: str = "bn", **deconv_options: Any) -> nn.Module:
