@@ -34,6 +34,7 @@ _HELP = {
     "arch": "architecture (ndlib.models.available())",
     "batch_size": "global batch size (default: the paper's, 128 CIFAR / 256 ImageNet)",
     "weight_decay": "default: the paper's, 1e-3 CIFAR / 1e-4 ImageNet",
+    "deconv_refresh_every": "ND only: re-estimate the whitening every k-th training step (default: every step, the paper's layer)",
     "synthetic": "train on labelled SYNTHETIC data of the dataset's shape (smoke runs)",
     "device": "auto (CUDA if available), cpu, cuda or cuda:N",
     "num_threads": "torch CPU threads (default: torch's choice)",

@@ -88,6 +88,7 @@ DECONV_OPTIONS = {
     "deconv_eps": "eps",
     "deconv_n_iter": "n_iter",
     "deconv_sampling_stride": "sampling_stride",
+    "deconv_refresh_every": "refresh_every",
 }
 
 
@@ -146,6 +147,7 @@ class TrainConfig:
     deconv_eps: float | None = None
     deconv_n_iter: int | None = None
     deconv_sampling_stride: int | None = None
+    deconv_refresh_every: int | None = None
     synthetic: bool = False
     synthetic_train_size: int = 512
     synthetic_test_size: int = 256
@@ -181,7 +183,7 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         for name in ("batch_size", "deconv_block", "deconv_block_fc", "deconv_n_iter", "deconv_sampling_stride",
-                     "synthetic_image_size", "synthetic_num_classes", "num_threads"):
+                     "deconv_refresh_every", "synthetic_image_size", "synthetic_num_classes", "num_threads"):
             _positive_int(name, getattr(self, name), allow_none=True)
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
