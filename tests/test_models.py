@@ -318,6 +318,22 @@ def test_per_layer_public_code_settings():
     assert all(p.n_iter == 1 and p.requested_block == b.expand[0].in_channels for p, b in zip(projections, mobilenet.blocks))
 
 
+@pytest.mark.parametrize("name, new_first", [("densenet121", True), ("densenet121_imagenet", False)])
+def test_densenet_concatenation_order_follows_the_public_code(name, new_first):
+    """Public CIFAR DenseNet: ``cat(new, x)``; public ImageNet DenseNet: ``cat(x, new)``.  The order
+    decides which channels a deconvolution layer whitens together, so it must match."""
+    from ndlib.models.densenet import DenseLayer
+
+    torch.manual_seed(0)
+    model = models.create(name, norm="bn").eval()
+    layer = next(m for m in model.modules() if isinstance(m, DenseLayer))
+    x = torch.randn(2, layer.conv1.in_channels, 4, 4)
+    with torch.no_grad():
+        out = layer(x)
+    kept = out[:, -x.shape[1]:] if new_first else out[:, : x.shape[1]]
+    assert torch.equal(kept, x)
+
+
 @pytest.mark.parametrize("name, block_fc", [("vgg16", 512), ("resnet18_imagenet", 64)])
 def test_default_block_fc_by_table(name, block_fc):
     with torch.device("meta"):

@@ -15,6 +15,13 @@ dense blocks of 6, 12, 24 and 16 layers, growth rate 32 and 64 stem channels, an
 With ``norm="nd"`` all norms (the final one too) are identities and all convs
 deconvolution layers; that drops 2 x (channels) BN parameters per norm and adds one bias
 per conv output channel, which is why the ND CIFAR model is smaller (6.88M vs 6.96M).
+
+Channel order of the concatenation (:data:`CIFAR_NEW_FEATURES_FIRST`): the public CIFAR
+code puts a dense layer's new channels *in front of* its input, ``cat(new, x)``, while its
+ImageNet code (like torchvision) appends them, ``cat(x, new)``.  For a BN model the order
+is only a relabelling of channels, but a deconvolution layer whitens its input in channel
+blocks (and the ``Delinear`` classifier in contiguous blocks of ``block_fc`` features), so
+the order decides which channels are whitened together; each form follows its public code.
 """
 from __future__ import annotations
 
@@ -24,15 +31,28 @@ from torch import nn
 from ndlib.models.factory import FIRST_LAYER_DECONV, LayerFactory
 from ndlib.models.registry import register
 
-__all__ = ["DenseLayer", "Transition", "DenseNet"]
+__all__ = ["CIFAR_NEW_FEATURES_FIRST", "DenseLayer", "Transition", "DenseNet"]
+
+#: Public CIFAR DenseNet: a dense layer returns ``cat(new, x)`` (new channels first); the
+#: public ImageNet DenseNet returns ``cat(x, new)``.  See the module docstring.
+CIFAR_NEW_FEATURES_FIRST = True
 
 
 class DenseLayer(nn.Module):
-    """``cat(x, conv3x3(relu(norm(conv1x1(relu(norm(x)))))))``: adds ``growth_rate`` channels."""
+    """``cat(x, new)`` with ``new = conv3x3(relu(norm(conv1x1(relu(norm(x))))))``: adds
+    ``growth_rate`` channels; ``new_features_first=True`` gives ``cat(new, x)``."""
 
-    def __init__(self, f: LayerFactory, in_channels: int, growth_rate: int, bottleneck_factor: int = 4):
+    def __init__(
+        self,
+        f: LayerFactory,
+        in_channels: int,
+        growth_rate: int,
+        bottleneck_factor: int = 4,
+        new_features_first: bool = False,
+    ):
         super().__init__()
         width = bottleneck_factor * growth_rate
+        self.new_features_first = new_features_first
         self.norm1 = f.norm(in_channels)
         self.conv1 = f.conv(in_channels, width, 1)
         self.norm2 = f.norm(width)
@@ -42,7 +62,7 @@ class DenseLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(self.relu(self.norm1(x)))
         out = self.conv2(self.relu(self.norm2(out)))
-        return torch.cat([x, out], dim=1)
+        return torch.cat([out, x] if self.new_features_first else [x, out], dim=1)
 
 
 class Transition(nn.Module):
@@ -60,7 +80,8 @@ class Transition(nn.Module):
 
 
 class DenseNet(nn.Module):
-    """DenseNet-BC with compression 0.5 (``imagenet_stem`` picks the 7x7 + max-pool stem)."""
+    """DenseNet-BC with compression 0.5 (``imagenet_stem`` picks the 7x7 + max-pool stem;
+    ``new_features_first`` the concatenation order of every dense layer, see :class:`DenseLayer`)."""
 
     def __init__(
         self,
@@ -69,6 +90,7 @@ class DenseNet(nn.Module):
         growth_rate: int = 32,
         num_classes: int = 10,
         imagenet_stem: bool = False,
+        new_features_first: bool = False,
     ):
         super().__init__()
         channels = 2 * growth_rate
@@ -84,7 +106,7 @@ class DenseNet(nn.Module):
         body: list[nn.Module] = []
         for index, count in enumerate(layers_per_block):
             for _ in range(count):
-                body.append(DenseLayer(f, channels, growth_rate))
+                body.append(DenseLayer(f, channels, growth_rate, new_features_first=new_features_first))
                 channels += growth_rate
             if index < len(layers_per_block) - 1:
                 body.append(Transition(f, channels, channels // 2))
@@ -105,7 +127,7 @@ class DenseNet(nn.Module):
 
 @register("densenet121", table=1, paper_name="DenseNet-121", first_layer=None)
 def densenet121(f: LayerFactory, num_classes: int) -> nn.Module:
-    return DenseNet(f, num_classes=num_classes)
+    return DenseNet(f, num_classes=num_classes, new_features_first=CIFAR_NEW_FEATURES_FIRST)
 
 
 @register(
