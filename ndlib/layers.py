@@ -30,6 +30,32 @@ Two choices of the public code are kept on purpose and named here:
   estimate, no gradient through them) whenever the count exceeds ``freeze_iter``.  So the
   statistics are estimated for the first ``freeze_iter + 1`` iterations and then re-estimated
   for ``freeze_iter + 1`` iterations out of every ``10 * freeze_iter``.
+
+One option is ours, off by default:
+
+* **Periodic refresh** (``refresh_every=k``, :class:`FastDeconv` and :class:`Delinear`; ``k = 1``,
+  the default, is the paper's layer, bit for bit).  With ``k > 1`` the layer estimates the batch
+  statistics only on the training steps ``t = 0, k, 2k, ...`` of its own counter
+  ``num_batches_tracked``; on every other training step it whitens with its running mean and
+  running ``D`` as constants (no gradient through them), exactly as a frozen layer does::
+
+      t % k == 0:  (mu_t, D_t) from the batch;  running <- (1 - m) running + m (mu_t, D_t);
+                   conv(x, W D_t, b - W D_t mu_t), differentiated through mu_t and D_t
+      otherwise:   conv(x, W D_run, b - W D_run mu_run), D_run and mu_run constants
+
+  Why: the covariance (one ``M x F x F`` product over the sampled patches) and the
+  Newton-Schulz iterations (and their backward) are most of what ND adds to a plain conv; with
+  ``k > 1`` they run once every ``k`` steps, while the other steps cost the conv plus the fold
+  ``W' = W D`` (one small matmul on the weight).  The price: the whitening lags the weights
+  (and so the activations it whitens) by up to ``k - 1`` steps, and the running averages move
+  on refresh steps only, so with momentum ``m`` they average over about ``k / m`` steps instead
+  of ``1 / m`` (the first ``k - 1`` steps after step 0 use ``0.9 I + 0.1 D_0`` with the default
+  ``m = 0.1``).  With ``freeze=True`` freezing takes precedence: a frozen step uses the running
+  statistics whatever ``k`` says, and inside the estimation windows of the freeze counter only
+  the steps with ``t % k == 0`` estimate.  The step count is the ``num_batches_tracked`` buffer
+  that freezing already uses (so no new state-dict key: old checkpoints load, and a resumed run
+  refreshes on the same steps); ``refresh_every`` itself is a constructor option, like
+  ``freeze_iter``.
 """
 from __future__ import annotations
 
@@ -111,6 +137,47 @@ def _check_isqrt_method(value) -> str:
     if value not in ISQRT_METHODS:
         raise ValueError(f"isqrt_method must be one of {ISQRT_METHODS}, got {value!r}")
     return value
+
+
+class _StepCounter:
+    """Host-side reading of a layer's ``num_batches_tracked`` without a device sync per step.
+
+    ``int(buffer)`` of a CUDA buffer waits for the GPU; deciding every step whether to refresh
+    or freeze that way would stall the launch queue at every layer.  The value is cached with
+    the buffer's identity and version counter (every in-place change -- ``add_``, ``fill_``,
+    ``load_state_dict``'s ``copy_`` -- bumps the version, and ``.to()`` makes a new tensor), and
+    the layer's own ``add_(1)`` advances the cache, so the buffer is read once and then only
+    after someone else changed it.  Layers that never ask (``refresh_every == 1`` without
+    ``freeze``) never create the cache and run exactly the operations they always did.
+    """
+
+    num_batches_tracked: torch.Tensor
+
+    def _counter_key(self):
+        buffer = self.num_batches_tracked
+        try:
+            return id(buffer), buffer.data_ptr(), buffer._version
+        except RuntimeError:  # e.g. inference tensors keep no version counter
+            return None
+
+    def training_step(self) -> int:
+        """The layer's training-step counter (``num_batches_tracked``) as a Python int."""
+        key = self._counter_key()
+        cache = self.__dict__.get("_step_cache")
+        if key is None or cache is None or cache[0] != key:
+            value = int(self.num_batches_tracked)
+            self.__dict__["_step_cache"] = None if key is None else (key, value)
+            return value
+        return cache[1]
+
+    def _advance_step(self) -> None:
+        """``num_batches_tracked += 1``, keeping the cache of :meth:`training_step` valid."""
+        cache = self.__dict__.get("_step_cache")
+        known = cache is not None and cache[0] == self._counter_key()
+        self.num_batches_tracked.add_(1)
+        if cache is not None:
+            key = self._counter_key() if known else None
+            self.__dict__["_step_cache"] = None if key is None else (key, cache[1] + 1)
 
 
 def _raise_if_not_finite(stat: torch.Tensor, layer: str) -> None:
@@ -408,7 +475,7 @@ def stacked_patches(layer: "FastDeconv", x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------
 # Conv layer
 # --------------------------------------------------------------------------------------
-class FastDeconv(nn.Conv2d):
+class FastDeconv(_StepCounter, nn.Conv2d):
     """A drop-in for :class:`torch.nn.Conv2d` whose input patches are whitened first.
 
     Same arguments as ``nn.Conv2d`` (zero padding only) plus:
@@ -427,11 +494,15 @@ class FastDeconv(nn.Conv2d):
             :func:`isqrt_newton_schulz_spectral`) or ``"auto"`` (spectral on the CPU for
             covariances of at least :data:`SPECTRAL_MIN_SIZE` features, matmul otherwise).
             All give the same values and gradients up to float rounding.
+        refresh_every: estimate the statistics (covariance + Newton-Schulz) only on every
+            ``refresh_every``-th training step (steps ``0, k, 2k, ...`` of ``num_batches_tracked``)
+            and whiten with the running mean and running ``D`` as constants on the others; ``1``
+            (default) is the paper's layer.  Freezing takes precedence (see the module docstring).
 
     Buffers: ``running_mean`` (``B*k*k`` for ``groups == 1``, else ``C*k*k``),
     ``running_deconv`` (``(B*k*k)^2``, or ``(groups, B*k*k, B*k*k)``) and
-    ``num_batches_tracked`` (training iterations seen, which drives freezing and survives a
-    checkpoint round trip).
+    ``num_batches_tracked`` (training iterations seen, which drives freezing and refreshing and
+    survives a checkpoint round trip).
     """
 
     def __init__(
@@ -454,6 +525,7 @@ class FastDeconv(nn.Conv2d):
         freeze_iter: int = 100,
         grouping: str = "interleaved",
         isqrt_method: str = "auto",
+        refresh_every: int = 1,
         padding_mode: str = "zeros",
         device=None,
         dtype=None,
@@ -473,6 +545,7 @@ class FastDeconv(nn.Conv2d):
         _check_positive_int("n_iter", n_iter)
         _check_positive_int("sampling_stride", sampling_stride)
         _check_positive_int("freeze_iter", freeze_iter)
+        self.refresh_every = _check_positive_int("refresh_every", refresh_every)
         if grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
         if self.kernel_size[0] != self.kernel_size[1]:
@@ -510,7 +583,15 @@ class FastDeconv(nn.Conv2d):
         """Whether the next training step uses the running statistics (public-code freezing)."""
         if not self.freeze:
             return False
-        return int(self.num_batches_tracked) % (10 * self.freeze_iter) > self.freeze_iter
+        return self.training_step() % (10 * self.freeze_iter) > self.freeze_iter
+
+    def estimates_statistics(self) -> bool:
+        """Whether the next training step estimates the batch statistics (not frozen, and a
+        refresh step: ``num_batches_tracked % refresh_every == 0``); otherwise it whitens with the
+        running statistics as constants."""
+        if self.is_frozen():
+            return False
+        return self.refresh_every == 1 or self.training_step() % self.refresh_every == 0
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -547,7 +628,7 @@ class FastDeconv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        if self.training and not self.is_frozen():
+        if self.training and self.estimates_statistics():
             mean, deconv = self.batch_statistics(x)
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), self.momentum)
@@ -555,7 +636,7 @@ class FastDeconv(nn.Conv2d):
         else:
             mean, deconv = self.running_mean, self.running_deconv
         if self.training:
-            self.num_batches_tracked.add_(1)
+            self._advance_step()
         w, b = self.folded_weight_and_bias(mean, deconv)
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
@@ -569,18 +650,22 @@ class FastDeconv(nn.Conv2d):
             s += f", grouping={self.grouping}"
         if self.freeze:
             s += f", freeze=True, freeze_iter={self.freeze_iter}"
+        if self.refresh_every != 1:
+            s += f", refresh_every={self.refresh_every}"
         return s
 
 
 # --------------------------------------------------------------------------------------
 # Linear layer
 # --------------------------------------------------------------------------------------
-class Delinear(nn.Linear):
+class Delinear(_StepCounter, nn.Linear):
     """A drop-in for :class:`torch.nn.Linear` whose input features are whitened in blocks.
 
     The ``in_features`` are cut into contiguous blocks of ``block`` features (block rule as in
     :func:`effective_block`); all blocks share one covariance.  Mean, covariance,
-    Newton-Schulz, running averages and the fold into the weight follow :class:`FastDeconv`.
+    Newton-Schulz, running averages and the fold into the weight follow :class:`FastDeconv`,
+    and so does ``refresh_every`` (statistics on training steps ``0, k, 2k, ...`` of
+    ``num_batches_tracked`` only, the running values as constants on the others).
     """
 
     def __init__(
@@ -594,6 +679,7 @@ class Delinear(nn.Linear):
         n_iter: int = 5,
         momentum: float = 0.1,
         isqrt_method: str = "auto",
+        refresh_every: int = 1,
         device=None,
         dtype=None,
     ) -> None:
@@ -606,6 +692,7 @@ class Delinear(nn.Linear):
         self.momentum = _check_unit_interval("momentum", momentum)
         self.n_iter = n_iter
         self.isqrt_method = _check_isqrt_method(isqrt_method)
+        self.refresh_every = _check_positive_int("refresh_every", refresh_every)
         self.requested_block = block
         self.block = effective_block(in_features, block)
         factory = {"device": device, "dtype": dtype}
@@ -621,6 +708,10 @@ class Delinear(nn.Linear):
         if x.shape[1] != self.in_features:
             raise ValueError(f"Delinear was built for {self.in_features} input features, got {x.shape[1]}")
 
+    def estimates_statistics(self) -> bool:
+        """Whether the next training step estimates the batch statistics (a refresh step)."""
+        return self.refresh_every == 1 or self.training_step() % self.refresh_every == 0
+
     def batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, cov = centered_covariance(x.reshape(-1, self.block), self.eps)
         _raise_if_not_finite(cov, type(self).__name__)
@@ -628,21 +719,25 @@ class Delinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        if self.training:
+        if self.training and self.estimates_statistics():
             mean, deconv = self.batch_statistics(x)
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach(), self.momentum)
                 self.running_deconv.lerp_(deconv.detach(), self.momentum)
-            self.num_batches_tracked.add_(1)
         else:
             mean, deconv = self.running_mean, self.running_deconv
+        if self.training:
+            self._advance_step()
         w = self.weight.reshape(self.out_features, -1, self.block) @ deconv
         shift = (w @ mean).sum(dim=1)
         bias = -shift if self.bias is None else self.bias - shift
         return F.linear(x, w.reshape(self.weight.shape), bias)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}"
+        s = super().extra_repr() + f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}"
+        if self.refresh_every != 1:
+            s += f", refresh_every={self.refresh_every}"
+        return s
 
 
 # --------------------------------------------------------------------------------------

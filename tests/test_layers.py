@@ -486,3 +486,230 @@ def test_extra_repr_names_the_options():
     for needle in ("block=64", "n_iter=15", "sampling_stride=3", "freeze=True", "grouping=interleaved"):
         assert needle in text
     assert "block=512" in repr(Delinear(512, 10))
+
+
+# --------------------------------------------------------------------------------------
+# 7. Periodic refresh (refresh_every, opt-in)
+# --------------------------------------------------------------------------------------
+REFRESH_BUILDS = {
+    "conv": (lambda **kw: FastDeconv(4, 3, 3, padding=1, block=2, n_iter=3, **kw), (2, 4, 7, 7)),
+    "conv-grouped-s2": (lambda **kw: FastDeconv(4, 4, 3, stride=2, padding=1, groups=2, n_iter=3, **kw), (2, 4, 8, 8)),
+    "conv-1x1": (lambda **kw: FastDeconv(6, 4, 1, block=3, n_iter=3, sampling_stride=1, **kw), (2, 6, 5, 5)),
+    "conv-freeze": (lambda **kw: FastDeconv(3, 4, 3, padding=1, n_iter=4, freeze=True, freeze_iter=1, **kw),
+                    (2, 3, 7, 7)),
+    "linear": (lambda **kw: Delinear(6, 3, block=3, n_iter=3, **kw), (8, 6)),
+}
+
+
+def refresh_trace(build, shape, steps: int, seed: int = 7, **options):
+    """Train ``steps`` steps with random upstream gradients; per step the output, the gradients
+    (input, weight, bias), the buffers, whether the running D changed, and the eval-mode output
+    with the running values of just before the step."""
+    torch.manual_seed(0)
+    layer = build(**options).double().train()
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(steps):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        x = (x + 0.5 * x.roll(1, dims=1)).requires_grad_(True)
+        with torch.no_grad():
+            eval_out = layer.eval()(x)
+        layer.train()
+        before = layer.running_deconv.clone()
+        out = layer(x)
+        up = torch.randn(out.shape, generator=g, dtype=torch.float64)
+        layer.zero_grad(set_to_none=True)
+        (out * up).sum().backward()
+        rows.append({
+            "out": out.detach(), "eval_out": eval_out, "x_grad": x.grad, "w_grad": layer.weight.grad,
+            "b_grad": layer.bias.grad, "updated": not torch.equal(before, layer.running_deconv),
+            "buffers": {k: v.clone() for k, v in layer.named_buffers()},
+        })
+    return layer, rows
+
+
+@pytest.mark.parametrize("case", list(REFRESH_BUILDS))
+def test_refresh_every_one_is_bit_identical_to_the_default_layer(case):
+    build, shape = REFRESH_BUILDS[case]
+    _, default = refresh_trace(build, shape, steps=5)
+    _, explicit = refresh_trace(build, shape, steps=5, refresh_every=1)
+    for a, b in zip(default, explicit):
+        for key in ("out", "eval_out", "x_grad", "w_grad", "b_grad"):
+            assert torch.equal(a[key], b[key]), key
+        assert a["buffers"].keys() == b["buffers"].keys()
+        assert all(torch.equal(a["buffers"][k], b["buffers"][k]) for k in a["buffers"])
+    assert all(row["updated"] for row in default if case != "conv-freeze")
+
+
+# Computed with the layers of commit abecf55 (before refresh_every existed), same script as
+# refresh_trace: per step out.sum, out.norm, |x.grad|, |W.grad|, |b.grad|, sum(running_mean),
+# |running_deconv|.  Pins the default layer's numbers, not only its agreement with itself.
+REFRESH_SAVED_EXPECTATION = {
+    "conv": [
+        [4.2019040641892715, 13.45002516510375, 11.47913250541065, 137.91391427376936, 11.425257194688374,
+         0.021893499262771444, 4.321951173897911],
+        [-32.02757729429629, 11.804297392022566, 8.467456784258983, 94.36892730940843, 3.667735906270293,
+         0.013463934008208799, 4.358851017997925],
+        [10.485927055892727, 11.847329777038022, 12.402605531001972, 122.410607209814, 25.839362364444412,
+         0.022469827467045518, 4.464895631038184],
+        [-37.32763189393722, 13.46534128011146, 12.61157469295005, 129.0576450560026, 17.676707659282783,
+         0.1436761299379128, 4.553319051391485],
+    ],
+    "conv-freeze": [
+        [-51.167909857722755, 18.108280675856687, 15.591559194542246, 121.04930853845757, 20.47063605904903,
+         0.15524894695520153, 5.4046175150540146],
+        [-26.771584106926504, 18.061229258594626, 15.81320567638857, 118.74127921369917, 12.149320584925297,
+         0.18317893041270936, 5.6407220130951705],
+        [-10.058902489206831, 11.730661488292164, 10.615096360714515, 95.99124171028382, 33.55358515342976,
+         0.18317893041270936, 5.6407220130951705],
+        [-6.742969594997867, 13.209149592938932, 10.64975216215561, 116.89652362613928, 16.786121826433632,
+         0.18317893041270936, 5.6407220130951705],
+    ],
+    "linear": [
+        [-2.4676519409686453, 2.9105678393632264, 2.159472077294877, 14.026501195818073, 0.7978001693523408,
+         0.09384603903440095, 1.7302647637451118],
+        [-2.590377852591591, 3.0823994864734354, 3.4660879309832406, 9.625704175746481, 6.100672515131857,
+         0.08056476606734703, 1.77342153271083],
+        [-3.480332663780347, 2.612664306937531, 2.2018671386446975, 11.268142894013602, 2.232364756331032,
+         0.13804038454515752, 1.783756024325112],
+        [-2.5566959083738157, 2.258486509558227, 2.0624456208644766, 11.953153479309906, 2.866167409969433,
+         0.24661154992173484, 1.792855991889657],
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(REFRESH_SAVED_EXPECTATION))
+def test_refresh_every_one_matches_the_saved_expectation(case):
+    build, shape = REFRESH_BUILDS[case]
+    _, rows = refresh_trace(build, shape, steps=4, refresh_every=1)
+    got = [[float(r["out"].sum()), float(r["out"].norm()), float(r["x_grad"].norm()), float(r["w_grad"].norm()),
+            float(r["b_grad"].norm()), float(r["buffers"]["running_mean"].sum()),
+            float(r["buffers"]["running_deconv"].norm())] for r in rows]
+    # float64 reductions may differ in the last bits between BLAS builds / thread counts
+    for step, (row, expected) in enumerate(zip(got, REFRESH_SAVED_EXPECTATION[case], strict=True)):
+        assert row == pytest.approx(expected, rel=1e-11, abs=1e-13), step
+
+
+@pytest.mark.parametrize("case", ["conv", "conv-grouped-s2", "conv-1x1", "linear"])
+def test_refresh_every_k_estimates_on_multiples_of_k_only(case):
+    build, shape = REFRESH_BUILDS[case]
+    k, steps = 3, 10
+    layer, rows = refresh_trace(build, shape, steps=steps, refresh_every=k)
+    assert [row["updated"] for row in rows] == [t % k == 0 for t in range(steps)]
+    assert int(layer.num_batches_tracked) == steps
+    for t, row in enumerate(rows):
+        if t % k:
+            # the running values as constants: exactly what evaluation mode computes
+            torch.testing.assert_close(row["out"], row["eval_out"], rtol=0, atol=0)
+            assert torch.equal(row["buffers"]["running_mean"], rows[t - 1]["buffers"]["running_mean"])
+        else:
+            assert rel_err(row["out"], row["eval_out"]) > 1e-3  # batch statistics (the test can tell)
+        # the weight learns on every step; the input gets a gradient on every step
+        for key in ("w_grad", "b_grad", "x_grad"):
+            assert torch.isfinite(row[key]).all() and row[key].abs().sum() > 0, (t, key)
+
+
+def test_refresh_steps_use_the_batch_statistics_with_their_gradient():
+    """A refresh step is the paper's step (same output and gradients as a k=1 layer in the same state)."""
+    build, shape = REFRESH_BUILDS["conv"]
+    _, every = refresh_trace(build, shape, steps=1)
+    _, refreshed = refresh_trace(build, shape, steps=1, refresh_every=4)
+    for key in ("out", "x_grad", "w_grad", "b_grad"):
+        assert torch.equal(every[0][key], refreshed[0][key]), key
+    # a later refresh step, from a loaded state, against the explicit pipeline
+    layer = build(refresh_every=4).double().train()
+    layer.num_batches_tracked.fill_(8)
+    x = torch.randn(*shape, dtype=torch.float64)
+    blocks, stats = reference_statistics(layer, x)
+    assert rel_err(layer(x), explicit_whitened_conv(layer, x, blocks, stats)) < 1e-10
+
+
+def test_refresh_with_freeze_freezing_takes_precedence():
+    """freeze=True, freeze_iter=4, refresh_every=3: estimate iff t % 40 <= 4 and t % 3 == 0."""
+    layer = FastDeconv(3, 4, 3, padding=1, freeze=True, freeze_iter=4, refresh_every=3).double().train()
+    g = torch.Generator().manual_seed(5)
+    updated = []
+    for _ in range(46):
+        before = layer.running_deconv.clone()
+        layer(torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64))
+        updated.append(not torch.equal(before, layer.running_deconv))
+    assert updated == [t % 40 <= 4 and t % 3 == 0 for t in range(46)]
+    assert [t for t, u in enumerate(updated) if u] == [0, 3, 42]
+
+
+def test_refresh_counter_is_the_state_dict_counter_and_old_state_dicts_load():
+    build, shape = REFRESH_BUILDS["conv"]
+    torch.manual_seed(0)
+    old = build().double().train()  # a layer as checkpoints before refresh_every hold it
+    g = torch.Generator().manual_seed(6)
+    for _ in range(5):
+        old(torch.randn(*shape, generator=g, dtype=torch.float64))
+    state = old.state_dict()
+    assert set(state) == set(build(refresh_every=4).state_dict())  # no new key
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    a = build(refresh_every=4).double()
+    a.load_state_dict(torch.load(buffer, weights_only=True), strict=True)
+    assert a.training_step() == 5 and not a.estimates_statistics()
+    # resumed: steps 5, 6, 7 use the running values, step 8 refreshes
+    b = build(refresh_every=4).double()
+    b.load_state_dict(a.state_dict())
+    updated = []
+    for _ in range(5):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        before = a.running_deconv.clone()
+        out_a, out_b = a.train()(x), b.train()(x)
+        torch.testing.assert_close(out_a, out_b, rtol=0, atol=0)
+        updated.append(not torch.equal(before, a.running_deconv))
+    assert updated == [False, False, False, True, False]
+    # and a k=4 layer's state loads into the paper's layer
+    build().double().load_state_dict(a.state_dict(), strict=True)
+
+
+def test_refresh_step_cache_follows_external_changes():
+    """The host-side counter notices fill_, load_state_dict and .to() (no stale decisions)."""
+    layer = Delinear(6, 3, block=3, refresh_every=4).train()
+    for _ in range(3):
+        layer(torch.randn(8, 6))
+    assert layer.training_step() == 3
+    layer.num_batches_tracked.fill_(8)
+    assert layer.training_step() == 8 and layer.estimates_statistics()
+    twin = Delinear(6, 3, block=3, refresh_every=4)
+    twin.num_batches_tracked.fill_(13)
+    layer.load_state_dict(twin.state_dict())
+    assert layer.training_step() == 13 and not layer.estimates_statistics()
+    layer = layer.double()
+    layer(torch.randn(8, 6, dtype=torch.float64))
+    assert layer.training_step() == int(layer.num_batches_tracked) == 14
+    layer.eval()(torch.randn(8, 6, dtype=torch.float64))  # eval does not count
+    assert layer.training_step() == 14
+
+
+@pytest.mark.parametrize("layer", [FastDeconv, Delinear])
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError),
+                                          ("4", TypeError), (None, TypeError)])
+def test_refresh_every_is_validated(layer, value, error):
+    args = (4, 4, 3) if layer is FastDeconv else (4, 4)
+    with pytest.raises(error, match="refresh_every must be a positive int"):
+        layer(*args, refresh_every=value)
+
+
+def test_refresh_every_in_repr_and_models():
+    assert "refresh_every=4" in repr(FastDeconv(4, 4, 3, refresh_every=4))
+    assert "refresh_every=4" in repr(Delinear(8, 2, refresh_every=4))
+    assert "refresh_every" not in repr(FastDeconv(4, 4, 3))
+    from ndlib import models
+
+    with torch.device("meta"):
+        net = models.create("vgg16", norm="nd", refresh_every=4)
+        paper = models.create("vgg16", norm="nd")
+    layers = [m for m in net.modules() if isinstance(m, (FastDeconv, Delinear))]
+    assert sum(isinstance(m, Delinear) for m in layers) >= 1 and len(layers) > 10
+    assert all(m.refresh_every == 4 for m in layers)
+    # the frozen first layer gets it too; freezing takes precedence inside the layer
+    first = next(m for m in layers if isinstance(m, FastDeconv) and m.freeze)
+    assert first.in_channels == 3 and first.n_iter == 15
+    assert all(m.refresh_every == 1 for m in paper.modules() if isinstance(m, (FastDeconv, Delinear)))
+    with pytest.raises(ValueError, match="norm"):
+        models.create("vgg16", norm="bn", refresh_every=4)
