@@ -38,6 +38,7 @@ __all__ = [
     "load_cifar",
     "synthetic_arrays",
     "arrays_checksum",
+    "channel_stats",
     "TensorLoader",
     "augment_batch",
     "ImageFolderLoader",
@@ -47,7 +48,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a dataset looks like and how it is normalised (mean/std of the training set, /255)."""
+    """What a dataset looks like and how it is normalised (mean/std of the training set, /255).
+
+    For CIFAR, ``mean`` / ``std`` are the published values, used for synthetic stand-ins; a
+    real CIFAR run computes its own from the training split when it loads it
+    (:func:`channel_stats`, stored in the record's ``data_source``) and normalises with those.
+    They agree to the 4 printed decimals.
+    """
 
     name: str
     table: int
@@ -80,10 +87,12 @@ class DataSource:
     """Where a run's data came from; stored in the run record."""
 
     kind: str  # "npz" | "torchvision" | "imagefolder" | "synthetic"
-    location: str
+    location: str  # relative to the project root when inside it (ndlib.records.portable_path)
     sha256: str
     synthetic: bool
     description: str
+    channel_mean: tuple[float, ...] | None = None  # computed from the training split (/255)
+    channel_std: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +126,27 @@ def arrays_checksum(x_nhwc: np.ndarray, y: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def channel_stats(x: torch.Tensor, decimals: int = 4) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images ``(N, C, H, W)``, in units of 1/255,
+    rounded to ``decimals`` (the precision of the published values).
+
+    Exact: it counts the 256 possible values of each channel (a histogram) and takes the first
+    two moments of the counts in float64, so no float copy of the images is made.
+    """
+    if x.dtype != torch.uint8 or x.dim() != 4:
+        raise TypeError(f"channel_stats needs uint8 images (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    means, stds = [], []
+    for channel in range(x.shape[1]):
+        counts = torch.bincount(x[:, channel].reshape(-1), minlength=256).double()
+        total = counts.sum()
+        mean = (counts * values).sum() / total
+        var = (counts * (values - mean) ** 2).sum() / total
+        means.append(round(float(mean), decimals))
+        stds.append(round(float(var.sqrt()), decimals))
+    return tuple(means), tuple(stds)
+
+
 def _to_arrays(x_nhwc: np.ndarray, y: np.ndarray, where: str) -> ImageArrays:
     if x_nhwc.dtype != np.uint8 or x_nhwc.ndim != 4 or x_nhwc.shape[-1] != 3:
         raise ValueError(f"{where}: x must be uint8 (N, H, W, 3), got {x_nhwc.dtype} {x_nhwc.shape}")
@@ -137,11 +167,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _missing_data_message(name: str, root: Path) -> str:
     return (
         f"{name} was not found under {root} (looked for {name}_train.npz / {name}_test.npz and for "
-        f"torchvision's {_TORCHVISION_CLASSES[name]} folder). Two ways to fix it:\n"
-        f"  1. offline: unpack the archives into that folder, e.g. "
-        f"`python ../shared/data/unpack.py --out data/ --dataset {name}` (or `make data`), "
-        f"or pass --data-dir to a folder that holds them;\n"
-        f"  2. online: add --download (download=True) to let torchvision fetch {name} into {root}."
+        f"torchvision's {_TORCHVISION_CLASSES[name]} folder); fix: unpack it offline with "
+        f"`python ../shared/data/unpack.py --out data/ --dataset {name}` (or `make data`) or pass --data-dir to the folder "
+        f"that holds it, or online add --download (download=True) to let torchvision fetch it"
     )
 
 
@@ -158,7 +186,7 @@ def load_cifar(name: str, root: str | Path, download: bool = False,
     train_npz, test_npz = root / f"{name}_train.npz", root / f"{name}_test.npz"
     if train_npz.is_file() and test_npz.is_file():
         (xtr, ytr), (xte, yte) = _read_npz(train_npz), _read_npz(test_npz)
-        kind, location = "npz", str(root.resolve())
+        kind = "npz"
     else:
         import torchvision
 
@@ -167,10 +195,13 @@ def load_cifar(name: str, root: str | Path, download: bool = False,
             train_set = dataset_class(str(root), train=True, download=download)
             test_set = dataset_class(str(root), train=False, download=download)
         except (RuntimeError, OSError) as error:  # torchvision: "Dataset not found or corrupted"
-            raise FileNotFoundError(_missing_data_message(name, root) + f"\n(torchvision said: {error})") from error
+            raise FileNotFoundError(_missing_data_message(name, root) + f" (torchvision said: {error})") from error
         xtr, ytr = np.asarray(train_set.data), np.asarray(train_set.targets, dtype=np.int64)
         xte, yte = np.asarray(test_set.data), np.asarray(test_set.targets, dtype=np.int64)
-        kind, location = "torchvision", str(root.resolve())
+        kind = "torchvision"
+    from ndlib.records import portable_path
+
+    location = portable_path(root)
     train, test = _to_arrays(xtr, ytr, f"{name} train"), _to_arrays(xte, yte, f"{name} test")
     for split, arrays, expected in (("train", train, info.num_train), ("test", test, info.num_test)):
         if check_counts and len(arrays) != expected:
@@ -178,15 +209,19 @@ def load_cifar(name: str, root: str | Path, download: bool = False,
     checksum = hashlib.sha256(
         (arrays_checksum(xtr, ytr) + arrays_checksum(xte, yte)).encode()
     ).hexdigest()
+    mean, std = channel_stats(train.x)
     source = DataSource(
         kind=kind,
         location=location,
         sha256=checksum,
         synthetic=False,
         description=(
-            f"{name}: {len(train)} train / {len(test)} test images from {kind} ({location}); "
-            "sha256 = SHA-256 of the hex digests of train then test (each: x bytes then y as int64)"
+            f"{name}: {len(train)} train / {len(test)} test images from {kind}; "
+            "sha256 = SHA-256 of the hex digests of train then test (each: x bytes then y as int64); "
+            "channel mean/std computed from the training split"
         ),
+        channel_mean=mean,
+        channel_std=std,
     )
     return train, test, source
 
@@ -301,10 +336,26 @@ class TensorLoader:
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=self.device))).view(1, -1, 1, 1)
         self.shift = (torch.tensor(mean, device=self.device) / torch.tensor(std, device=self.device)).view(1, -1, 1, 1)
         self.epoch = 0
+        self._next_batch = 0  # position of the iteration in progress
+        self._live_generator: torch.Generator | None = None
+        self._resume: dict | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffle and augmentation the next iteration uses."""
         self.epoch = int(epoch)
+
+    def state_dict(self) -> dict:
+        """Where the iteration in progress stands: the epoch, the next batch and the state of the
+        augmentation generator after the last batch handed out (for an exact mid-epoch resume)."""
+        generator = self._live_generator
+        return {"epoch": self.epoch, "next_batch": self._next_batch,
+                "generator_state": generator.get_state() if generator is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Make the next iteration continue epoch ``state["epoch"]`` at ``state["next_batch"]``
+        with the augmentation generator where it was, as if it had never stopped."""
+        self.set_epoch(state["epoch"])
+        self._resume = {"next_batch": int(state["next_batch"]), "generator_state": state.get("generator_state")}
 
     @property
     def num_samples(self) -> int:
@@ -332,11 +383,19 @@ class TensorLoader:
             generator = None
             order = torch.arange(count, device=self.device)
         order = order[self.rank :: self.world_size]
-        for start in range(0, len(order), self.batch_size):
-            index = order[start : start + self.batch_size]
+        first = 0
+        if self._resume is not None:
+            first = self._resume["next_batch"]
+            if generator is not None and self._resume["generator_state"] is not None:
+                generator.set_state(self._resume["generator_state"])
+            self._resume = None
+        self._live_generator = generator
+        for batch in range(first, len(self)):
+            index = order[batch * self.batch_size : (batch + 1) * self.batch_size]
             x = self.arrays.x.index_select(0, index)
             if self.train:
                 x = augment_batch(x, self.padding, generator)
+            self._next_batch = batch + 1
             yield self.normalize(x), self.arrays.y.index_select(0, index)
 
 
@@ -353,13 +412,26 @@ class ImageFolderLoader:
 
         self.device = torch.device(device)
         self.channels_last = channels_last
+        self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
         self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=train, seed=seed,
                                           drop_last=False)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, num_workers=num_workers,
                                  pin_memory=self.device.type == "cuda", persistent_workers=num_workers > 0)
+        self.epoch, self._next_batch, self._resume_batch = 0, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
         self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        """The epoch and the next batch of the iteration in progress.  A resume continues with
+        the same images in the same order; the random crops and flips drawn in the loader's
+        worker processes are not reproduced exactly (they are for :class:`TensorLoader`)."""
+        return {"epoch": self.epoch, "next_batch": self._next_batch, "generator_state": None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.set_epoch(state["epoch"])
+        self._resume_batch = int(state["next_batch"])
 
     @property
     def num_samples(self) -> int:
@@ -369,8 +441,18 @@ class ImageFolderLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from torch.utils.data import DataLoader
+
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        for x, y in self.loader:
+        first, self._resume_batch = self._resume_batch, 0
+        loader = self.loader
+        if first:  # the rest of the epoch's sample order, from the resumed batch on
+            remaining = list(self.sampler)[first * self.batch_size:]
+            loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=remaining,
+                                num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
+        self._next_batch = first
+        for x, y in loader:
+            self._next_batch += 1
             yield (x.to(self.device, non_blocking=True, memory_format=memory_format),
                    y.to(self.device, non_blocking=True))
 
@@ -415,9 +497,11 @@ def imagenet_loaders(root: str | Path, batch_size: int, *, seed: int, device, nu
     train = ImageFolderLoader(train_set, batch_size, train=True, **common)
     val = ImageFolderLoader(val_set, batch_size, train=False, **common)
     checksum = hashlib.sha256((_listing_checksum(root / "train") + _listing_checksum(root / "val")).encode()).hexdigest()
+    from ndlib.records import portable_path
+
     source = DataSource(
         kind="imagefolder",
-        location=str(root.resolve()),
+        location=portable_path(root),
         sha256=checksum,
         synthetic=False,
         description=(f"ImageNet-style folders: {len(train_set)} train / {len(val_set)} val images, "

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from ndlib.cliargs import add_config_arguments, usage_error
 from ndlib.data import DATASETS
 from ndlib.paths import claims_dir
 from ndlib.records import read_record, record_path, utc_now
@@ -161,8 +162,12 @@ class GridSummary:
 
 def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None, progress: bool = True,
              stream=None) -> GridSummary:
-    """Train every configuration without a completed record, claiming each first."""
-    from ndlib.train import run
+    """Train every configuration without a completed record, claiming each first.
+
+    A completed record is never touched.  Missing data or an unwritable runs folder stops the
+    grid (:class:`~ndlib.train.DataUnavailable`, :class:`~ndlib.records.RecordWriteError`)."""
+    from ndlib.records import RecordWriteError
+    from ndlib.train import DataUnavailable, run
 
     stream = stream if stream is not None else sys.stdout
     summary = GridSummary()
@@ -186,6 +191,8 @@ def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None
                     raise ClaimTaken(f"{config.run_id} is being trained by a live process (its record says running)")
                 try:
                     record = run(config, progress=progress)
+                except (DataUnavailable, RecordWriteError):
+                    raise  # bad input or an unwritable folder: every other run would fail the same way
                 except Exception as error:  # recorded as failed; go on with the rest of the grid
                     print(f"{config.run_id}: failed: {type(error).__name__}: {error}", file=stream)
                     summary.failed += 1
@@ -261,33 +268,36 @@ def _grid(args: argparse.Namespace) -> int:
     if context_from_env().enabled:
         args.parser.error("the grid runs one configuration at a time in one process; for several GPUs per run, "
                           "use `torchrun ... -m ndlib train` per configuration (or --slurm and edit the launcher)")
+    from ndlib.records import RecordWriteError
+    from ndlib.train import DataUnavailable
+
     skipped = {"arch", "norm", "dataset", "epochs", "seed"}
     shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in skipped}
     try:
         configs = plan(args.table, args.epochs, args.seeds, args.archs, args.datasets, args.norms, **shared)
     except (ValueError, TypeError) as error:
         args.parser.error(str(error))
-    _print_plan(configs, sys.stdout)
-    if args.slurm:
-        todo = [c for c in configs if run_status(c) != "completed"]
-        Path(args.slurm).write_text(slurm_script(todo, partition=args.partition, time_limit=args.time_limit))
-        print(f"wrote {args.slurm}: a Slurm array of {len(todo)} tasks; submit it with `sbatch {args.slurm}`")
-        return 0
-    if args.dry_run:
-        return 0
     try:
+        _print_plan(configs, sys.stdout)
+        if args.slurm:
+            todo = [c for c in configs if run_status(c) != "completed"]
+            Path(args.slurm).write_text(slurm_script(todo, partition=args.partition, time_limit=args.time_limit))
+            print(f"wrote {args.slurm}: a Slurm array of {len(todo)} tasks; submit it with `sbatch {args.slurm}`")
+            return 0
+        if args.dry_run:
+            return 0
         summary = run_grid(configs, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("grid interrupted; rerun the same command to continue (finished runs are skipped)", file=sys.stderr)
         return 130
+    except (DataUnavailable, RecordWriteError, ValueError, OSError) as error:  # damaged record, data, disk
+        return usage_error(args.parser.prog, f"grid stopped: {error}")
     print(f"grid done: {summary}")
     return summary.exit_code
 
 
 def add_parser(subparsers) -> None:
     """Register ``grid``."""
-    from ndlib.cli import add_config_arguments
-
     parser = subparsers.add_parser(
         "grid", help="plan / run / Slurm-script a table's grid",
         description="Plan the runs of Table 1 or 2, then train those without a completed record "

@@ -6,6 +6,17 @@ never half a file.  The trainer writes it at the start (status ``running``), aft
 epoch, and at the end (``completed``, ``diverged``, ``interrupted`` or ``failed``).  A
 ``running`` record whose process was killed stays ``running``: it is never counted as done.
 
+Completed results are never lost: a rerun of a configuration whose record is ``completed``
+writes its progress to ``<runs>/attempts/<run_id>.rerun.json`` and replaces the record only
+once it has completed itself; the replaced record is kept as
+``<runs>/attempts/<run_id>.<its started_at>.json``.  The book reads only the top-level
+records, so attempts are kept out of every table.
+
+Records are portable: paths inside the project are stored relative to its root, other
+absolute paths (a temporary folder, the Python installation, the home folder) are replaced by
+a placeholder (:func:`scrub_paths`), so a record says nothing about the filesystem of the
+machine that wrote it.
+
 All accuracies are in percent.
 """
 from __future__ import annotations
@@ -18,6 +29,7 @@ import os
 import platform
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,12 +38,18 @@ import pandas as pd
 from ndlib.paths import project_root, runs_dir
 
 __all__ = [
+    "SCHEMA_VERSION",
     "STATUSES",
     "RUN_COLUMNS",
     "HISTORY_COLUMNS",
     "write_json_atomic",
     "read_record",
     "record_path",
+    "attempts_dir",
+    "completed_record",
+    "portable_path",
+    "scrub_paths",
+    "RecordWriteError",
     "environment_info",
     "utc_now",
     "load_records",
@@ -40,6 +58,9 @@ __all__ = [
 ]
 
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
+
+#: Version of the run-record layout this code writes and reads (1: records without the field).
+SCHEMA_VERSION = 2
 
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic", "data_source",
@@ -75,34 +96,115 @@ def write_json_atomic(path: str | Path, payload: dict) -> Path:
 
     The text goes to a temporary file in the same folder, is flushed and fsync'ed, and then
     ``os.replace`` swaps it in (atomic on POSIX within one file system).
+    A full disk or a folder that cannot be written raises :class:`RecordWriteError` naming the
+    file; the previous version of the file, if any, is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_safe(payload), indent=2, sort_keys=False, allow_nan=False) + "\n"
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_name, path)
+    except OSError as error:
+        if temp_name is not None:
+            Path(temp_name).unlink(missing_ok=True)
+        raise RecordWriteError(f"cannot write {path} ({error.strerror or error}); free disk space or make "
+                               f"{path.parent} writable (or choose another folder), then rerun the same command") \
+            from error
     except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
+        if temp_name is not None:
+            Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+class RecordWriteError(OSError):
+    """A record could not be written (disk full, read-only or missing folder); names the file."""
 
 
 def record_path(run_id: str, root: str | Path | None = None) -> Path:
     return Path(root if root is not None else runs_dir()) / f"{run_id}.json"
 
 
+def attempts_dir(root: str | Path | None = None) -> Path:
+    """Where superseded completed records and unfinished reruns live: ``<runs>/attempts``."""
+    return Path(root if root is not None else runs_dir()) / "attempts"
+
+
 def read_record(path: str | Path) -> dict:
-    """Read one record; a ValueError names the file if it is not valid JSON."""
+    """Read and check one record; a ValueError names the file and the fix if it is damaged
+    (not JSON, truncated, not a record) or was written by a newer schema than this code reads."""
     path = Path(path)
+    fix = "restore it from git (`git checkout -- <file>`) or delete it and rerun that configuration"
     try:
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"run record {path} is not valid JSON ({error}); delete it or rerun that configuration") from error
+        raise ValueError(f"run record {path} is damaged: not valid JSON ({error}); {fix}") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"run record {path} is damaged: not UTF-8 text; {fix}") from error
+    if not isinstance(record, dict) or not isinstance(record.get("run_id"), str) \
+            or record.get("status") not in STATUSES or not isinstance(record.get("config"), dict):
+        raise ValueError(f"run record {path} is damaged: it lacks a run_id, a known status {STATUSES} or a config; "
+                         f"{fix}")
+    version = record.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
+        raise ValueError(f"run record {path} has schema_version {version!r}, which this ndlib (reads 1 to "
+                         f"{SCHEMA_VERSION}) does not know; update ndlib (git pull) or delete the record")
+    return record
+
+
+def completed_record(run_id: str, root: str | Path | None = None) -> dict | None:
+    """The completed record of ``run_id``, or None (missing, or not completed)."""
+    path = record_path(run_id, root)
+    if not path.is_file():
+        return None
+    record = read_record(path)
+    return record if record["status"] == "completed" else None
+
+
+# --------------------------------------------------------------------------------------
+# Portable paths
+# --------------------------------------------------------------------------------------
+def portable_path(path: str | Path | None) -> str | None:
+    """``path`` relative to the project root when it lies inside it (``data``), else
+    :func:`scrub_paths` of it (``<tmp>/...``, ``<outside the project>/name``)."""
+    if path is None:
+        return None
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return resolved.relative_to(project_root()).as_posix() or "."
+    except ValueError:
+        scrubbed = scrub_paths(str(resolved))
+        return scrubbed if scrubbed != str(resolved) else f"<outside the project>/{resolved.name}"
+
+
+def _path_placeholders() -> list[tuple[str, str]]:
+    """Absolute prefixes this machine has and what replaces them, longest first."""
+    pairs = {str(project_root()): "<project>", tempfile.gettempdir(): "<tmp>", str(Path.home()): "~"}
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        pairs[prefix] = "<python>"
+    pairs = {prefix: name for prefix, name in pairs.items() if prefix and prefix != "/"}
+    return sorted(pairs.items(), key=lambda item: -len(item[0]))
+
+
+def scrub_paths(value):
+    """A copy of ``value`` (str, or dicts/lists of them) whose absolute paths of this machine
+    are replaced: the project root by ``<project>``, the temporary folder by ``<tmp>``, the
+    Python installation by ``<python>``, the home folder by ``~``."""
+    if isinstance(value, str):
+        for prefix, name in _path_placeholders():
+            value = value.replace(prefix, name)
+        return value
+    if isinstance(value, dict):
+        return {key: scrub_paths(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_paths(item) for item in value]
+    return value
 
 
 def _git(*args: str) -> str | None:

@@ -13,10 +13,18 @@ a checkpoint and rewrites the run record.  A non-finite training loss ends the r
 status ``diverged`` and the step at which it happened; Ctrl-C / SIGTERM writes
 ``interrupted`` and an exception ``failed`` (both re-raised).
 
-Resuming: a checkpoint holds the model, optimizer and scheduler states, the CPU and CUDA RNG
-states, the epoch and the global step; the data order of epoch ``e`` depends only on
-``(seed, e)``.  So on CPU with ``deterministic=True`` an interrupted run resumed from its last
-checkpoint ends with the same weights and metrics as an uninterrupted one.
+Completed results are safe: a configuration whose record is ``completed`` is not trained
+again unless ``rerun=True``, and a rerun replaces the record only once it has completed (see
+:func:`run` and :mod:`ndlib.records`).
+
+Resuming: a checkpoint is written atomically after every epoch and, within an epoch, every
+``checkpoint_interval_s`` seconds.  It holds the model, optimizer and scheduler states, the
+torch (CPU and CUDA), Python and NumPy random states, the data loader's position and its
+augmentation generator, the epoch's running loss and accuracy sums, the epoch and the global
+step; the data order of epoch ``e`` depends only on ``(seed, e)``.  So on CPU with
+``deterministic=True`` a run killed at any moment (even with SIGKILL) and resumed with the
+same command ends with the same weights and metrics as an uninterrupted one; it loses at most
+the work since the last checkpoint.
 """
 from __future__ import annotations
 
@@ -45,7 +53,19 @@ from ndlib import distributed as dist_utils
 from ndlib.data import DATASETS, TensorLoader, dataset_info, imagenet_loaders, load_cifar, synthetic_arrays
 from ndlib.layers import finite_checks
 from ndlib.paths import checkpoints_dir, data_dir, runs_dir
-from ndlib.records import environment_info, record_path, utc_now, write_json_atomic
+from ndlib.records import (
+    SCHEMA_VERSION,
+    RecordWriteError,
+    attempts_dir,
+    completed_record,
+    environment_info,
+    portable_path,
+    read_record,
+    record_path,
+    scrub_paths,
+    utc_now,
+    write_json_atomic,
+)
 
 __all__ = [
     "TrainConfig",
@@ -53,6 +73,7 @@ __all__ = [
     "TABLE_ARCHS",
     "known_archs",
     "RunInterrupted",
+    "DataUnavailable",
     "run",
     "create_model",
     "DEFAULTS_BY_TABLE",
@@ -78,7 +99,7 @@ DEFAULTS_BY_TABLE: dict[int, dict] = {
 # of the run id, so a cell run on a laptop and on a GPU share it.
 _NON_IDENTITY = frozenset({
     "data_dir", "download", "device", "num_threads", "num_workers", "deterministic", "checkpoint",
-    "runs_dir", "checkpoint_dir", "note",
+    "checkpoint_interval_s", "runs_dir", "checkpoint_dir", "note",
 })
 
 # Deconvolution options: config field -> keyword of ndlib.models.create (None = model default).
@@ -131,6 +152,8 @@ class TrainConfig:
     images of the same shape (``synthetic_*`` sizes) for tests and smoke runs.
     ``deterministic`` (None: on for CPU, off for CUDA) makes CPU kernels deterministic and
     turns cuDNN autotuning off on a GPU.  ``amp`` uses bfloat16 autocast.
+    ``checkpoint_interval_s``: a checkpoint is also written within an epoch every that many
+    seconds (0: after every step), so a killed run loses at most that much work.
     """
 
     arch: str = "vgg16"
@@ -162,6 +185,7 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = False
     checkpoint: bool = True
+    checkpoint_interval_s: float = 300.0
     runs_dir: str | None = None
     checkpoint_dir: str | None = None
     note: str = field(default="", compare=False)
@@ -191,6 +215,7 @@ class TrainConfig:
         _non_negative_float("momentum", self.momentum)
         _non_negative_float("weight_decay", self.weight_decay, allow_none=True)
         _non_negative_float("deconv_eps", self.deconv_eps, allow_none=True, positive=True)
+        _non_negative_float("checkpoint_interval_s", self.checkpoint_interval_s)
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]', got {self.device!r}")
         for name in ("synthetic", "amp", "channels_last", "download", "checkpoint"):
@@ -337,10 +362,13 @@ def _build_loaders(config: TrainConfig, device: torch.device, context: dist_util
         root = Path(config.data_dir) if config.data_dir else data_dir()
         train, test, source = load_cifar(config.dataset, root, download=config.download)
     # Table 1 augmentation for CIFAR-shaped data; synthetic ImageNet-shaped data uses flips and
-    # crops the same way (a smoke test of the plumbing, not of ImageNet's transforms).
-    train_loader = TensorLoader(train, per_rank_batch, info.mean, info.std, train=True, seed=config.seed,
+    # crops the same way (a smoke test of the plumbing, not of ImageNet's transforms).  Real data
+    # is normalised by the statistics computed from its own training split.
+    mean = source.channel_mean or info.mean
+    std = source.channel_std or info.std
+    train_loader = TensorLoader(train, per_rank_batch, mean, std, train=True, seed=config.seed,
                                 padding=4, device=device, **common)
-    test_loader = TensorLoader(test, per_rank_batch, info.mean, info.std, train=False, device=device, **common)
+    test_loader = TensorLoader(test, per_rank_batch, mean, std, train=False, device=device, **common)
     return train_loader, test_loader, source
 
 
@@ -381,12 +409,26 @@ def _cosine_factor(total_steps: int):
     return factor
 
 
-def _train_epoch(model, loader, optimizer, scheduler, config, device, context, epoch, global_step, progress):
-    """One pass over the training split; returns (loss, top-1 %, images, new global step)."""
+@dataclass
+class _EpochProgress:
+    """The running sums of the epoch in progress: enough to continue it exactly after a resume."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    elapsed_s: float = 0.0  # training wall time of this epoch before the resume
+
+
+def _train_epoch(model, loader, optimizer, scheduler, config, device, context, epoch, global_step, progress,
+                 start: _EpochProgress | None = None, checkpointer: "_Checkpointer | None" = None):
+    """One pass over the training split (or the rest of it, from ``start``); returns
+    (loss, top-1 %, images, new global step).  After an optimizer step at which
+    ``checkpointer.due()``, the state is saved mid-epoch (with the epoch's running sums)."""
     model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
+    start = start or _EpochProgress()
+    loss_sum = torch.tensor(start.loss_sum, dtype=torch.float64, device=device)
+    correct = torch.tensor(start.correct, dtype=torch.float64, device=device)
+    seen = start.seen
     check_every = 1 if device.type == "cpu" else 25  # each check is a host sync on a GPU
     pending: list[torch.Tensor] = []
     first_pending_step = global_step
@@ -395,6 +437,10 @@ def _train_epoch(model, loader, optimizer, scheduler, config, device, context, e
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", mininterval=10, leave=False)
+
+    def progress_so_far() -> _EpochProgress:
+        return _EpochProgress(float(loss_sum.item()), float(correct.item()), seen, start.elapsed_s)
+
     for x, y in loader:
         with _autocast(config, device):
             logits = model(x)
@@ -413,6 +459,11 @@ def _train_epoch(model, loader, optimizer, scheduler, config, device, context, e
         seen += len(y)
         if bar is not None:
             bar.update(1)
+        if checkpointer is not None and checkpointer.due():
+            if pending:  # never checkpoint a state that a non-finite loss has already spoiled
+                _check_finite(pending, first_pending_step, epoch)
+                pending, first_pending_step = [], global_step
+            checkpointer.save(epoch, global_step, progress_so_far())
     if pending:
         _check_finite(pending, first_pending_step, epoch)
     if bar is not None:
@@ -458,57 +509,189 @@ def _checkpoint_file(config: TrainConfig) -> Path:
     return root / config.run_id / "last.pt"
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, epoch, global_step, history, config, started_at) -> None:
+def _save_atomic(state: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file, fsync, then ``os.replace``: a kill at any moment
+    leaves either the previous checkpoint or the new one, never a torn file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "cpu_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "epoch": epoch,
-        "global_step": global_step,
-        "history": history,
-        "identity_json": json.dumps(config.identity(), sort_keys=True),
-        "started_at": started_at,
-    }
-    temp = path.with_suffix(".tmp")
-    torch.save(state, temp)
-    temp.replace(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temp, "wb") as stream:
+            torch.save(state, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        raise RecordWriteError(f"cannot write checkpoint {path} ({error.strerror or error}); free disk space or "
+                               f"make {path.parent} writable (or pass --checkpoint-dir), then rerun") from error
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+class _Checkpointer:
+    """Writes the run's checkpoint: after every epoch, and within an epoch every
+    ``config.checkpoint_interval_s`` seconds (0: after every step).
+
+    A checkpoint holds everything the rest of the run depends on: model, optimizer and
+    scheduler states, the torch (CPU and CUDA), Python and NumPy random states, the data
+    loader's position and augmentation generator, the epoch's running loss/accuracy sums,
+    the history and the global step.  Only rank 0 writes.
+    """
+
+    def __init__(self, path: Path, config: TrainConfig, model, optimizer, scheduler, loader, record: dict,
+                 enabled: bool) -> None:
+        self.path, self.config, self.model, self.optimizer, self.scheduler = path, config, model, optimizer, scheduler
+        self.loader, self.record, self.enabled = loader, record, enabled
+        self.interval = config.checkpoint_interval_s
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return self.enabled and time.monotonic() - self.last >= self.interval
+
+    def save(self, epoch: int, global_step: int, within: _EpochProgress | None) -> None:
+        """``within`` is the epoch's progress for a mid-epoch checkpoint, None at an epoch's end."""
+        if not self.enabled:
+            return
+        elapsed = None
+        if within is not None:
+            elapsed = _EpochProgress(within.loss_sum, within.correct, within.seen,
+                                     within.elapsed_s + time.perf_counter() - self.epoch_t0)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "python_rng_json": json.dumps(random.getstate()),
+            "numpy_rng_json": json.dumps(_numpy_state_to_json(np.random.get_state())),
+            "epoch": epoch if within is not None else epoch + 1,
+            "global_step": global_step,
+            "within_epoch": None if elapsed is None else {
+                "loader": self.loader.state_dict(), "loss_sum": elapsed.loss_sum, "correct": elapsed.correct,
+                "seen": elapsed.seen, "elapsed_s": elapsed.elapsed_s},
+            "history": list(self.record["history"]),
+            "identity_json": json.dumps(self.config.identity(), sort_keys=True),
+            "started_at": self.record["started_at"],
+            "record_file": self.record.get("_file"),
+        }
+        _save_atomic(state, self.path)
+        self.last = time.monotonic()
+
+    def epoch_started(self) -> None:
+        self.epoch_t0 = time.perf_counter()
+
+
+def _numpy_state_to_json(state) -> list:
+    name, keys, pos, has_gauss, cached = state
+    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
+
+
+def _numpy_state_from_json(values: list):
+    name, keys, pos, has_gauss, cached = values
+    return name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached
 
 
 def _load_checkpoint(path: Path, config: TrainConfig, device) -> dict | None:
     if not path.is_file():
         return None
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # a damaged file: name it and the fix
+        raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it to start "
+                         "the run over (or pass --no-resume)") from error
     if state.get("identity_json") != json.dumps(config.identity(), sort_keys=True):
         raise ValueError(f"checkpoint {path} belongs to a different configuration than run {config.run_id}; "
                          "delete it (or pass resume=False / --no-resume) to start over")
     return state
 
 
+def _restore(state: dict, model, optimizer, scheduler, loader) -> tuple[int, int, _EpochProgress | None]:
+    """Load a checkpoint into the run; returns (epoch, global step, progress within that epoch)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["cpu_rng"].cpu())
+    if state["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
+    if state.get("python_rng_json"):
+        version, internal, gauss = json.loads(state["python_rng_json"])
+        random.setstate((version, tuple(internal), gauss))
+    if state.get("numpy_rng_json"):
+        np.random.set_state(_numpy_state_from_json(json.loads(state["numpy_rng_json"])))
+    within = state.get("within_epoch")
+    progress = None
+    if within is not None:
+        loader_state = dict(within["loader"])
+        if loader_state.get("generator_state") is not None:
+            loader_state["generator_state"] = loader_state["generator_state"].cpu()
+        loader.load_state_dict(loader_state)
+        progress = _EpochProgress(within["loss_sum"], within["correct"], within["seen"], within["elapsed_s"])
+    return int(state["epoch"]), int(state["global_step"]), progress
+
+
+def _is_final(state: dict, config: TrainConfig) -> bool:
+    """A checkpoint written at the end of the last epoch (a finished run's weights)."""
+    return state.get("within_epoch") is None and int(state["epoch"]) >= config.epochs
+
+
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
-def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool = True, resume: bool = True) -> dict:
+class DataUnavailable(FileNotFoundError):
+    """The run's data could not be loaded (bad input: nothing was trained, no record written)."""
+
+
+def _rerun_path(config: TrainConfig) -> Path:
+    return attempts_dir(config.runs_dir) / f"{config.run_id}.rerun.json"
+
+
+def _promote(rerun_file: Path, canonical: Path, record: dict) -> None:
+    """A completed rerun replaces the record: archive the old one, then swap in the new one."""
+    if canonical.is_file():
+        old = read_record(canonical)
+        stamp = str(old.get("started_at", "unknown")).replace(":", "").replace("-", "").replace("+0000", "Z")
+        write_json_atomic(attempts_dir(canonical.parent) / f"{old['run_id']}.{stamp}.json", old)
+    write_json_atomic(canonical, record)
+    rerun_file.unlink(missing_ok=True)
+
+
+def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool = True, resume: bool = True,
+        rerun: bool = False) -> dict:
     """Train ``config`` (or the given ``model`` on ``config``'s data and settings); return the record.
 
-    The record is also written to ``<runs_dir>/<run_id>.json`` (rank 0 only).  Raises on
-    interruption (after recording ``interrupted``) and on errors (after recording ``failed``);
-    a diverged run returns normally with ``status == "diverged"``.
+    The record is ``<runs_dir>/<run_id>.json`` (rank 0 writes it).  A configuration whose
+    record is already ``completed`` is not trained again: the stored record is returned.  With
+    ``rerun=True`` it is trained again, its progress going to
+    ``<runs_dir>/attempts/<run_id>.rerun.json``; only when the rerun completes does it replace
+    the record (the old one is kept in ``attempts/``), so a failed or interrupted rerun never
+    touches a completed result.
+
+    Resume: the run continues from its checkpoint (``resume=True``), mid-epoch included, and on
+    CPU ends with exactly the metrics of an uninterrupted run.  A rerun starts from scratch
+    unless its own unfinished checkpoint is there.
+
+    Raises :class:`DataUnavailable` (nothing recorded) when the data cannot be loaded; on
+    interruption (after recording ``interrupted``) and on other errors (after recording
+    ``failed``) it re-raises.  A diverged run returns normally with ``status == "diverged"``.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     context = dist_utils.context_from_env()
+    canonical = record_path(config.run_id, config.runs_dir)
+    existing = completed_record(config.run_id, config.runs_dir)  # a damaged record raises, naming the file
+    if existing is not None and not rerun:
+        return existing
+    path = _rerun_path(config) if existing is not None else canonical
     device = _resolve_device(config, context)
     created_group = dist_utils.init_process_group(context, device)
-    path = record_path(config.run_id, config.runs_dir)
     record: dict = {
+        "schema_version": SCHEMA_VERSION,
         "run_id": config.run_id,
         "status": "running",
         "table": config.table,
         "label": "synthetic smoke run" if config.synthetic else "",
-        "config": config.to_dict(),
+        "config": _portable_config(config),
         "started_at": utc_now(),
         "finished_at": None,
         "history": [],
@@ -516,11 +699,15 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
         "divergence": None,
         "error": None,
         "resumed_at_epochs": [],
+        "resumed_at_steps": [],
     }
+    written = False
 
     def write() -> None:
+        nonlocal written
         if context.is_main:
-            write_json_atomic(path, record)
+            write_json_atomic(path, scrub_paths(record))
+            written = True
 
     try:
         with _torch_settings(config, device) as deterministic, _sigterm_raises():
@@ -528,7 +715,10 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                                      "world_size": context.world_size, "amp": config.amp,
                                      "channels_last": config.channels_last}
             _seed_everything(config.seed)
-            train_loader, test_loader, source = _build_loaders(config, device, context)
+            try:
+                train_loader, test_loader, source = _build_loaders(config, device, context)
+            except (FileNotFoundError, ValueError) as error:
+                raise DataUnavailable(str(error)) from error
             record["data_source"] = source.to_dict()
             model_source = "ndlib.models.create" if model is None else "passed to ndlib.train.run"
             model = create_model(config) if model is None else model
@@ -543,33 +733,37 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                                         weight_decay=config.weight_decay)
             total_steps = config.epochs * len(train_loader)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_factor(total_steps))
-            start_epoch, global_step = 0, 0
+            start_epoch, global_step, within = 0, 0, None
             checkpoint_path = _checkpoint_file(config)
             state = _load_checkpoint(checkpoint_path, config, device) if (resume and config.checkpoint) else None
+            if state is not None and rerun and _is_final(state, config):
+                state = None  # the finished run's weights: a rerun starts from scratch
             if state is not None:
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                torch.set_rng_state(state["cpu_rng"].cpu())
-                if state["cuda_rng"] and torch.cuda.is_available():
-                    torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-                start_epoch, global_step = int(state["epoch"]), int(state["global_step"])
+                start_epoch, global_step, within = _restore(state, model, optimizer, scheduler, train_loader)
                 record["history"] = list(state["history"])
                 record["started_at"] = state["started_at"]
                 record["resumed_at_epochs"].append(start_epoch)
+                record["resumed_at_steps"].append(global_step)
+            checkpointer = _Checkpointer(checkpoint_path, config, model, optimizer, scheduler, train_loader, record,
+                                         enabled=config.checkpoint and context.is_main)
             write()
             with finite_checks(False):  # the loop checks the loss itself; no per-layer device read-back
                 for epoch in range(start_epoch, config.epochs):
-                    train_loader.set_epoch(epoch)
+                    if within is None:
+                        train_loader.set_epoch(epoch)
+                    resumed_mid_epoch = within is not None
                     lr_at_start = optimizer.param_groups[0]["lr"]
+                    if resumed_mid_epoch:  # the lr the epoch started with, as LambdaLR computed it
+                        lr_at_start = config.lr * _cosine_factor(total_steps)(epoch * len(train_loader))
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
                     _sync(device)
+                    checkpointer.epoch_started()
                     t0 = time.perf_counter()
                     try:
                         train_loss, train_acc, images, global_step = _train_epoch(
                             wrapped, train_loader, optimizer, scheduler, config, device, context, epoch,
-                            global_step, progress)
+                            global_step, progress, start=within, checkpointer=checkpointer)
                     except _Diverged as diverged:
                         record.update(status="diverged", finished_at=utc_now(),
                                       divergence={"step": diverged.step, "epoch": diverged.epoch,
@@ -578,7 +772,8 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                         write()
                         return record
                     _sync(device)
-                    train_time = time.perf_counter() - t0
+                    train_time = time.perf_counter() - t0 + (within.elapsed_s if within is not None else 0.0)
+                    within = None
                     t1 = time.perf_counter()
                     metrics = evaluate(wrapped, test_loader, config, device, context)
                     _sync(device)
@@ -590,32 +785,50 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                         "images_per_s": images / train_time, "peak_mem_mb": _peak_memory_mb(device),
                         "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_process_max_rss",
                     }
+                    if resumed_mid_epoch:
+                        entry["resumed_mid_epoch"] = True  # its train time omits the steps lost to the stop
                     record["history"].append(entry)
-                    if config.checkpoint and context.is_main:
-                        _save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch + 1, global_step,
-                                         record["history"], config, record["started_at"])
+                    checkpointer.save(epoch, global_step, None)
                     dist_utils.barrier(context)
                     write()
             record["final"] = dict(record["history"][-1])
             record["status"] = "completed"
             record["finished_at"] = utc_now()
             record["environment"]["load_avg_at_end"] = list(os.getloadavg())
-            write()
+            if path != canonical:
+                write()
+                if context.is_main:
+                    _promote(path, canonical, scrub_paths(record))
+            else:
+                write()
             return record
     except KeyboardInterrupt as interrupt:
         record.update(status="interrupted", finished_at=utc_now(), error=f"{type(interrupt).__name__}: {interrupt}")
         record["final"] = dict(record["history"][-1]) if record["history"] else None
-        write()
+        if written:
+            write()
         raise
+    except DataUnavailable:
+        raise  # bad input, nothing trained: no record
     except Exception as error:
         record.update(status="failed", finished_at=utc_now(), error=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc())
         record["final"] = dict(record["history"][-1]) if record["history"] else None
-        write()
+        if not isinstance(error, RecordWriteError):
+            with contextlib.suppress(RecordWriteError):
+                write()
         raise
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
+
+
+def _portable_config(config: TrainConfig) -> dict:
+    """The config for the record, with its folders relative to the project root (or scrubbed)."""
+    values = config.to_dict()
+    for name in ("data_dir", "runs_dir", "checkpoint_dir"):
+        values[name] = portable_path(values[name])
+    return values
 
 
 def run_notebook(parameters: dict, *, progress: bool = False) -> dict:
@@ -624,21 +837,26 @@ def run_notebook(parameters: dict, *, progress: bool = False) -> dict:
     ``parameters`` holds TrainConfig fields plus ``records_dir`` ("" or None: ``results/runs``
     for real data; a fresh temporary folder for synthetic data, so smoke runs in CI never land
     in the committed records).  Synthetic runs also keep their checkpoints in that temporary
-    folder.  Unknown names or bad values raise ValueError naming them.
+    folder.  ``rerun`` (default False) trains a configuration that already has a completed
+    record again (otherwise that record is returned).  Unknown names or bad values raise
+    ValueError naming them.
     """
     import tempfile
 
     values = dict(parameters)
     records_dir = values.pop("records_dir", None) or values.pop("runs_dir", None) or None
+    rerun = values.pop("rerun", False)
+    if not isinstance(rerun, bool):
+        raise ValueError(f"notebook parameter rerun must be True or False, got {rerun!r}")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {sorted(names | {'records_dir'})}")
+        raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {sorted(names | {'records_dir', 'rerun'})}")
     if values.get("synthetic") and records_dir is None:
         scratch = Path(tempfile.mkdtemp(prefix="ndlib-synthetic-"))
         records_dir = str(scratch / "runs")
         values.setdefault("checkpoint_dir", str(scratch / "checkpoints"))
     config = TrainConfig(**values, runs_dir=records_dir)
-    record = run(config, progress=progress)
+    record = run(config, progress=progress, rerun=rerun)
     record["record_path"] = str(record_path(config.run_id, config.runs_dir))
     return record

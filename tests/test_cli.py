@@ -71,12 +71,14 @@ def test_failed_run_exits_1_and_is_recorded(tmp_path, monkeypatch, capsys):
     assert record["status"] == "failed" and "model construction failed" in record["error"]
 
 
-def test_missing_real_data_fails_with_both_fixes(tmp_path, capsys):
+def test_missing_real_data_is_one_line_with_both_fixes_and_no_record(tmp_path, capsys):
     code = main(["train", "--arch", "vgg16", "--dataset", "cifar100", "--data-dir", str(tmp_path / "none"),
                  "--no-progress", *_dirs(tmp_path)])
-    assert code == 1
-    error = capsys.readouterr().err
-    assert "unpack.py" in error and "--download" in error
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 2 and error[0] == "run t1-cifar100-vgg16-bn-e1-s0"  # what it tried, then the one-line error
+    assert "unpack.py" in error[1] and "--download" in error[1] and "--data-dir" in error[1]
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*.json"))
 
 
 def test_grid_dry_run_prints_the_plan(tmp_path, capsys):

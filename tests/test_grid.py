@@ -62,10 +62,10 @@ def test_grid_runs_only_what_has_no_completed_record(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     configs = plan(1, epochs=[1], archs=["vgg16", "resnet18"], datasets=["cifar10"], runs_dir=str(runs))
     done, stale, *rest = configs
-    write_json_atomic(runs / f"{done.run_id}.json", {"run_id": done.run_id, "status": "completed"})
+    write_json_atomic(runs / f"{done.run_id}.json", {"run_id": done.run_id, "status": "completed", "config": {}})
     dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                                   text=True).stdout)
-    write_json_atomic(runs / f"{stale.run_id}.json", {"run_id": stale.run_id, "status": "running", "environment": {
+    write_json_atomic(runs / f"{stale.run_id}.json", {"run_id": stale.run_id, "status": "running", "config": {}, "environment": {
         "pid": dead_pid, "hostname": __import__("socket").gethostname()}})
     calls = []
     monkeypatch.setattr(ndlib.train, "run", _fake_run(calls))
@@ -157,7 +157,7 @@ def test_a_live_running_record_is_not_retrained_and_a_dead_one_is(tmp_path, monk
                                   text=True).stdout)
     for config, pid in ((live, os.getpid()), (dead, dead_pid)):
         write_json_atomic(tmp_path / "runs" / f"{config.run_id}.json",
-                          {"run_id": config.run_id, "status": "running",
+                          {"run_id": config.run_id, "status": "running", "config": {},
                            "environment": {"pid": pid, "hostname": socket.gethostname()}})
     assert run_status(live) == "running" and run_status(dead) == "stale"
     calls = []

@@ -207,6 +207,7 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     state = torch.load(checkpoint, weights_only=True)
     state["identity_json"] = "{}"
     torch.save(state, checkpoint)
+    (tmp_path / "runs" / f"{config.run_id}.json").unlink()  # no completed record: it would be kept
     with pytest.raises(ValueError, match="different configuration"):
         run(config, model=tiny_model(), progress=False)
 

@@ -1,0 +1,97 @@
+"""What every subcommand shares: the one-line usage errors, the exit codes, and the options
+built from :class:`~ndlib.train.TrainConfig`.
+
+``ndlib.cli`` (the ``train`` subcommand and the entry point), ``ndlib.grid`` and
+``ndlib.bench`` import from here; nothing here imports them, so the modules form no cycle.
+
+Bad input never ends in a traceback: :class:`ArgumentParser` prints one line that names the
+problem (and, in the message, the fix) and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import NoReturn
+
+__all__ = ["EXIT_CODES", "ArgumentParser", "usage_error", "add_config_arguments", "config_from_args"]
+
+#: 0 success, 1 a run failed, 2 bad input, 3 a run diverged, 130 interrupted.
+EXIT_CODES = {"completed": 0, "failed": 1, "usage": 2, "diverged": 3, "interrupted": 130}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error: ``<prog>: error: <problem> (see <prog> --help)``, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CODES["usage"], f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def usage_error(prog: str, message: str) -> int:
+    """Print a one-line usage error for ``prog`` and return exit code 2 (for handlers)."""
+    print(f"{prog}: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return EXIT_CODES["usage"]
+
+
+_CHOICES = {
+    "arch": lambda: __import__("ndlib.train", fromlist=["known_archs"]).known_archs(),
+    "norm": lambda: ["bn", "nd", "none"],
+    "dataset": lambda: sorted(__import__("ndlib.data", fromlist=["DATASETS"]).DATASETS),
+}
+
+_HELP = {
+    "arch": "architecture (ndlib.models.available(extras=True))",
+    "batch_size": "global batch size (default: the paper's, 128 CIFAR / 256 ImageNet)",
+    "weight_decay": "default: the paper's, 1e-3 CIFAR / 1e-4 ImageNet",
+    "deconv_refresh_every": "ND only: re-estimate the whitening every k-th training step "
+                            "(default: every step, the paper's layer)",
+    "synthetic": "train on labelled SYNTHETIC data of the dataset's shape (smoke runs)",
+    "device": "auto (CUDA if available), cpu, cuda or cuda:N",
+    "num_threads": "torch CPU threads (default: torch's choice)",
+    "deterministic": "deterministic kernels (default: on for CPU, off for CUDA)",
+    "amp": "bfloat16 autocast (off in the paper's settings)",
+    "channels_last": "channels_last memory format",
+    "data_dir": "folder with <dataset>_train/test.npz or torchvision's folders (default: <project>/data)",
+    "download": "let torchvision download CIFAR into --data-dir (needs internet)",
+    "checkpoint_interval_s": "also checkpoint within an epoch every this many seconds (0: every step)",
+    "runs_dir": "where the run record goes (default: <project>/results/runs)",
+    "checkpoint_dir": "default: <project>/checkpoints",
+    "note": "free text stored in the record: the machine and its load (e.g. 'shared 2-core machine, 2 runs')",
+}
+
+
+def _base_type(annotation) -> type:
+    """``int | None`` -> int; ``bool`` -> bool (annotations are strings under future annotations)."""
+    hints = {"int": int, "float": float, "str": str, "bool": bool}
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    return hints[text.split("|")[0].strip()]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One option per :class:`~ndlib.train.TrainConfig` field: ``--batch-size``, ``--amp/--no-amp``..."""
+    from ndlib.train import TrainConfig
+
+    for item in dataclasses.fields(TrainConfig):
+        if item.name in skip:
+            continue
+        flag = "--" + item.name.replace("_", "-")
+        kind = _base_type(item.type)
+        help_text = _HELP.get(item.name, "")
+        if kind is bool:
+            parser.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=item.default,
+                                help=help_text)
+        else:
+            choices = _CHOICES[item.name]() if item.name in _CHOICES else None
+            parser.add_argument(flag, dest=item.name, type=kind, default=item.default, choices=choices,
+                                help=help_text + (f" (default: {item.default})" if item.default is not None else ""))
+
+
+def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """Build the TrainConfig; a validation error becomes a usage error (exit 2) with its message."""
+    from ndlib.train import TrainConfig
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    try:
+        return TrainConfig(**values)
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
