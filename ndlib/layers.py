@@ -56,6 +56,13 @@ One option is ours, off by default:
   that freezing already uses (so no new state-dict key: old checkpoints load, and a resumed run
   refreshes on the same steps); ``refresh_every`` itself is a constructor option, like
   ``freeze_iter``.
+
+Mixed precision: under ``torch.autocast`` the statistics (covariance, Newton-Schulz, running
+averages) and the fold ``W' = W D`` run with autocast off, in the dtype of the layer's buffers
+(float32 for a float32 model; a bfloat16 input is cast after the patches are sampled); only the
+final convolution / linear map runs in the autocast dtype.  Newton-Schulz in bfloat16 would not
+give an inverse square root worth the name (8 mantissa bits), and the running buffers keep their
+dtype.  Without autocast nothing changes.
 """
 from __future__ import annotations
 
@@ -178,6 +185,14 @@ class _StepCounter:
         if cache is not None:
             key = self._counter_key() if known else None
             self.__dict__["_step_cache"] = None if key is None else (key, cache[1] + 1)
+
+
+def _autocast_active(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (False for devices autocast does not know)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except (TypeError, RuntimeError):
+        return False
 
 
 def _raise_if_not_finite(stat: torch.Tensor, layer: str) -> None:
@@ -606,7 +621,10 @@ class FastDeconv(_StepCounter, nn.Conv2d):
 
     def batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and whitening matrix ``D`` of the sampled patches of ``x`` (no buffer update)."""
-        mean, cov = centered_covariance(stacked_patches(self, x), self.eps)
+        X = stacked_patches(self, x)
+        if X.dtype != self.running_deconv.dtype:  # autocast: statistics in the buffers' dtype
+            X = X.to(self.running_deconv.dtype)
+        mean, cov = centered_covariance(X, self.eps)
         _raise_if_not_finite(cov, type(self).__name__)
         return mean.reshape(self.running_mean.shape), _isqrt(cov, self.n_iter, self.isqrt_method)
 
@@ -626,8 +644,9 @@ class FastDeconv(_StepCounter, nn.Conv2d):
         bias = -shift if self.bias is None else self.bias - shift
         return w.reshape(self.weight.shape), bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+    def whitened_weight_and_bias(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's statistics (batch or running; updates the buffers and the counter in
+        training mode) folded into ``(W', b')``."""
         if self.training and self.estimates_statistics():
             mean, deconv = self.batch_statistics(x)
             with torch.no_grad():
@@ -637,7 +656,15 @@ class FastDeconv(_StepCounter, nn.Conv2d):
             mean, deconv = self.running_mean, self.running_deconv
         if self.training:
             self._advance_step()
-        w, b = self.folded_weight_and_bias(mean, deconv)
+        return self.folded_weight_and_bias(mean, deconv)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if _autocast_active(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                w, b = self.whitened_weight_and_bias(x)
+        else:
+            w, b = self.whitened_weight_and_bias(x)
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
@@ -713,12 +740,16 @@ class Delinear(_StepCounter, nn.Linear):
         return self.refresh_every == 1 or self.training_step() % self.refresh_every == 0
 
     def batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, cov = centered_covariance(x.reshape(-1, self.block), self.eps)
+        X = x.reshape(-1, self.block)
+        if X.dtype != self.running_deconv.dtype:  # autocast: statistics in the buffers' dtype
+            X = X.to(self.running_deconv.dtype)
+        mean, cov = centered_covariance(X, self.eps)
         _raise_if_not_finite(cov, type(self).__name__)
         return mean, _isqrt(cov, self.n_iter, self.isqrt_method)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
+    def whitened_weight_and_bias(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's statistics (batch or running; updates the buffers and the counter in
+        training mode) folded into ``(W', b')``."""
         if self.training and self.estimates_statistics():
             mean, deconv = self.batch_statistics(x)
             with torch.no_grad():
@@ -731,7 +762,16 @@ class Delinear(_StepCounter, nn.Linear):
         w = self.weight.reshape(self.out_features, -1, self.block) @ deconv
         shift = (w @ mean).sum(dim=1)
         bias = -shift if self.bias is None else self.bias - shift
-        return F.linear(x, w.reshape(self.weight.shape), bias)
+        return w.reshape(self.weight.shape), bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        if _autocast_active(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                w, b = self.whitened_weight_and_bias(x)
+        else:
+            w, b = self.whitened_weight_and_bias(x)
+        return F.linear(x, w, b)
 
     def extra_repr(self) -> str:
         s = super().extra_repr() + f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}"

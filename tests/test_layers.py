@@ -713,3 +713,32 @@ def test_refresh_every_in_repr_and_models():
     assert all(m.refresh_every == 1 for m in paper.modules() if isinstance(m, (FastDeconv, Delinear)))
     with pytest.raises(ValueError, match="norm"):
         models.create("vgg16", norm="bn", refresh_every=4)
+
+
+# --------------------------------------------------------------------------------------
+# 8. Mixed precision: statistics and fold in the buffers' dtype under autocast
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["conv", "conv-grouped-s2", "linear"])
+@pytest.mark.parametrize("refresh_every", [1, 2])
+def test_autocast_bfloat16_keeps_statistics_in_float32(case, refresh_every):
+    build, shape = REFRESH_BUILDS[case]
+    torch.manual_seed(0)
+    plain = build(refresh_every=refresh_every).train()
+    mixed = build(refresh_every=refresh_every).train()
+    mixed.load_state_dict(plain.state_dict())
+    g = torch.Generator().manual_seed(8)
+    for _ in range(3):
+        x = torch.randn(*shape, generator=g)
+        expected = plain(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = mixed(x)
+        assert out.dtype == torch.bfloat16
+        out.float().square().sum().backward()
+        assert mixed.weight.grad.dtype == torch.float32 and torch.isfinite(mixed.weight.grad).all()
+        assert rel_err(out.float(), expected) < 3e-2  # only the conv / linear map ran in bfloat16
+        for name, buffer in plain.named_buffers():  # statistics from the same float32 patches
+            assert torch.equal(buffer, dict(mixed.named_buffers())[name]), name
+    # a bfloat16 input (the output of an earlier autocast layer): float32 statistics all the same
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed(torch.randn(*shape, generator=g).bfloat16())
+    assert mixed.running_deconv.dtype == torch.float32 and torch.isfinite(mixed.running_deconv).all()
