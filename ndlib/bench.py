@@ -112,6 +112,9 @@ class BenchConfig:
             raise ValueError(f"implementations must be a non-empty subset of ('ndlib', 'reference'), got {self.implementations}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
+                                            or self.image_size <= 0):
+            raise ValueError(f"image_size must be a positive int or None (the architecture's), got {self.image_size!r}")
 
 
 # --------------------------------------------------------------------------------------
@@ -314,8 +317,8 @@ def _build_models(config: BenchConfig, device: torch.device) -> dict[str, nn.Mod
     from ndlib import models as model_zoo
     from ndlib._reference import to_reference
 
-    if config.arch not in model_zoo.available():
-        raise ValueError(f"unknown arch {config.arch!r}; choose from {model_zoo.available()}")
+    if config.arch not in model_zoo.available(extras=True):
+        raise ValueError(f"unknown arch {config.arch!r}; choose from {model_zoo.available(extras=True)}")
     torch.manual_seed(config.seed)
     built = {"bn": model_zoo.create(config.arch, num_classes=config.num_classes, norm="bn")}
     torch.manual_seed(config.seed)
@@ -353,7 +356,7 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
     ``models`` overrides the model zoo (tests pass tiny models); its keys must be among
     :data:`VARIANTS` and include ``"bn"``.
     """
-    from ndlib.records import environment_info, utc_now, write_json_atomic
+    from ndlib.records import environment_info, scrub_paths, utc_now, write_json_atomic
 
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -407,7 +410,7 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         "stages": stages,
     }
     if write:
-        path = write_json_atomic(_bench_dir(config) / f"{bench_id}.json", record)
+        path = write_json_atomic(_bench_dir(config) / f"{bench_id}.json", scrub_paths(record))
         record["file"] = str(path)
     return record
 
@@ -417,7 +420,7 @@ def _available_archs() -> list[str]:
         from ndlib import models as model_zoo
     except ImportError:
         return []
-    return model_zoo.available()
+    return model_zoo.available(extras=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -504,8 +507,15 @@ def _archs_of(value: str) -> list[str]:
 
 
 def _handle(args: argparse.Namespace) -> int:
+    from ndlib import models as model_zoo
+
     archs = _archs_of(args.arch)
     implementations = tuple(args.implementations.split(","))
+    known = model_zoo.available(extras=True)
+    unknown = [arch for arch in archs if arch not in known]
+    if unknown or not archs:
+        args.parser.error(f"unknown arch {', '.join(map(repr, unknown)) or repr(args.arch)}; "
+                          f"choose from {known} or 'all'")
     try:
         configs = [
             BenchConfig(arch=arch, batch_size=args.batch_size, device=args.device, threads=args.threads,
@@ -516,6 +526,9 @@ def _handle(args: argparse.Namespace) -> int:
         ]
     except ValueError as error:
         args.parser.error(str(error))
+    if configs[0].device.startswith("cuda") and not torch.cuda.is_available():
+        args.parser.error(f"device {args.device!r} was requested but CUDA is not available on this machine; "
+                          "use --device cpu")
     for config in configs:
         record = run_bench(config, log=lambda line: print(line, file=sys.stderr))
         for variant, entry in record["summary"].items():

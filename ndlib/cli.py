@@ -35,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
     from ndlib.distributed import context_from_env
     from ndlib.grid import ClaimTaken, claim
     from ndlib.records import RecordWriteError, attempts_dir, completed_record, portable_path, record_path
-    from ndlib.train import DataUnavailable, run
+    from ndlib.train import BadRunInput, run
 
     config = config_from_args(args, args.parser)
     prog = args.parser.prog
@@ -60,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
     except ClaimTaken as taken:
         print(f"not started: {taken}", file=sys.stderr)
         return EXIT_CODES["failed"]
-    except (DataUnavailable, RecordWriteError) as error:
+    except (BadRunInput, RecordWriteError) as error:
         return usage_error(prog, f"{config.run_id} not trained: {error}")
     except KeyboardInterrupt:
         print(f"run {config.run_id} interrupted; rerun the same command to resume from the last checkpoint",

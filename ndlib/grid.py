@@ -164,10 +164,10 @@ def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None
              stream=None) -> GridSummary:
     """Train every configuration without a completed record, claiming each first.
 
-    A completed record is never touched.  Missing data or an unwritable runs folder stops the
-    grid (:class:`~ndlib.train.DataUnavailable`, :class:`~ndlib.records.RecordWriteError`)."""
+    A completed record is never touched.  Missing data, a missing device or an unwritable runs
+    folder stops the grid (:class:`~ndlib.train.BadRunInput`, :class:`~ndlib.records.RecordWriteError`)."""
     from ndlib.records import RecordWriteError
-    from ndlib.train import DataUnavailable, run
+    from ndlib.train import BadRunInput, run
 
     stream = stream if stream is not None else sys.stdout
     summary = GridSummary()
@@ -191,7 +191,7 @@ def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None
                     raise ClaimTaken(f"{config.run_id} is being trained by a live process (its record says running)")
                 try:
                     record = run(config, progress=progress)
-                except (DataUnavailable, RecordWriteError):
+                except (BadRunInput, RecordWriteError):
                     raise  # bad input or an unwritable folder: every other run would fail the same way
                 except Exception as error:  # recorded as failed; go on with the rest of the grid
                     print(f"{config.run_id}: failed: {type(error).__name__}: {error}", file=stream)
@@ -269,7 +269,7 @@ def _grid(args: argparse.Namespace) -> int:
         args.parser.error("the grid runs one configuration at a time in one process; for several GPUs per run, "
                           "use `torchrun ... -m ndlib train` per configuration (or --slurm and edit the launcher)")
     from ndlib.records import RecordWriteError
-    from ndlib.train import DataUnavailable
+    from ndlib.train import BadRunInput
 
     skipped = {"arch", "norm", "dataset", "epochs", "seed"}
     shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in skipped}
@@ -290,7 +290,7 @@ def _grid(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("grid interrupted; rerun the same command to continue (finished runs are skipped)", file=sys.stderr)
         return 130
-    except (DataUnavailable, RecordWriteError, ValueError, OSError) as error:  # damaged record, data, disk
+    except (BadRunInput, RecordWriteError, ValueError, OSError) as error:  # damaged record, data, disk
         return usage_error(args.parser.prog, f"grid stopped: {error}")
     print(f"grid done: {summary}")
     return summary.exit_code

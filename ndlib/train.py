@@ -73,7 +73,9 @@ __all__ = [
     "TABLE_ARCHS",
     "known_archs",
     "RunInterrupted",
+    "BadRunInput",
     "DataUnavailable",
+    "DeviceUnavailable",
     "run",
     "create_model",
     "DEFAULTS_BY_TABLE",
@@ -324,7 +326,8 @@ def _resolve_device(config: TrainConfig, context: dist_utils.DistContext) -> tor
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {config.device!r} requested but CUDA is not available here; use --device cpu")
+            raise DeviceUnavailable(f"device {config.device!r} requested but CUDA is not available here; "
+                                    "use --device cpu")
         if device.index is None:
             device = torch.device("cuda", context.local_rank if context.enabled else torch.cuda.current_device())
         torch.cuda.set_device(device)
@@ -638,8 +641,16 @@ def _is_final(state: dict, config: TrainConfig) -> bool:
 # --------------------------------------------------------------------------------------
 # The run
 # --------------------------------------------------------------------------------------
-class DataUnavailable(FileNotFoundError):
-    """The run's data could not be loaded (bad input: nothing was trained, no record written)."""
+class BadRunInput(Exception):
+    """The run cannot start on this input (nothing was trained, no record written)."""
+
+
+class DataUnavailable(BadRunInput, FileNotFoundError):
+    """The run's data could not be loaded."""
+
+
+class DeviceUnavailable(BadRunInput, ValueError):
+    """The requested device does not exist on this machine."""
 
 
 def _rerun_path(config: TrainConfig) -> Path:
@@ -651,7 +662,12 @@ def _promote(rerun_file: Path, canonical: Path, record: dict) -> None:
     if canonical.is_file():
         old = read_record(canonical)
         stamp = str(old.get("started_at", "unknown")).replace(":", "").replace("-", "").replace("+0000", "Z")
-        write_json_atomic(attempts_dir(canonical.parent) / f"{old['run_id']}.{stamp}.json", old)
+        archive = attempts_dir(canonical.parent) / f"{old['run_id']}.{stamp}.json"
+        count = 1
+        while archive.exists():  # never overwrite an earlier archived record
+            count += 1
+            archive = archive.with_name(f"{old['run_id']}.{stamp}-{count}.json")
+        write_json_atomic(archive, old)
     write_json_atomic(canonical, record)
     rerun_file.unlink(missing_ok=True)
 
@@ -808,7 +824,7 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
         if written:
             write()
         raise
-    except DataUnavailable:
+    except BadRunInput:
         raise  # bad input, nothing trained: no record
     except Exception as error:
         record.update(status="failed", finished_at=utc_now(), error=f"{type(error).__name__}: {error}",

@@ -1,0 +1,377 @@
+"""Never lose a result: each fault a user can cause, and what they see (README "Reliability").
+
+Rerun of a completed cell, failed and interrupted reruns, SIGINT / SIGTERM / SIGKILL
+mid-epoch with an exact resume, damaged records, full or read-only folders, bad input to
+every subcommand, and portable records.  All on tiny synthetic data.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import ndlib.cli
+import ndlib.records
+import ndlib.train
+from _experiments_helpers import tiny_config, tiny_model
+from ndlib.cli import main
+from ndlib.records import RecordWriteError, load_runs, read_record, write_json_atomic
+from ndlib.train import run, run_notebook
+
+TESTS = Path(__file__).resolve().parent
+PROJECT = TESTS.parent
+TINY = ["--synthetic", "--synthetic-image-size", "8", "--synthetic-train-size", "32", "--synthetic-test-size", "16",
+        "--batch-size", "16", "--device", "cpu", "--num-threads", "1", "--no-progress"]
+
+
+class _At(nn.Module):
+    """Wraps a model; at the ``call``-th training forward (1-based), does ``action()``."""
+
+    def __init__(self, model: nn.Module, call: int = 0, action=None) -> None:
+        super().__init__()
+        self.model, self.call, self.action, self.calls = model, call, action, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.call:
+                self.action()
+        return self.model(x)
+
+
+def _raise(error: BaseException):
+    def action():
+        raise error
+    return action
+
+
+@pytest.fixture
+def tiny_models(monkeypatch):
+    monkeypatch.setattr(ndlib.train, "create_model", lambda config: tiny_model(nd=config.norm == "nd"))
+
+
+def _cli(tmp_path, *extra: str) -> list[str]:
+    return ["train", "--arch", "vgg16", *TINY, "--runs-dir", str(tmp_path / "runs"),
+            "--checkpoint-dir", str(tmp_path / "ck"), *extra]
+
+
+def _record_file(tmp_path) -> Path:
+    (path,) = (tmp_path / "runs").glob("*.json")  # the one cell the CLI tests train
+    return path
+
+
+# --------------------------------------------------------------------------------------
+# A completed record is never replaced by a run that has not completed
+# --------------------------------------------------------------------------------------
+def test_rerunning_a_completed_cell_prints_it_and_trains_nothing(tmp_path, tiny_models, monkeypatch, capsys):
+    assert main(_cli(tmp_path)) == 0
+    before = _record_file(tmp_path).read_bytes()
+    capsys.readouterr()
+    monkeypatch.setattr(ndlib.train, "create_model", lambda config: pytest.fail("must not train"))
+    assert main(_cli(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "already completed" in out and "test_acc" in out and "--rerun" in out
+    assert _record_file(tmp_path).read_bytes() == before
+
+
+def test_a_rerun_that_fails_on_missing_data_leaves_the_record(tmp_path, tiny_models, monkeypatch, capsys):
+    assert main(_cli(tmp_path)) == 0
+    before = _record_file(tmp_path).read_bytes()
+    capsys.readouterr()
+
+    def missing(*args):
+        raise FileNotFoundError("cifar10 was not found under typo; fix: pass --data-dir to the folder that holds it")
+
+    monkeypatch.setattr(ndlib.train, "_build_loaders", missing)
+    assert main(_cli(tmp_path, "--rerun")) == 2
+    assert "not found under typo" in capsys.readouterr().err
+    assert _record_file(tmp_path).read_bytes() == before
+    assert not list((tmp_path / "runs").rglob("*.rerun.json"))
+
+
+def test_an_interrupted_rerun_leaves_the_record_and_resumes_with_rerun(tmp_path):
+    config = tiny_config(tmp_path, epochs=2, checkpoint_interval_s=0.0)
+    first = run(config, model=tiny_model(), progress=False)
+    record_file = tmp_path / "runs" / f"{config.run_id}.json"
+    before = record_file.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=_At(tiny_model(seed=5), 6, _raise(KeyboardInterrupt())), progress=False, rerun=True)
+    assert record_file.read_bytes() == before
+    attempt = read_record(tmp_path / "runs" / "attempts" / f"{config.run_id}.rerun.json")
+    assert attempt["status"] == "interrupted"
+    # a plain run still returns the completed record; --rerun resumes the rerun and completes it
+    assert run(config, model=tiny_model(), progress=False)["started_at"] == first["started_at"]
+    again = run(config, model=_At(tiny_model(seed=5)), progress=False, rerun=True)
+    assert again["status"] == "completed" and again["resumed_at_steps"] == [5]
+    assert read_record(record_file)["final"] == again["final"] != first["final"]  # another init: another result
+    archived = sorted((tmp_path / "runs" / "attempts").glob("*.json"))
+    assert len(archived) == 1 and read_record(archived[0])["final"] == first["final"]
+    assert len(load_runs(tmp_path / "runs")) == 1  # the book sees one record per cell
+
+
+def test_a_completed_rerun_replaces_the_record_and_keeps_the_old_one(tmp_path, tiny_models, capsys):
+    assert main(_cli(tmp_path)) == 0
+    old = read_record(_record_file(tmp_path))
+    assert main(_cli(tmp_path, "--rerun")) == 0
+    new = read_record(_record_file(tmp_path))
+    assert new["status"] == "completed" and new["started_at"] >= old["started_at"]
+    assert main(_cli(tmp_path, "--rerun")) == 0  # again: both earlier records are kept, none overwritten
+    kept = sorted(read_record(p)["finished_at"] for p in (tmp_path / "runs" / "attempts").glob("*.json"))
+    assert len(kept) == 2 and kept[0] == old["finished_at"] and not list((tmp_path / "runs").glob("attempts/*.rerun.json"))
+
+
+def test_a_failed_first_run_is_recorded_and_a_later_run_replaces_it(tmp_path):
+    config = tiny_config(tmp_path)
+    with pytest.raises(RuntimeError):
+        run(config, model=_At(tiny_model(), 2, _raise(RuntimeError("boom"))), progress=False)
+    assert read_record(tmp_path / "runs" / f"{config.run_id}.json")["status"] == "failed"
+    assert run(config, model=tiny_model(), progress=False, resume=False)["status"] == "completed"
+
+
+# --------------------------------------------------------------------------------------
+# Signals and exact resume
+# --------------------------------------------------------------------------------------
+def _weights(model: nn.Module) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_epoch_records_interrupted_and_resume_is_exact(tmp_path, signum):
+    straight_model = _At(tiny_model(nd=True))
+    straight = run(tiny_config(tmp_path / "straight", epochs=2), model=straight_model, progress=False)
+    config = tiny_config(tmp_path / "stopped", epochs=2, checkpoint_interval_s=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=_At(tiny_model(nd=True), 3, lambda: os.kill(os.getpid(), signum)), progress=False)
+    stopped = read_record(tmp_path / "stopped" / "runs" / f"{config.run_id}.json")
+    assert stopped["status"] == "interrupted" and stopped["history"] == []
+    resumed_model = _At(tiny_model(nd=True, seed=99))
+    resumed = run(config, model=resumed_model, progress=False)
+    assert resumed["resumed_at_steps"] == [2] and resumed["history"][0]["resumed_mid_epoch"]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5"):
+        assert resumed["final"][key] == straight["final"][key], key
+    expected, got = _weights(straight_model), _weights(resumed_model)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+_CHILD = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from torch import nn
+    from _experiments_helpers import tiny_config, tiny_model
+    from ndlib.train import run
+
+    class At(nn.Module):
+        def __init__(self, model, call):
+            super().__init__()
+            self.model, self.call, self.calls = model, call, 0
+        def forward(self, x):
+            if self.training:
+                self.calls += 1
+                if self.calls == self.call:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return self.model(x)
+
+    config = tiny_config(Path({root!r}), epochs=2, synthetic_train_size=128, checkpoint_interval_s=0.0)
+    run(config, model=At(tiny_model(nd=True), {kill_at}), progress=False)
+""")
+
+
+@pytest.mark.parametrize("kill_at", [4, 13])  # mid first epoch, mid second epoch (8 steps each)
+def test_sigkill_mid_epoch_then_the_same_command_gives_the_uninterrupted_result(tmp_path, kill_at):
+    straight_model = _At(tiny_model(nd=True))
+    straight = run(tiny_config(tmp_path / "straight", epochs=2, synthetic_train_size=128), model=straight_model,
+                   progress=False)
+    root = tmp_path / "killed"
+    child = subprocess.run([sys.executable, "-c", _CHILD.format(tests=str(TESTS), root=str(root), kill_at=kill_at)],
+                           capture_output=True, text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    config = tiny_config(root, epochs=2, synthetic_train_size=128, checkpoint_interval_s=0.0)
+    assert read_record(root / "runs" / f"{config.run_id}.json")["status"] == "running"  # killed: no chance to say
+    assert not [p for p in (root / "checkpoints" / config.run_id).iterdir() if p.name != "last.pt"]  # no torn files
+    resumed_model = _At(tiny_model(nd=True, seed=99))
+    resumed = run(config, model=resumed_model, progress=False)
+    assert resumed["status"] == "completed" and resumed["resumed_at_steps"] == [kill_at - 1]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    for epoch in range(2):
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr", "lr_end"):
+            assert resumed["history"][epoch][key] == straight["history"][epoch][key], (epoch, key)
+    expected, got = _weights(straight_model), _weights(resumed_model)
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_the_tensor_loader_continues_mid_epoch_with_the_same_batches():
+    from ndlib.data import TensorLoader, synthetic_arrays
+
+    train, _, _ = synthetic_arrays(40, 8, 3, 8, seed=1)
+    loader = TensorLoader(train, 8, (0.5,) * 3, (0.25,) * 3, train=True, seed=3)
+    loader.set_epoch(2)
+    full = list(loader)
+    loader.set_epoch(2)
+    iterator = iter(loader)
+    for _ in range(2):
+        next(iterator)
+    state = loader.state_dict()
+    other = TensorLoader(train, 8, (0.5,) * 3, (0.25,) * 3, train=True, seed=3)
+    other.load_state_dict(state)
+    rest = list(other)
+    assert len(rest) == 3
+    for (x, y), (x2, y2) in zip(full[2:], rest):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+# --------------------------------------------------------------------------------------
+# Damaged records, full or read-only folders
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("content, problem", [
+    ('{"run_id": "t1-x", "status": "compl', "not valid JSON"),
+    ('{"run_id": "t1-x", "status": "completed", "config": {}, "schema_version": 99}', "schema_version 99"),
+    ('[1, 2]', "lacks a run_id"),
+])
+def test_a_damaged_record_is_named_everywhere(tmp_path, tiny_models, capsys, content, problem):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    name = ndlib.cli.config_from_args(ndlib.cli.build_parser().parse_args(_cli(tmp_path)), None).run_id + ".json"
+    (runs / name).write_text(content)
+    with pytest.raises(ValueError, match=re.escape(name) + ".*" + re.escape(problem)):
+        load_runs(runs)
+    assert main(_cli(tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and name in err[0] and problem in err[0]
+    assert (runs / name).read_text() == content  # untouched
+
+
+def test_a_full_disk_is_named_and_leaves_the_previous_version(tmp_path, monkeypatch):
+    path = write_json_atomic(tmp_path / "r.json", {"a": 1})
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(RecordWriteError, match=r"cannot write .*r\.json \(No space left on device\).*free disk"):
+        write_json_atomic(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_a_read_only_runs_folder_is_one_line_exit_2(tmp_path, tiny_models, monkeypatch, capsys):
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ndlib.records.tempfile, "mkstemp", read_only)
+    assert main(_cli(tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Permission denied" in err[-1] and "writable" in err[-1]
+    assert not list((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else True
+
+
+# --------------------------------------------------------------------------------------
+# Bad input: one line, exit 2, no traceback
+# --------------------------------------------------------------------------------------
+def _exit_and_stderr(args: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(args)
+    except SystemExit as done:
+        code = done.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["train", "--arch", "nope"], "invalid choice: 'nope'"),
+    (["train", "--arch", "vgg16", "--epochs", "0"], "epochs must be a positive integer"),
+    (["train", "--arch", "vgg16", "--lr", "fast"], "invalid float value: 'fast'"),
+    (["train", "--arch", "vgg16", "--checkpoint-interval-s", "-1"], "checkpoint_interval_s must be a non-negative"),
+    (["grid", "--table", "1", "--archs", "nope", "--dry-run"], "invalid archs ['nope']"),
+    (["grid", "--table", "3"], "invalid choice: 3"),
+    (["bench", "--arch", "nope"], "unknown arch 'nope'"),
+    (["bench", "--arch", "vgg16", "--image-size", "-3"], "image_size must be a positive int"),
+    (["bench", "--arch", "vgg16", "--batch-size", "0"], "batch_size must be a positive int"),
+])
+def test_every_subcommand_rejects_bad_input_in_one_line(args, problem, capsys):
+    code, err = _exit_and_stderr(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and problem in lines[0] and "--help" in lines[0], err
+
+
+def test_the_entry_point_prints_no_traceback_for_bad_input():
+    done = subprocess.run([sys.executable, "-m", "ndlib", "bench", "--arch", "nope"], capture_output=True, text=True,
+                          cwd=PROJECT, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_requested_without_cuda_is_one_line(tmp_path, capsys, tiny_models):
+    code, err = _exit_and_stderr(["bench", "--arch", "vgg16", "--device", "cuda"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "CUDA is not available" in err
+    code, err = _exit_and_stderr(_cli(tmp_path, "--device", "cuda"), capsys)
+    assert code == 2 and "CUDA is not available" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*.json"))
+
+
+@pytest.mark.parametrize("parameters, message", [
+    ({"synthetic": True, "rerun": "yes"}, "rerun must be True or False"),
+    ({"synthetic": True, "epochs": -1}, "epochs must be a positive integer"),
+    ({"synthetic": True, "archh": "vgg16"}, "unknown notebook parameter"),
+])
+def test_notebook_parameters_are_checked(parameters, message):
+    with pytest.raises(ValueError, match=message):
+        run_notebook(parameters)
+
+
+# --------------------------------------------------------------------------------------
+# Portable records
+# --------------------------------------------------------------------------------------
+_ABSOLUTE = re.compile(r"(?<![\w.<~])/(?:root|home|work|tmp|usr|opt|var|mnt|srv|Users|private)/|[A-Za-z]:\\\\")
+
+
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def test_a_new_record_carries_no_absolute_path(tmp_path):
+    config = tiny_config(tmp_path)
+    with pytest.raises(RuntimeError):  # a failed run: traceback and error scrubbed too
+        run(config, model=_At(tiny_model(), 2, _raise(RuntimeError(f"boom in {tmp_path}"))), progress=False)
+    run(tiny_config(tmp_path / "ok"), model=tiny_model(), progress=False)
+    for path in (tmp_path / "runs").glob("*.json"), (tmp_path / "ok" / "runs").glob("*.json"):
+        for record_file in path:
+            text = record_file.read_text()
+            bad = [s for s in _strings(json.loads(text)) if _ABSOLUTE.search(s)]
+            assert not bad, bad[:3]
+
+
+def test_no_committed_record_carries_an_absolute_path_or_describes_people():
+    files = sorted((PROJECT / "results").rglob("*.json"))
+    assert files
+    for path in files:
+        strings = list(_strings(json.loads(path.read_text())))
+        bad = [s for s in strings if _ABSOLUTE.search(s)]
+        assert not bad, f"{path.name}: {bad[:3]}"
+        people = [s for s in strings if re.search(r"\b(engineers?|colleagues?|people|users?)\b", s, re.I)
+                  and not s.startswith("git")]
+        assert not people, f"{path.name}: a note describes people: {people[:2]}"
+
+
+def test_portable_path_is_relative_inside_the_project_and_a_placeholder_outside(tmp_path):
+    from ndlib.records import portable_path
+
+    assert portable_path(PROJECT / "data") == "data"
+    assert portable_path(tmp_path / "x").startswith("<tmp>/")
+    assert portable_path("/nowhere/at/all") == "<outside the project>/all"
