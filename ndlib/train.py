@@ -873,6 +873,8 @@ def run_notebook(parameters: dict, *, progress: bool = False) -> dict:
         records_dir = str(scratch / "runs")
         values.setdefault("checkpoint_dir", str(scratch / "checkpoints"))
     config = TrainConfig(**values, runs_dir=records_dir)
+    stored = completed_record(config.run_id, config.runs_dir)
     record = run(config, progress=progress, rerun=rerun)
+    record["reused"] = stored is not None and not rerun  # the stored result, nothing trained
     record["record_path"] = str(record_path(config.run_id, config.runs_dir))
     return record

@@ -135,7 +135,8 @@ def test_notebooks_are_thin_stripped_and_parameterised(name):
         names.append(statement.targets[0].id)
     declared = ast.literal_eval([s for s in tree.body if s.targets[0].id == "PARAMETER_NAMES"][0].value)
     assert set(declared) == set(names) - {"PARAMETER_NAMES"}
-    assert set(declared) - {"records_dir"} <= {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    assert set(declared) - {"records_dir", "rerun"} <= {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+    assert "rerun" in declared and tree.body[[t.targets[0].id for t in tree.body].index("rerun")].value.value is False
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, "run nbstripout on the notebook"

@@ -317,6 +317,18 @@ def test_cuda_requested_without_cuda_is_one_line(tmp_path, capsys, tiny_models):
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*.json"))
 
 
+def test_a_notebook_returns_a_completed_record_instead_of_training(tmp_path, monkeypatch):
+    parameters = {"synthetic": True, "synthetic_train_size": 16, "synthetic_test_size": 16, "synthetic_image_size": 8,
+                  "batch_size": 16, "num_threads": 1, "device": "cpu", "records_dir": str(tmp_path / "runs"),
+                  "checkpoint_dir": str(tmp_path / "ck")}
+    monkeypatch.setattr(ndlib.train, "create_model", lambda config: tiny_model())
+    first = run_notebook(parameters)
+    assert first["status"] == "completed" and not first["reused"]
+    monkeypatch.setattr(ndlib.train, "create_model", lambda config: pytest.fail("must not train"))
+    again = run_notebook(parameters)
+    assert again["reused"] and again["final"] == first["final"]
+
+
 @pytest.mark.parametrize("parameters, message", [
     ({"synthetic": True, "rerun": "yes"}, "rerun must be True or False"),
     ({"synthetic": True, "epochs": -1}, "epochs must be a positive integer"),
