@@ -1,6 +1,7 @@
 """``make gpu-check``: one command that proves the GPU path, in minutes, on one CUDA GPU.
 
     PYTHONPATH=. python3 -m ndlib.gpu_check --out DIR [--data-dir DIR] [--quick] [--budget-s S]
+    python -m ndlib gpu-check --out DIR ...        (the same, as a subcommand of ndlib.cli)
 
 It runs with the machine's own Python and torch (>= 2.4; no virtual environment, no install
 step) and writes, into ``DIR``, one JSON file per step and a one-page ``summary.md``:
@@ -898,8 +899,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    """Register ``gpu-check`` with :mod:`ndlib.cli` (append ``"ndlib.gpu_check"`` to its
-    ``SUBCOMMAND_MODULES``)."""
+    """Register ``gpu-check`` with :mod:`ndlib.cli` (listed in its ``SUBCOMMAND_MODULES``)."""
     parser = subparsers.add_parser("gpu-check", help="prove the GPU path: layers, models, bench, one epoch",
                                    description=__doc__.split("\n\n")[0])
     _configure(parser)

@@ -99,13 +99,17 @@ def test_out_must_not_be_a_file(tmp_path, capsys):
     assert "not a folder" in capsys.readouterr().err
 
 
-def test_registers_as_a_subcommand():
-    import argparse
+def test_registers_as_a_subcommand(tmp_path, capsys):
+    from ndlib.cli import build_parser, main
 
-    parser = argparse.ArgumentParser()
-    gpu_check.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["gpu-check", "--out", "o", "--quick"])
+    args = build_parser().parse_args(["gpu-check", "--out", "o", "--quick"])
     assert args.handler is gpu_check._handle and args.quick and args.data_dir == "data"
+    with pytest.raises(SystemExit) as exit_info:  # python -m ndlib gpu-check: same one-line errors
+        main(["gpu-check", "--out", "o", "--device", "cpu"])
+    assert exit_info.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    if not torch.cuda.is_available():
+        assert main(["gpu-check", "--out", str(tmp_path / "o")]) == 2
+        assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 # --------------------------------------------------------------------------------------
