@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 from ndlib.report import CIFAR_EPOCHS
 
 __all__ = ["table1_figure", "reproduction_vs_paper_figure", "timing_ratio_figure",
-           "learning_curves_figure", "reproduction_difference_figure",
-           "SOURCES", "NORM_PALETTE"]
+           "learning_curves_figure", "reproduction_difference_figure", "one_epoch_figure",
+           "nd_gain_figure", "SOURCES", "NORM_PALETTE"]
 
 SOURCES: tuple[str, ...] = ("paper", "reproduction", "ours")
 SOURCE_TITLES = {
@@ -230,4 +230,129 @@ def reproduction_difference_figure(comparison: pd.DataFrame) -> Figure:
     ax.tick_params(axis="x", rotation=0, labelsize=9)
     ax.tick_params(axis="y", labelsize=9)
     fig.tight_layout()
+    return fig
+
+
+# Vertical offsets of the three sources within an architecture's row (paper on top).
+_ROW_OFFSETS = {"paper": -0.25, "reproduction": 0.0, "ours": 0.25}
+_SOURCE_MARKERS = {"paper": "o", "reproduction": "X", "ours": "D"}
+FLAG_COLOUR = "#C44E52"
+
+
+def _source_rows(ax: plt.Axes, names: list[str], values: dict[str, tuple], colours: dict[str, object],
+                 labels: dict[str, str]) -> None:
+    """Draw, per source, its points at the architecture rows (offset within a row) with a
+    horizontal error bar; ``values[source] = (means, errors)`` aligned with ``names``."""
+    rows = range(len(names))
+    for source, (means, errors) in values.items():
+        ys = [row + _ROW_OFFSETS[source] for row in rows]
+        ax.errorbar(means, ys, xerr=errors, fmt=_SOURCE_MARKERS[source], color=colours[source],
+                    markersize=6, elinewidth=1.3, capsize=2.5, linestyle="none",
+                    label=labels[source])
+    ax.set_yticks(list(rows), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    for boundary in range(len(names) - 1):
+        ax.axhline(boundary + 0.5, color="0.9", linewidth=0.8)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _say_not_run(ax: plt.Axes, y: float) -> None:
+    """"ours: not run" at the left edge of a panel, at row position ``y``."""
+    ax.text(0.02, y, "ours: not run", va="center", ha="left", fontsize=7, color="0.45",
+            transform=ax.get_yaxis_transform())
+
+
+def one_epoch_figure(agreement: pd.DataFrame, title: str = "", k: float = 2.0) -> Figure:
+    """One dataset at one budget: per architecture, the paper's value (circle), the
+    reproduction's mean ± one sd over its attempts (cross) and our test accuracy, mean ± one
+    sd over our seeds (diamond, with ``n``), in a BN panel and an ND panel.  A red ring marks
+    a cell whose paper value lies outside our mean ± ``k`` sd (column ``ours_outside``, tested
+    only with enough seeds); a row without our runs says "not run".
+
+    ``agreement`` is :func:`ndlib.report.agreement_with_paper` for one dataset.
+    """
+    _require(agreement, ["paper_name", "norm", "paper_test", "repro_mean", "repro_std",
+                         "ours_test_mean", "ours_test_std", "ours_n", "ours_outside"],
+             "the agreement frame")
+    if agreement.empty:
+        raise ValueError("the agreement frame is empty; nothing to plot")
+    names = list(dict.fromkeys(agreement["paper_name"]))
+    fig, axes = plt.subplots(1, len(NORM_PALETTE), figsize=(11, 0.55 * len(names) + 2.2),
+                             sharey=True, sharex=True, squeeze=False)
+    top = float(pd.concat([agreement["paper_test"], agreement["repro_mean"] + agreement["repro_std"].fillna(0),
+                           agreement["ours_test_mean"] + agreement["ours_test_std"].fillna(0)]).max())
+    for ax, norm in zip(axes[0], NORM_PALETTE):
+        part = agreement[agreement["norm"] == norm.lower()].set_index("paper_name").reindex(names)
+        shades = sns.light_palette(NORM_PALETTE[norm], 5)[2:]
+        colours = dict(zip(SOURCES, shades))
+        _source_rows(ax, names, {
+            "paper": (part["paper_test"], None),
+            "reproduction": (part["repro_mean"], part["repro_std"]),
+            "ours": (part["ours_test_mean"], part["ours_test_std"]),
+        }, colours, {"paper": "paper (test)", "reproduction": "reproduction (mean ± sd)",
+                     "ours": "ours (test, mean ± sd)"})
+        for row, (name, cell) in enumerate(part.iterrows()):
+            y = row + _ROW_OFFSETS["ours"]
+            if cell["ours_n"] == 0 or pd.isna(cell["ours_test_mean"]):
+                _say_not_run(ax, y)
+                continue
+            ax.annotate(f"n={int(cell['ours_n'])}", (cell["ours_test_mean"], y), xytext=(7, 0),
+                        textcoords="offset points", va="center", fontsize=7, color="0.3")
+            if pd.notna(cell["ours_outside"]) and bool(cell["ours_outside"]):
+                ax.plot([cell["ours_test_mean"]], [y], marker="o", markersize=13,
+                        markerfacecolor="none", markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6,
+                        linestyle="none")
+        ax.set_title(norm, fontsize=11)
+        ax.set_xlabel("test accuracy (%)")
+        ax.set_xlim(0, min(101.0, 5.0 * (top // 5.0) + 10.0))
+    # The legend shows the shapes in grey: the colour only says BN (blue) or ND (orange).
+    handles = [plt.Line2D([], [], marker=_SOURCE_MARKERS[source], color="0.4", linestyle="none",
+                          markersize=7) for source in SOURCES]
+    labels = ["paper (test)", "reproduction (mean ± sd)", "ours (test, mean ± sd, n seeds)"]
+    handles.append(plt.Line2D([], [], marker="o", markersize=11, markerfacecolor="none",
+                              markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6, linestyle="none"))
+    labels.append(f"paper outside ours ± {k:g} sd")
+    fig.legend(handles, labels, loc="upper right", ncol=4, frameon=False, fontsize=8,
+               bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(title, x=0.01, y=0.99, ha="left", fontsize=12)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return fig
+
+
+def nd_gain_figure(gains: pd.DataFrame, titles: dict[str, str] | None = None) -> Figure:
+    """ND minus BN (points) per architecture, one panel per dataset: the paper's gain
+    (circle), the reproduction's (cross, ± one standard error over its attempts) and ours
+    (diamond, ± one standard error over our seeds where both sides have two or more; no bar
+    with one seed).  A row without our runs on both sides says "not run".  The dashed line is
+    no gain.
+
+    ``gains`` is :func:`ndlib.report.nd_vs_bn` rows of one budget (with ``paper_name``).
+    """
+    _require(gains, ["dataset", "paper_name", "paper_gain", "repro_gain", "repro_gain_se",
+                     "ours_gain", "ours_gain_se"], "the gains frame")
+    if gains.empty:
+        raise ValueError("the gains frame is empty; nothing to plot")
+    datasets = list(dict.fromkeys(gains["dataset"]))
+    names = list(dict.fromkeys(gains["paper_name"]))
+    colours = dict(zip(SOURCES, sns.color_palette("dark", 3)))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 0.5 * len(names) + 2),
+                             sharey=True, squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        part = gains[gains["dataset"] == dataset].set_index("paper_name").reindex(names)
+        _source_rows(ax, names, {
+            "paper": (part["paper_gain"], None),
+            "reproduction": (part["repro_gain"], part["repro_gain_se"]),
+            "ours": (part["ours_gain"], part["ours_gain_se"]),
+        }, colours, {"paper": "paper", "reproduction": "reproduction (± se)",
+                     "ours": "ours (± se)"})
+        for row, value in enumerate(part["ours_gain"]):
+            if pd.isna(value):
+                _say_not_run(ax, row + _ROW_OFFSETS["ours"])
+        ax.axvline(0.0, color="0.4", linestyle="--", linewidth=1)
+        ax.set_title((titles or {}).get(dataset, dataset), fontsize=11)
+        ax.set_xlabel("ND − BN (points)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=3, frameon=False, fontsize=8,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig

@@ -25,9 +25,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import re
 import shlex
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -68,6 +69,22 @@ __all__ = [
     "missing_commands",
     "format_mean_std",
     "nd_vs_bn",
+    "run_options",
+    "paper_settings_only",
+    "train_command",
+    "compare_difference",
+    "agreement_with_paper",
+    "compare_cells",
+    "efficientnet_variants",
+    "efficientnet_sentences",
+    "equal_cost",
+    "equal_cost_verdicts",
+    "epoch_cost",
+    "one_epoch_discussion",
+    "record_details",
+    "load_record_details",
+    "run_costs",
+    "channel_statistics",
 ]
 
 CIFAR_EPOCHS: tuple[int, ...] = (1, 20, 100)
@@ -98,6 +115,27 @@ _CELL = ["dataset", "arch", "norm", "epochs"]
 def _in_table(runs: pd.DataFrame, table: int) -> pd.Series:
     """Rows of ``runs`` that belong to the paper's Table ``table`` (a missing value: none)."""
     return pd.to_numeric(runs["table"], errors="coerce") == table
+
+
+# A run whose settings differ from the paper's defaults has ``-o<hash of the options>`` at the
+# end of its run id (``ndlib.train.TrainConfig.run_id``).
+_OPTIONS_SUFFIX = re.compile(r"-o[0-9a-f]+$")
+
+
+def run_options(run_id: object) -> str:
+    """The ``-o<hash>`` suffix of a run id (its non-default options), ``""`` for a run with
+    the paper's settings.  E.g. ``"t1-cifar10-vgg16-nd-e1-s0-o1a2b3c4d"`` -> ``"o1a2b3c4d"``."""
+    match = _OPTIONS_SUFFIX.search(run_id) if isinstance(run_id, str) else None
+    return match.group(0)[1:] if match else ""
+
+
+def paper_settings_only(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs trained with the paper's settings: run ids without an ``-o<hash>`` suffix.
+
+    A run with any non-default option (e.g. ``deconv_refresh_every``) measures something else
+    and never counts for a cell of the paper's table."""
+    _require_columns(runs, ["run_id"], "the run records")
+    return runs[runs["run_id"].map(run_options) == ""]
 
 
 # --------------------------------------------------------------------------- loading
@@ -229,14 +267,17 @@ def _reproduction_cells() -> pd.DataFrame:
 
 
 def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
-    """Per cell: test mean/std over the distinct seeds of completed real runs, and counts."""
+    """Per cell: test mean/std over the distinct seeds of completed real runs with the paper's
+    settings (:func:`paper_settings_only`), their mean training seconds, and counts."""
     columns = ["dataset", "arch", "norm", "epochs", "ours_test_mean", "ours_test_std", "ours_n",
-               "ours_train_mean", "ours_seeds", "ours_other_runs", "ours_other_detail"]
+               "ours_train_mean", "ours_seeds", "ours_train_time_mean", "ours_other_runs",
+               "ours_other_detail"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    _require_columns(runs, ["status", "table", "dataset", "arch", "norm", "epochs", "seed",
-                            "test_acc", "train_acc", "synthetic"], "the run records")
-    real, _ = split_synthetic(runs)
+    _require_columns(runs, ["run_id", "status", "table", "dataset", "arch", "norm", "epochs",
+                            "seed", "test_acc", "train_acc", "train_time_s", "synthetic"],
+                     "the run records")
+    real, _ = split_synthetic(paper_settings_only(runs))
     real = real[_in_table(real, table)]
     if real.empty:
         return pd.DataFrame(columns=columns)
@@ -249,7 +290,8 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     cells = (done.groupby(_CELL)
              .agg(ours_test_mean=("test_acc", "mean"), ours_test_std=("test_acc", "std"),
                   ours_n=("seed", "nunique"), ours_train_mean=("train_acc", "mean"),
-                  ours_seeds=("seed", lambda s: tuple(sorted(int(v) for v in s))))
+                  ours_seeds=("seed", lambda s: tuple(sorted(int(v) for v in s))),
+                  ours_train_time_mean=("train_time_s", "mean"))
              .reset_index())
     unfinished = real[real["status"] != "completed"]
     other = (unfinished.groupby(_CELL)
@@ -320,7 +362,9 @@ def nd_vs_bn(table: pd.DataFrame) -> pd.DataFrame:
     ``paper_gain``: the paper's test accuracies; ``repro_gain``: the reproduction's reported
     values (training accuracy at 20/100 epochs); ``ours_gain``: difference of our test means,
     with ``ours_gain_se`` = sqrt(s_nd^2/n_nd + s_bn^2/n_bn) (Welch's standard error; NaN unless
-    both sides have at least two seeds) and ``ours_n_bn``, ``ours_n_nd``.
+    both sides have at least two seeds) and ``ours_n_bn``, ``ours_n_nd``; ``repro_gain_se``
+    the same over the reproduction's attempts.  With the table's ``paper_name`` column, rows
+    follow the paper's order of architectures and carry ``paper_name``.
     """
     _require_columns(table, ["dataset", "arch", "norm", "epochs", "paper_test", "repro_mean",
                              "ours_test_mean", "ours_test_std", "ours_n"], "the Table 1 frame")
@@ -341,7 +385,20 @@ def nd_vs_bn(table: pd.DataFrame) -> pd.DataFrame:
     se = np.sqrt(sd_nd**2 / n_nd.where(n_nd > 1) + sd_bn**2 / n_bn.where(n_bn > 1))
     out["ours_gain_se"] = se
     out["ours_n_bn"], out["ours_n_nd"] = n_bn, n_nd
-    return out.reset_index()
+    if {"repro_std", "repro_n"} <= set(table.columns):
+        spread = table.pivot_table(index=keys, columns="norm", values=["repro_std", "repro_n"],
+                                   aggfunc="first", dropna=False).reindex(wide.index)
+        out["repro_gain_se"] = np.sqrt(spread[("repro_std", "nd")] ** 2 / spread[("repro_n", "nd")]
+                                       + spread[("repro_std", "bn")] ** 2 / spread[("repro_n", "bn")])
+    out = out.reset_index()
+    if "paper_name" in table.columns:
+        names = table.drop_duplicates("arch").set_index("arch")["paper_name"]
+        out.insert(2, "paper_name", out["arch"].map(names))
+        # The table's (paper's) order of architectures, not the alphabet.
+        rank = out["arch"].map({arch: i for i, arch in enumerate(names.index)})
+        out = (out.assign(_rank=rank).sort_values(["dataset", "epochs", "_rank"])
+               .drop(columns="_rank").reset_index(drop=True))
+    return out
 
 
 def format_mean_std(mean: float, std: float, n: int, digits: int = 2) -> str:
@@ -385,7 +442,9 @@ def table1_long(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     {"paper", "reproduction", "ours"} and ``metric`` saying what the value is
     ("test" for the paper and ours; "as reported" for the reproduction, whose 20/100-epoch
     values are training accuracy).  The reproduction gives one row per attempt and ours one
-    row per seed of a completed real-data run, so a plot can show their spread."""
+    row per seed of a completed real-data run with the paper's settings, in a cell of the
+    paper's grid (our extra architectures and budgets are left out), so a plot can show their
+    spread."""
     paper = _paper_cells(dataset)
     names = paper.drop_duplicates("arch").set_index("arch")["paper_name"]
     frames = [paper.assign(source="paper", metric="test", accuracy=paper["paper_test"])]
@@ -394,9 +453,10 @@ def table1_long(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     frames.append(repro.assign(source="reproduction", metric="as reported",
                                accuracy=repro["acc_pct"], paper_name=repro["arch"].map(names)))
     if not runs.empty:
-        real, _ = split_synthetic(runs)
+        real, _ = split_synthetic(paper_settings_only(runs))
         ours = real[_in_table(real, 1) & (real["dataset"] == dataset)
-                    & (real["status"] == "completed")]
+                    & (real["status"] == "completed") & real["arch"].isin(names.index)
+                    & pd.to_numeric(real["epochs"], errors="coerce").isin(CIFAR_EPOCHS)]
         frames.append(ours.assign(source="ours", metric="test", accuracy=ours["test_acc"],
                                   epochs=ours["epochs"].astype(int),
                                   paper_name=ours["arch"].map(names)))
@@ -620,18 +680,22 @@ def reproduction_timing() -> pd.DataFrame:
 
 
 def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
-    """Our training times: per (device, threads, synthetic, dataset, arch, epochs) the mean
-    wall seconds of BN and ND runs that completed, images/s, and the ratio ND / BN.
+    """Our training times: per (device, threads, synthetic, dataset, arch, epochs, options)
+    the mean wall seconds of BN and ND runs that completed, images/s, and the ratio ND / BN.
 
-    The device stays in the key: a CPU ratio is never mixed with a GPU one."""
-    keys = ["device_type", "device_name", "num_threads", "synthetic", "dataset", "arch", "epochs"]
+    The device stays in the key: a CPU ratio is never mixed with a GPU one.  So do the
+    options (:func:`run_options`, ``""`` for the paper's settings): a run with a non-default
+    setting is never averaged with the paper's."""
+    keys = ["device_type", "device_name", "num_threads", "synthetic", "dataset", "arch", "epochs",
+            "options"]
     cols = keys + ["bn_train_s", "nd_train_s", "bn_images_per_s", "nd_images_per_s",
                    "ratio_nd_bn", "n_bn", "n_nd", "notes"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
-    _require_columns(runs, keys + ["status", "norm", "train_time_s", "images_per_s"],
-                     "the run records")
+    _require_columns(runs, keys[:-1] + ["run_id", "status", "norm", "train_time_s",
+                                         "images_per_s"], "the run records")
     done = runs[runs["status"] == "completed"].copy()
+    done["options"] = done["run_id"].map(run_options)
     _, synthetic = split_synthetic(done)
     done["synthetic"] = done.index.isin(synthetic.index)
     done["num_threads"] = done["num_threads"].fillna(0).astype(int)
@@ -737,3 +801,578 @@ def missing_commands(table: pd.DataFrame, seeds: Sequence[int] = DEFAULT_SEEDS) 
                      "archs": ", ".join(archs),
                      "command": grid_command(dataset, archs, [int(epochs)], seeds)})
     return pd.DataFrame(rows, columns=["dataset", "epochs", "cells_missing", "archs", "command"])
+
+
+# --------------------------------------------------------------------------- one epoch
+
+#: Readable names of the datasets, for generated sentences.
+DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
+
+
+def _missing(value: object) -> bool:
+    """True for None, NA and NaN."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _count(value: object) -> int:
+    """A seed count that may be missing (NaN after a merge): 0 then."""
+    return 0 if _missing(value) else int(value)
+
+
+def train_command(dataset: str, arch: str, norm: str, epochs: int, seed: int) -> str:
+    """The command that trains one run with the paper's settings, e.g.
+    ``python -m ndlib train --arch vgg16 --norm bn --dataset cifar10 --epochs 2 --seed 0``."""
+    return shlex.join(["python", "-m", "ndlib", "train", "--arch", arch, "--norm", norm,
+                       "--dataset", dataset, "--epochs", str(int(epochs)), "--seed", str(int(seed))])
+
+
+def compare_difference(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float,
+                       n_b: int, k: float = 2.0) -> dict[str, object]:
+    """``a - b`` for two means over seeds, with Welch's standard error and a verdict.
+
+    Returns ``diff`` (NaN when a side has no run); ``se`` = sqrt(s_a^2/n_a + s_b^2/n_b) (NaN
+    unless both sides have at least two seeds); ``verdict``: ``"not run"``, ``"no noise
+    estimate"`` (one seed on a side), ``"beyond noise"`` (|diff| > k se) or ``"within
+    noise"``; and ``text``, e.g. ``"+3.20 points (standard error 1.10: beyond 2 standard
+    errors)"``.
+    """
+    n_a, n_b = _count(n_a), _count(n_b)
+    if n_a == 0 or n_b == 0 or _missing(mean_a) or _missing(mean_b):
+        return _judge(math.nan, math.nan, k)
+    diff = float(mean_a) - float(mean_b)
+    if n_a < 2 or n_b < 2 or _missing(sd_a) or _missing(sd_b):
+        return _judge(diff, math.nan, k)
+    return _judge(diff, math.sqrt(float(sd_a) ** 2 / n_a + float(sd_b) ** 2 / n_b), k)
+
+
+def _judge(diff: float, se: float, k: float) -> dict[str, object]:
+    """The verdict and text of :func:`compare_difference` for a difference and its standard
+    error (NaN difference: not run; NaN error: no noise estimate)."""
+    if _missing(diff):
+        return {"diff": math.nan, "se": math.nan, "verdict": "not run", "text": "not run"}
+    if _missing(se):
+        return {"diff": diff, "se": math.nan, "verdict": "no noise estimate",
+                "text": f"{diff:+.2f} points (one seed on a side: no estimate of the noise)"}
+    where = "beyond" if abs(diff) > k * se else "within"
+    return {"diff": diff, "se": se, "verdict": f"{where} noise",
+            "text": f"{diff:+.2f} points (standard error {se:.2f}: {where} {k:g} standard errors)"}
+
+
+def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, k: float = 2.0,
+                         min_seeds: int = 3) -> pd.DataFrame:
+    """How far the reproduction and our runs lie from the paper, per cell of a :func:`table1`
+    frame at ``epochs`` (one row per dataset, architecture and norm, in the table's order).
+
+    Columns: ``dataset, arch, paper_name, norm, epochs, paper_test, repro_mean, repro_std,
+    repro_n, ours_test_mean, ours_test_std, ours_n, ours_train_mean``; the differences
+    ``repro_minus_paper``, ``ours_minus_paper`` and ``ours_minus_repro`` (points);
+    ``ours_outside``: for a cell with at least ``min_seeds`` seeds, whether our mean lies more
+    than ``k`` standard deviations of our seeds from the paper's value,
+    ``|ours_mean - paper| > k * sd`` -- the paper reports a single run, and a single run of a
+    setting whose runs scatter like our seeds falls outside mean ± 2 sd only rarely (about
+    one run in twenty for normally distributed results) -- and ``<NA>`` with fewer seeds (not
+    tested); ``closer_to``: the published value our mean is nearer, ``"paper"``,
+    ``"reproduction"`` or ``"equally close"`` (``""`` without a run of ours).
+    """
+    _require_columns(table, ["dataset", "arch", "paper_name", "norm", "epochs", "paper_test",
+                             "repro_mean", "repro_std", "repro_n", "ours_test_mean",
+                             "ours_test_std", "ours_n", "ours_train_mean"], "the Table 1 frame")
+    part = table[table["epochs"] == epochs]
+    if part.empty:
+        raise ValueError(f"no Table 1 rows for {epochs} epochs; the grid has {CIFAR_EPOCHS}")
+    out = part[["dataset", "arch", "paper_name", "norm", "epochs", "paper_test", "repro_mean",
+                "repro_std", "repro_n", "ours_test_mean", "ours_test_std", "ours_n",
+                "ours_train_mean"]].reset_index(drop=True)
+    for column in ("paper_test", "repro_mean", "repro_std", "ours_test_mean", "ours_test_std",
+                   "ours_train_mean"):
+        out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
+    out["ours_n"] = out["ours_n"].map(_count)
+    out["repro_minus_paper"] = out["repro_mean"] - out["paper_test"]
+    out["ours_minus_paper"] = out["ours_test_mean"] - out["paper_test"]
+    out["ours_minus_repro"] = out["ours_test_mean"] - out["repro_mean"]
+    outside = out["ours_minus_paper"].abs() > k * out["ours_test_std"]
+    out["ours_outside"] = pd.array([bool(o) if n >= min_seeds else pd.NA
+                                    for o, n in zip(outside, out["ours_n"])], dtype="boolean")
+
+    def closer(row: pd.Series) -> str:
+        if row["ours_n"] == 0 or _missing(row["ours_test_mean"]):
+            return ""
+        to_paper, to_repro = abs(row["ours_minus_paper"]), abs(row["ours_minus_repro"])
+        if math.isclose(to_paper, to_repro):
+            return "equally close"
+        return "paper" if to_paper < to_repro else "reproduction"
+
+    out["closer_to"] = out.apply(closer, axis=1) if not out.empty else ""
+    return out
+
+
+def _paper_names() -> dict[str, str]:
+    """The paper's name of each Table 1 architecture, e.g. ``{"vgg16": "VGG-16", ...}``."""
+    return dict(published.paper_table1().drop_duplicates("arch")[["arch", "paper_name"]].values)
+
+
+def _all_paper_cells() -> pd.DataFrame:
+    return pd.concat([_paper_cells(d) for d in dict.fromkeys(published.paper_table1()["dataset"])],
+                     ignore_index=True)
+
+
+def compare_cells(runs: pd.DataFrame, cells: Iterable[Mapping[str, Any]],
+                  seeds: Sequence[int] = DEFAULT_SEEDS) -> pd.DataFrame:
+    """Our runs for a chosen list of cells, which need not be cells of the paper's table (an
+    extra architecture of ours, another epoch budget).
+
+    Each item of ``cells`` gives ``label, dataset, arch, norm, epochs``.  Columns: those; ours
+    as in :func:`table1` (``ours_test_mean, ours_test_std, ours_n, ours_seeds,
+    ours_train_mean``, ``ours_train_time_mean`` in seconds, ``ours_other_detail``,
+    ``ours_status``; completed real-data runs with the paper's settings only); the published
+    ``paper_test, repro_mean, repro_std, repro_n`` where the cell is one of the paper's (else
+    NaN); ``commands``: one ``python -m ndlib train`` command per seed of ``seeds`` still
+    missing (a list, empty when none is).
+    """
+    want = pd.DataFrame(list(cells), columns=["label", "dataset", "arch", "norm", "epochs"])
+    want["epochs"] = want["epochs"].astype("int64")
+    ours = _our_cells(runs, table=1)
+    ours = ours.assign(epochs=pd.to_numeric(ours["epochs"]).astype("int64"))
+    out = want.merge(ours, on=_CELL, how="left")
+    out = out.merge(_all_paper_cells()[_CELL + ["paper_test"]], on=_CELL, how="left")
+    out = out.merge(_reproduction_cells(), on=_CELL, how="left")
+    out["ours_n"] = out["ours_n"].map(_count)
+    out["ours_other_detail"] = out["ours_other_detail"].fillna("")
+    out["ours_status"] = [_cell_status(n, detail, len(seeds))
+                          for n, detail in zip(out["ours_n"], out["ours_other_detail"])]
+
+    def commands(row: pd.Series) -> list[str]:
+        have = set(row["ours_seeds"]) if isinstance(row["ours_seeds"], tuple) else set()
+        return [train_command(row["dataset"], row["arch"], row["norm"], row["epochs"], seed)
+                for seed in seeds if seed not in have]
+
+    out["commands"] = [commands(row) for _, row in out.iterrows()]
+    return out[["label", "dataset", "arch", "norm", "epochs", "ours_test_mean", "ours_test_std",
+                "ours_n", "ours_seeds", "ours_train_mean", "ours_train_time_mean",
+                "ours_other_detail", "ours_status", "paper_test", "repro_mean", "repro_std",
+                "repro_n", "commands"]]
+
+
+#: The three EfficientNet-B0 models of the one-epoch comparison: (label, arch, norm).  The BN
+#: model of ``efficientnetb0_allnd`` is the same network as ``efficientnetb0``'s, so the BN
+#: row serves both ND variants.
+EFFICIENTNET_VARIANTS: tuple[tuple[str, str, str], ...] = (
+    ("BN", "efficientnetb0", "bn"),
+    ("ND, the paper's network (stem + classifier)", "efficientnetb0", "nd"),
+    ("ND in every block (ours, extra)", "efficientnetb0_allnd", "nd"),
+)
+
+
+def efficientnet_variants(runs: pd.DataFrame, datasets: Sequence[str] = ("cifar10", "cifar100"),
+                          epochs: int = 1, seeds: Sequence[int] = DEFAULT_SEEDS) -> pd.DataFrame:
+    """EfficientNet-B0 at ``epochs``: BN, the paper's ND network (only the stem and the
+    classifier deconvolved, BN in every block) and our every-block ND variant
+    (``efficientnetb0_allnd``), per dataset: a :func:`compare_cells` frame whose ``label``
+    names the variant (the extra variant has no paper or reproduction value)."""
+    return compare_cells(runs, [{"label": label, "dataset": dataset, "arch": arch, "norm": norm,
+                                 "epochs": epochs}
+                                for dataset in datasets for label, arch, norm in EFFICIENTNET_VARIANTS],
+                         seeds)
+
+
+def _cell_of(frame: pd.DataFrame, **keys: object) -> pd.Series | None:
+    hit = frame
+    for name, value in keys.items():
+        hit = hit[hit[name] == value]
+    return None if hit.empty else hit.iloc[0]
+
+
+def _mean_text(row: pd.Series | None) -> str:
+    if row is None or row["ours_n"] == 0:
+        return "not run"
+    return format_mean_std(row["ours_test_mean"], row["ours_test_std"], int(row["ours_n"]))
+
+
+def _compare_rows(a: pd.Series, b: pd.Series, k: float) -> dict[str, object]:
+    return compare_difference(a["ours_test_mean"], a["ours_test_std"], a["ours_n"],
+                              b["ours_test_mean"], b["ours_test_std"], b["ours_n"], k)
+
+
+def efficientnet_sentences(variants: pd.DataFrame, k: float = 2.0) -> list[str]:
+    """One Markdown paragraph per dataset of an :func:`efficientnet_variants` frame: does
+    deconvolving inside the depthwise and squeeze-excitation blocks (the every-block
+    variant) help or hurt, against the paper's ND network and against BN -- or which runs
+    are still missing, with their commands."""
+    bn_label, paper_label, every_label = (label for label, _, _ in EFFICIENTNET_VARIANTS)
+    paragraphs = []
+    for dataset, part in variants.groupby("dataset", sort=False):
+        title = DATASET_TITLES.get(dataset, dataset)
+        bn, paper_nd, every = (_cell_of(part, label=label)
+                               for label in (bn_label, paper_label, every_label))
+        epochs = int(part["epochs"].iloc[0])
+        budget = f"{epochs} epoch{'s' if epochs > 1 else ''}"
+        text = [f"**{title}, {budget}.** BN {_mean_text(bn)}; the paper's ND network "
+                f"{_mean_text(paper_nd)}; ND in every block {_mean_text(every)} (test accuracy, %)."]
+        if every is None or every["ours_n"] == 0:
+            text.append("The every-block variant has not run yet (`"
+                        + "`, `".join(every["commands"] if every is not None else []) + "`).")
+        else:
+            if paper_nd is not None and paper_nd["ours_n"] > 0:
+                cmp = _compare_rows(every, paper_nd, k)
+                if cmp["verdict"] == "within noise":
+                    effect = ("makes no difference beyond the noise of our seeds")
+                elif cmp["verdict"] == "beyond noise":
+                    effect = "helps" if cmp["diff"] > 0 else "hurts"
+                else:
+                    effect = ("helped" if cmp["diff"] > 0 else "hurt") + " in these runs"
+                text.append(f"Every-block ND minus the paper's ND network: {cmp['text']}; "
+                            f"at {budget}, whitening inside the depthwise and SE blocks "
+                            f"{effect}.")
+            else:
+                text.append("The paper's ND network has not run yet, so the two ND variants "
+                            "cannot be compared.")
+            if bn is not None and bn["ours_n"] > 0:
+                text.append(f"Every-block ND minus BN: {_compare_rows(every, bn, k)['text']}.")
+        if paper_nd is not None and paper_nd["ours_n"] > 0 and bn is not None and bn["ours_n"] > 0:
+            text.append(f"The paper's ND network minus BN: {_compare_rows(paper_nd, bn, k)['text']} "
+                        f"(the paper: {paper_nd['paper_test'] - bn['paper_test']:+.2f}).")
+        paragraphs.append(" ".join(text))
+    return paragraphs
+
+
+#: Labels of the three cells of the equal-cost comparison: (label, norm, epochs).
+EQUAL_COST_CELLS: tuple[tuple[str, str, int], ...] = (
+    ("ND, 1 epoch", "nd", 1), ("BN, 1 epoch", "bn", 1), ("BN, 2 epochs", "bn", 2))
+
+
+def equal_cost(runs: pd.DataFrame, dataset: str = "cifar10",
+               archs: Sequence[str] = ("vgg16", "resnet18"),
+               seeds: Sequence[int] = DEFAULT_SEEDS) -> pd.DataFrame:
+    """ND at 1 epoch beside BN at 1 epoch and BN at 2 epochs (cosine over the 2 epochs), per
+    architecture: a :func:`compare_cells` frame.  One ND epoch costs about two BN epochs on
+    our CPU (:func:`epoch_cost`), so the 2-epoch BN run is the comparison at about equal
+    compute."""
+    return compare_cells(runs, [{"label": label, "dataset": dataset, "arch": arch, "norm": norm,
+                                 "epochs": epochs}
+                                for arch in archs for label, norm, epochs in EQUAL_COST_CELLS],
+                         seeds)
+
+
+def equal_cost_verdicts(equal: pd.DataFrame, k: float = 2.0) -> pd.DataFrame:
+    """Per architecture of an :func:`equal_cost` frame: ND's one-epoch lead over BN at equal
+    epochs (``lead_equal_epochs``) and over BN at 2 epochs (``lead_equal_cost``), with their
+    standard errors and verdicts (:func:`compare_difference`), ``survives`` (True / False /
+    ``<NA>`` while a side is missing; with one seed on a side it is the sign of the single
+    difference, and ``text`` says so) and ``text``, a Markdown sentence that also lists the
+    commands of missing runs."""
+    nd_label, bn1_label, bn2_label = (label for label, _, _ in EQUAL_COST_CELLS)
+    rows = []
+    for (dataset, arch), part in equal.groupby(["dataset", "arch"], sort=False):
+        nd, bn1, bn2 = (_cell_of(part, label=label) for label in (nd_label, bn1_label, bn2_label))
+        epochs_cmp, cost_cmp = _compare_rows(nd, bn1, k), _compare_rows(nd, bn2, k)
+        name = f"{DATASET_TITLES.get(dataset, dataset)} {_paper_names().get(arch, arch)}"
+        missing = [row for row in (nd, bn1, bn2) if row["ours_n"] == 0]
+        if cost_cmp["verdict"] == "not run":
+            survives = pd.NA
+            commands = [c for row in (nd, bn2) for c in row["commands"] if row["ours_n"] == 0]
+            text = (f"**{name}**: not known yet; missing "
+                    + " and ".join(row["label"] for row in (nd, bn2) if row["ours_n"] == 0)
+                    + " (`" + "`, `".join(commands) + "`).")
+        else:
+            if cost_cmp["verdict"] == "within noise":
+                survives, verdict = pd.NA, "is within the noise of our seeds at about equal compute"
+            else:
+                survives = bool(cost_cmp["diff"] > 0)
+                verdict = ("survives" if survives else "does not survive") + " at about equal compute"
+                if cost_cmp["verdict"] == "no noise estimate":
+                    verdict += " in these single runs"
+            text = (f"**{name}**: ND at 1 epoch {_mean_text(nd)} against BN at 2 epochs "
+                    f"{_mean_text(bn2)}: {cost_cmp['text']}; ND's one-epoch lead {verdict}. "
+                    f"At equal epochs (BN at 1 epoch {_mean_text(bn1)}) the lead is "
+                    f"{epochs_cmp['text']}.")
+            if missing:
+                text += " Still missing: " + ", ".join(row["label"] for row in missing) + "."
+        rows.append({"dataset": dataset, "arch": arch,
+                     "nd_e1": nd["ours_test_mean"], "bn_e1": bn1["ours_test_mean"],
+                     "bn_e2": bn2["ours_test_mean"],
+                     "lead_equal_epochs": epochs_cmp["diff"], "lead_equal_epochs_se": epochs_cmp["se"],
+                     "lead_equal_cost": cost_cmp["diff"], "lead_equal_cost_se": cost_cmp["se"],
+                     "verdict": cost_cmp["verdict"], "survives": survives, "text": text})
+    columns = ["dataset", "arch", "nd_e1", "bn_e1", "bn_e2", "lead_equal_epochs",
+               "lead_equal_epochs_se", "lead_equal_cost", "lead_equal_cost_se", "verdict",
+               "survives", "text"]
+    out = pd.DataFrame(rows, columns=columns)
+    out["survives"] = out["survives"].astype("boolean")
+    return out
+
+
+def epoch_cost(runs: pd.DataFrame, dataset: str = "cifar10", archs: Sequence[str] | None = None,
+               epochs: int = 1) -> pd.DataFrame:
+    """The measured cost of ND against BN, per (arch, seed) where both ran: completed real-data
+    runs with the paper's settings at ``epochs``, on the same machine (``device_name``) and
+    thread count, paired by seed.
+
+    Columns: ``arch, seed, device_type, device_name, num_threads, bn_train_s, nd_train_s,
+    ratio_nd_bn`` (training seconds, summed over epochs), ``bn_double_train_s`` (BN at twice
+    the epochs, same seed and machine, when it ran) and ``ratio_nd_bn_double``, and
+    ``notes`` (the runs' recorded notes on the machine's load, which qualify the times).
+    """
+    keys = ["arch", "seed", "device_type", "device_name", "num_threads"]
+    columns = keys + ["bn_train_s", "nd_train_s", "ratio_nd_bn", "bn_double_train_s",
+                      "ratio_nd_bn_double", "notes"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    real, _ = split_synthetic(paper_settings_only(runs))
+    done = real[(real["status"] == "completed") & (real["dataset"] == dataset)
+                & _in_table(real, 1)].copy()
+    if archs is not None:
+        done = done[done["arch"].isin(list(archs))]
+    done["epochs"] = pd.to_numeric(done["epochs"]).astype(int)
+    done["num_threads"] = done["num_threads"].fillna(0).astype(int)
+    done["seed"] = done["seed"].astype(int)
+
+    def times(norm: str, n_epochs: int) -> pd.Series:
+        part = done[(done["norm"] == norm) & (done["epochs"] == n_epochs)]
+        if "finished_at" in part.columns:
+            part = part.sort_values("finished_at")
+        return part.drop_duplicates(keys, keep="last").set_index(keys)["train_time_s"]
+
+    bn, nd, bn_double = times("bn", epochs), times("nd", epochs), times("bn", 2 * epochs)
+    pairs = pd.DataFrame({"bn_train_s": bn, "nd_train_s": nd}).dropna()
+    if pairs.empty:
+        return pd.DataFrame(columns=columns)
+    pairs = pairs.astype(float)
+    pairs["ratio_nd_bn"] = pairs["nd_train_s"] / pairs["bn_train_s"]
+    pairs["bn_double_train_s"] = bn_double.reindex(pairs.index).astype(float)
+    pairs["ratio_nd_bn_double"] = pairs["nd_train_s"] / pairs["bn_double_train_s"]
+    note_of = done.assign(note=done["note"] if "note" in done.columns else "")
+    note_of = note_of[note_of["epochs"].isin([epochs, 2 * epochs])].groupby(keys)["note"].agg(
+        lambda s: "\n".join(dict.fromkeys(str(v) for v in s if isinstance(v, str) and v)))
+    pairs["notes"] = note_of.reindex(pairs.index).fillna("")
+    return pairs.reset_index()[columns]
+
+
+def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_threshold: float = 10.0,
+                         k: float = 2.0, min_seeds: int = 3,
+                         first_layers: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """The one-epoch discussion, generated from the frames so that it stays true as records
+    arrive: Markdown bullets per section.
+
+    ``agreement`` is :func:`agreement_with_paper` (one or both datasets, one budget),
+    ``gains`` :func:`nd_vs_bn` rows of the same budget.  Sections:
+
+    * ``"claims"``: per architecture we ran on both sides, ND minus BN (ours, the paper's,
+      the reproduction's) and how many of those cells have ND ahead;
+    * ``"paper_values"``: our cells against the paper's values, with the ``k`` sd test for
+      cells of at least ``min_seeds`` seeds (see :func:`agreement_with_paper`);
+    * ``"gaps"``: cells where the reproduction and the paper differ by at least
+      ``gap_threshold`` points, with ours (or "not run yet") and which one ours is closer to;
+    * ``"explanations"``: measured quantities that bear on the gaps (the spread of the
+      reproduction's attempts and of our seeds, our training accuracy over the epoch against
+      our test accuracy after it) and, for the architectures of the gaps, their ND first-layer
+      settings from ``first_layers`` (arch -> description), when given.
+    """
+    out: dict[str, list[str]] = {"claims": [], "paper_values": [], "gaps": [], "explanations": []}
+
+    def name(row) -> str:
+        return f"{DATASET_TITLES.get(row['dataset'], row['dataset'])} {row['paper_name']}"
+
+    # ND > BN per architecture.
+    both = gains[(gains["ours_n_bn"] > 0) & (gains["ours_n_nd"] > 0)]
+    for _, row in both.iterrows():
+        ours = _judge(row["ours_gain"], row["ours_gain_se"], k)["text"]
+        out["claims"].append(f"{name(row)}: ND − BN {ours} in our runs (BN n={int(row['ours_n_bn'])}, "
+                             f"ND n={int(row['ours_n_nd'])}); the paper {row['paper_gain']:+.2f}, "
+                             f"the reproduction {row['repro_gain']:+.2f}.")
+    if both.empty:
+        out["claims"].append(f"None of the paper's {len(gains)} one-budget cells has runs of ours "
+                             "on both sides yet, so we cannot test ND > BN on any architecture.")
+    else:
+        ahead = int((both["ours_gain"] > 0).sum())
+        paper_ahead = int((both["paper_gain"] > 0).sum())
+        out["claims"].append(f"In sum: ND is ahead of BN in {ahead} of the {len(both)} "
+                             f"architecture cells we have run on both sides (the paper: in "
+                             f"{paper_ahead} of those {len(both)}); {len(gains) - len(both)} of the "
+                             f"paper's {len(gains)} cells at this budget are not run on both sides yet.")
+
+    # The paper's values.
+    ran = agreement[agreement["ours_n"] > 0]
+    tested = ran[ran["ours_n"] >= min_seeds]
+    for _, row in tested.iterrows():
+        where = "outside" if bool(row["ours_outside"]) else "inside"
+        out["paper_values"].append(
+            f"{name(row)} {row['norm'].upper()}: ours {_mean_text(row)}, the paper "
+            f"{row['paper_test']:.2f}: the paper's value lies {where} our mean ± {k:g} sd.")
+    if not tested.empty:
+        n_out = int(tested["ours_outside"].astype(bool).sum())
+        out["paper_values"].append(f"In sum: {n_out} of the {len(tested)} cells with at least "
+                                   f"{min_seeds} seeds put the paper's value outside our mean ± "
+                                   f"{k:g} sd.")
+    untested = ran[ran["ours_n"] < min_seeds]
+    if not untested.empty:
+        listed = "; ".join(f"{name(row)} {row['norm'].upper()} {row['ours_minus_paper']:+.2f} "
+                           f"(n={int(row['ours_n'])})" for _, row in untested.iterrows())
+        out["paper_values"].append(f"Cells with fewer than {min_seeds} seeds are not tested; our "
+                                   f"mean minus the paper's value there: {listed}.")
+    if ran.empty:
+        out["paper_values"].append("We have no run at this budget yet.")
+
+    # Where the reproduction and the paper disagree.
+    gaps = agreement[agreement["repro_minus_paper"].abs() >= gap_threshold]
+    for _, row in gaps.iterrows():
+        head = (f"{name(row)} {row['norm'].upper()}: the paper {row['paper_test']:.2f}, the "
+                f"reproduction {row['repro_mean']:.2f} ({row['repro_minus_paper']:+.2f})")
+        if row["ours_n"] == 0:
+            out["gaps"].append(f"{head}; ours: not run yet.")
+            continue
+        closer = ("equally far from both" if row["closer_to"] == "equally close"
+                  else f"closer to the {row['closer_to']}")
+        out["gaps"].append(f"{head}; ours {_mean_text(row)}, {abs(row['ours_minus_paper']):.2f} "
+                           f"points from the paper and {abs(row['ours_minus_repro']):.2f} from "
+                           f"the reproduction: {closer}.")
+    if gaps.empty:
+        out["gaps"].append(f"No cell at this budget has the reproduction and the paper "
+                           f"{gap_threshold:g} or more points apart.")
+    else:
+        run = gaps[gaps["ours_n"] > 0]
+        counts = run["closer_to"].value_counts()
+        out["gaps"].append(
+            f"In sum: {len(gaps)} cells differ by {gap_threshold:g} points or more; we have run "
+            f"{len(run)} of them, closer to the paper in {int(counts.get('paper', 0))} and to the "
+            f"reproduction in {int(counts.get('reproduction', 0))}.")
+
+    # Measured quantities that bear on the gaps: how much one cell scatters.
+    for norm in NORMS:
+        for who, column, n_column in (("The reproduction's attempts", "repro_std", "repro_n"),
+                                      ("Our seeds", "ours_test_std", "ours_n")):
+            part = agreement[(agreement["norm"] == norm) & agreement[column].notna()]
+            if part.empty:
+                continue
+            widest = part.loc[part[column].idxmax()]
+            out["explanations"].append(
+                f"{who} of one {norm.upper()} cell scatter by up to {widest[column]:.2f} points "
+                f"(standard deviation; {name(widest)}, n={int(widest[n_column])}); the median over "
+                f"{len(part)} such cells is {part[column].median():.2f}.")
+    measured = agreement[(agreement["ours_n"] > 0) & agreement["ours_train_mean"].notna()]
+    if not measured.empty:
+        lead = measured["ours_test_mean"] - measured["ours_train_mean"]
+        below_paper = int((agreement["repro_minus_paper"] < 0).sum())
+        out["explanations"].append(
+            f"In {int((lead > 0).sum())} of our {len(measured)} cells the running training "
+            f"accuracy over the epoch is below the test accuracy measured after it (test minus "
+            f"training: {lead.mean():+.2f} points on average, from {lead.min():+.2f} to "
+            f"{lead.max():+.2f}). Of the paper's {len(agreement)} cells at this budget, the "
+            f"reproduction's value is below the paper's in {below_paper}.")
+    gap_norms = set(gaps["norm"])
+    if "bn" in gap_norms:
+        out["explanations"].append("A BN model has no deconvolution layer, so the ND settings "
+                                   "(first layer included) do not bear on the BN gaps.")
+    if first_layers and "nd" in gap_norms:
+        for arch in dict.fromkeys(gaps.loc[gaps["norm"] == "nd", "arch"]):
+            if arch in first_layers:
+                label = gaps.loc[gaps["arch"] == arch, "paper_name"].iloc[0]
+                out["explanations"].append(f"{label}: its ND first layer is {first_layers[arch]}.")
+    return out
+
+
+# --------------------------------------------------------------------------- run costs
+
+
+def _load_triplet(value: object) -> str:
+    """A load-average list ``[1 min, 5 min, 15 min]`` as ``"1.27 / 0.82 / 0.38"``."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return ""
+    return " / ".join(f"{float(v):.2f}" for v in value)
+
+
+def record_details(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """What :func:`load_runs` leaves out of the records, one row per record: ``run_id``,
+    ``cpu_count``, ``load_avg_at_start`` and ``load_avg_at_end`` (the machine's load average
+    over 1, 5 and 15 minutes, a list), ``channel_mean`` and ``channel_std`` (the training
+    split's per-channel statistics in ``data_source``, a tuple, or None for records written
+    before they were stored) and ``data_kind``.  ``records`` are record dicts, e.g.
+    :func:`ndlib.records.load_records`."""
+    rows = []
+    for record in records:
+        env = record.get("environment") or {}
+        source = record.get("data_source") or {}
+        mean, std = source.get("channel_mean"), source.get("channel_std")
+        rows.append({"run_id": record.get("run_id"), "cpu_count": env.get("cpu_count"),
+                     "load_avg_at_start": env.get("load_avg_at_start"),
+                     "load_avg_at_end": env.get("load_avg_at_end"),
+                     "channel_mean": tuple(mean) if mean else None,
+                     "channel_std": tuple(std) if std else None,
+                     "data_kind": source.get("kind")})
+    return pd.DataFrame(rows, columns=["run_id", "cpu_count", "load_avg_at_start",
+                                       "load_avg_at_end", "channel_mean", "channel_std",
+                                       "data_kind"])
+
+
+def load_record_details(root: str | Path | None = None) -> pd.DataFrame:
+    """:func:`record_details` of the records in ``root`` (default ``<project>/results/runs``)."""
+    loader = _optional_loader("ndlib.records", "load_records")
+    folder = Path(root) if root is not None else project_root() / "results/runs"
+    return record_details(loader(root=str(folder)) if loader is not None else [])
+
+
+def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
+    """The cost of every run we recorded, one row per record, beside the reproduction's time
+    for the same cell.
+
+    Columns: ``run_id, status, dataset, arch, norm, epochs, seed, options`` (``""`` for the
+    paper's settings), ``synthetic``, ``device_type, device_name, num_threads, cpu_count``,
+    ``train_s, eval_s, wall_s`` (our seconds: training, evaluation, their sum, on that
+    machine), ``load_start, load_end`` (load average over 1 / 5 / 15 minutes at the run's
+    start and end, as text), ``note``; and the reproduction's mean seconds over its attempts
+    on its machine, ``repro_train_s, repro_eval_s`` with ``repro_device`` (empty where the
+    cell is not one of the paper's).
+    """
+    columns = ["run_id", "status", "dataset", "arch", "norm", "epochs", "seed", "options",
+               "synthetic", "device_type", "device_name", "num_threads", "cpu_count", "train_s",
+               "eval_s", "wall_s", "load_start", "load_end", "note", "repro_train_s",
+               "repro_eval_s", "repro_device"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    out = runs.merge(details, on="run_id", how="left")
+    _, synthetic = split_synthetic(out)
+    out["synthetic"] = out.index.isin(synthetic.index)
+    out["options"] = out["run_id"].map(run_options)
+    out["train_s"] = pd.to_numeric(out["train_time_s"], errors="coerce")
+    out["eval_s"] = pd.to_numeric(out["eval_time_s"], errors="coerce")
+    out["wall_s"] = out["train_s"] + out["eval_s"]
+    out["load_start"] = out["load_avg_at_start"].map(_load_triplet)
+    out["load_end"] = out["load_avg_at_end"].map(_load_triplet)
+    out["note"] = out["note"].fillna("") if "note" in out.columns else ""
+    repro = published.reproduction_table1().assign(norm=lambda d: d["method"].str.lower())
+    repro = (repro.groupby(_CELL).agg(repro_train_s=("train_time_s", "mean"),
+                                      repro_eval_s=("test_time_s", "mean")).reset_index())
+    out["epochs"] = pd.to_numeric(out["epochs"], errors="coerce").astype("Int64")
+    repro["epochs"] = repro["epochs"].astype("Int64")
+    out = out.merge(repro, on=_CELL, how="left")
+    # A run with other options or synthetic data is not the reproduction's cell.
+    unlike = (out["options"] != "") | out["synthetic"]
+    out.loc[unlike, ["repro_train_s", "repro_eval_s"]] = np.nan
+    out["repro_device"] = np.where(out["repro_train_s"].notna(), REPRODUCTION_DEVICE, "")
+    out = out.sort_values(["dataset", "arch", "epochs", "norm", "seed", "run_id"])
+    return out[columns].reset_index(drop=True)
+
+
+def channel_statistics(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset, the training split's channel mean and std (/255) as a real-data record
+    stores them in ``data_source`` (the most recently finished such record), with
+    ``records_with_stats`` and ``distinct_values`` (1 when every record agrees).  Datasets
+    whose records predate the statistics have no row."""
+    columns = ["dataset", "channel_mean", "channel_std", "run_id", "records_with_stats",
+               "distinct_values"]
+    if runs.empty or details.empty:
+        return pd.DataFrame(columns=columns)
+    real, _ = split_synthetic(runs)
+    have = real.merge(details, on="run_id")
+    have = have[have["channel_mean"].notna() & have["channel_std"].notna()]
+    if have.empty:
+        return pd.DataFrame(columns=columns)
+    if "finished_at" in have.columns:
+        have = have.sort_values("finished_at", na_position="first")
+    rows = []
+    for dataset, part in have.groupby("dataset", sort=True):
+        last = part.iloc[-1]
+        rows.append({"dataset": dataset, "channel_mean": last["channel_mean"],
+                     "channel_std": last["channel_std"], "run_id": last["run_id"],
+                     "records_with_stats": len(part),
+                     "distinct_values": len(set(zip(part["channel_mean"], part["channel_std"])))})
+    return pd.DataFrame(rows, columns=columns)

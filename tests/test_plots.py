@@ -92,3 +92,56 @@ def test_reproduction_difference_figure_annotates_every_cell():
     values = [float(t.get_text()) for t in heat.texts]
     assert len(values) == len(cmp)
     assert sorted(values) == sorted(round(v, 1) + 0.0 for v in cmp["diff"])
+
+
+def _runs(*cells) -> pd.DataFrame:
+    """Completed CIFAR-10 one-epoch runs: cells of (arch, norm, [test accuracies by seed])."""
+    rows = []
+    for arch, norm, values in cells:
+        for seed, value in enumerate(values):
+            rows.append({**{c: None for c in report.RUN_COLUMNS},
+                         "run_id": f"t1-cifar10-{arch}-{norm}-e1-s{seed}", "status": "completed",
+                         "table": 1, "dataset": "cifar10", "arch": arch, "norm": norm,
+                         "epochs": 1, "seed": seed, "synthetic": False, "test_acc": value,
+                         "train_acc": value - 5.0, "train_time_s": 100.0})
+    return pd.DataFrame(rows, columns=list(report.RUN_COLUMNS))
+
+
+def _flag_rings(fig) -> int:
+    return sum(1 for ax in fig.axes for line in ax.lines
+               if line.get_markerfacecolor() == "none"
+               and matplotlib.colors.same_color(line.get_markeredgecolor(), plots.FLAG_COLOUR))
+
+
+def test_one_epoch_figure_draws_ours_marks_outside_and_not_run():
+    runs = _runs(("vgg16", "bn", [10.0, 11.0, 12.0]), ("vgg16", "nd", [74.0, 80.0]))
+    agreement = report.agreement_with_paper(report.table1(runs, "cifar10"))
+    fig = plots.one_epoch_figure(agreement, "CIFAR-10")
+    assert titles(fig) == ["BN", "ND"]
+    xs = [x for line in fig.axes[0].lines for x in line.get_xdata()]
+    assert any(abs(x - 11.0) < 1e-9 for x in xs), "our BN mean is not drawn"
+    assert _flag_rings(fig) == 1  # BN: 3 seeds, paper outside; ND: 2 seeds, not tested
+    assert texts(fig).count("ours: not run") == 2 * 9
+    assert "n=3" in texts(fig) and "n=2" in texts(fig)
+    wide = report.agreement_with_paper(report.table1(runs, "cifar10"), k=10.0)
+    assert _flag_rings(plots.one_epoch_figure(wide)) == 0
+
+
+def test_one_epoch_figure_without_runs_and_with_a_wrong_frame():
+    agreement = report.agreement_with_paper(report.table1(_runs(), "cifar10"))
+    fig = plots.one_epoch_figure(agreement)
+    assert texts(fig).count("ours: not run") == 2 * 10 and _flag_rings(fig) == 0
+    with pytest.raises(ValueError, match="lacks"):
+        plots.one_epoch_figure(pd.DataFrame({"x": [1]}))
+
+
+def test_nd_gain_figure_one_panel_per_dataset_with_our_gain():
+    runs = _runs(("vgg16", "bn", [10.0, 12.0]), ("vgg16", "nd", [70.0, 74.0]))
+    gains = pd.concat([report.nd_vs_bn(report.table1(runs, d)) for d in ("cifar10", "cifar100")])
+    fig = plots.nd_gain_figure(gains[gains["epochs"] == 1], {"cifar10": "CIFAR-10"})
+    assert titles(fig) == ["CIFAR-10", "cifar100"]
+    xs = [x for line in fig.axes[0].lines for x in line.get_xdata()]
+    assert any(abs(x - 61.0) < 1e-9 for x in xs), "our gain of 61 points is not drawn"
+    assert texts(fig).count("ours: not run") == 9 + 10
+    with pytest.raises(ValueError, match="empty"):
+        plots.nd_gain_figure(gains.iloc[0:0])

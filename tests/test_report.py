@@ -326,3 +326,213 @@ def test_record_without_table_is_in_no_table():
     runs = frame(make_run(run_id="x", table=None), make_run(run_id="y", seed=1))
     nd = cell(report.table1(runs, "cifar10"), "vgg16", "nd", 1)
     assert nd["ours_n"] == 1 and nd["ours_test_mean"] == 70.0
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+def seeds_of(norm: str, values, arch: str = "vgg16", epochs: int = 1, dataset: str = "cifar10",
+             **extra) -> list[dict]:
+    """Completed runs of one cell, seeds 0, 1, ... with the given test accuracies."""
+    return [make_run(run_id=f"t1-{dataset}-{arch}-{norm}-e{epochs}-s{seed}", seed=seed, norm=norm,
+                     arch=arch, epochs=epochs, dataset=dataset, test_acc=value, **extra)
+            for seed, value in enumerate(values)]
+
+
+def test_run_with_non_default_options_never_counts_for_a_paper_cell():
+    runs = frame(make_run(run_id="t1-cifar10-vgg16-nd-e1-s0", test_acc=70.0),
+                 make_run(run_id="t1-cifar10-vgg16-nd-e1-s1-o1a2b3c4d", seed=1, test_acc=10.0))
+    assert report.run_options("t1-cifar10-vgg16-nd-e1-s1-o1a2b3c4d") == "o1a2b3c4d"
+    assert report.run_options("t1-cifar10-vgg16-nd-e1-s1") == ""
+    assert list(report.paper_settings_only(runs)["run_id"]) == ["t1-cifar10-vgg16-nd-e1-s0"]
+    nd = cell(report.table1(runs, "cifar10"), "vgg16", "nd", 1)
+    assert nd["ours_n"] == 1 and nd["ours_test_mean"] == 70.0
+    long = report.table1_long(runs, "cifar10")
+    assert list(long.loc[long["source"] == "ours", "accuracy"]) == [70.0]
+    timing = report.our_timing(runs)
+    assert sorted(timing["options"]) == ["", "o1a2b3c4d"]  # never averaged together
+
+
+def test_table1_long_leaves_out_extra_archs_and_budgets():
+    runs = frame(*seeds_of("nd", [70.0]), *seeds_of("nd", [50.0], arch="efficientnetb0_allnd"),
+                 *seeds_of("bn", [30.0], epochs=2))
+    ours = report.table1_long(runs, "cifar10").query("source == 'ours'")
+    assert list(ours["accuracy"]) == [70.0]
+
+
+def test_compare_difference_verdicts():
+    assert report.compare_difference(70, 1, 3, 60, 1, 3)["verdict"] == "beyond noise"
+    close = report.compare_difference(70, 5, 3, 69, 5, 3)
+    assert close["verdict"] == "within noise"
+    assert close["se"] == pytest.approx(math.sqrt(25 / 3 + 25 / 3))
+    single = report.compare_difference(70, float("nan"), 1, 60, 1, 3)
+    assert single["verdict"] == "no noise estimate" and single["diff"] == 10
+    assert "no estimate of the noise" in single["text"]
+    assert report.compare_difference(float("nan"), float("nan"), 0, 60, 1, 3)["verdict"] == "not run"
+
+
+def test_agreement_with_paper_flags_only_cells_with_enough_seeds():
+    paper_bn = 14.12  # the paper's VGG-16 BN one-epoch value, checked against published below
+    paper = published.paper_table1()
+    assert paper.query("dataset == 'cifar10' and arch == 'vgg16' and method == 'BN' "
+                       "and epochs == 1")["test_acc_pct"].item() == paper_bn
+    runs = frame(*seeds_of("bn", [10.0, 11.0, 12.0]), *seeds_of("nd", [70.0, 80.0]))
+    agreement = report.agreement_with_paper(report.table1(runs, "cifar10"))
+    bn = agreement.query("arch == 'vgg16' and norm == 'bn'").iloc[0]
+    assert bn["ours_n"] == 3 and bn["ours_minus_paper"] == pytest.approx(11.0 - paper_bn)
+    assert bool(bn["ours_outside"])  # |11 - 14.12| = 3.12 > 2 * 1.0
+    assert not bool(report.agreement_with_paper(report.table1(runs, "cifar10"), k=4.0)
+                    .query("arch == 'vgg16' and norm == 'bn'").iloc[0]["ours_outside"])
+    nd = agreement.query("arch == 'vgg16' and norm == 'nd'").iloc[0]
+    assert pd.isna(nd["ours_outside"])  # two seeds: not tested
+    assert agreement.query("arch == 'resnet18'")["closer_to"].eq("").all()
+    repro = bn["repro_mean"]
+    assert bn["closer_to"] == ("paper" if abs(11.0 - paper_bn) < abs(11.0 - repro) else "reproduction")
+    assert len(agreement) == 20
+
+
+def test_compare_cells_takes_non_paper_cells_and_lists_missing_commands():
+    runs = frame(*seeds_of("bn", [30.0, 34.0], epochs=2), *seeds_of("nd", [70.0]))
+    cells = report.compare_cells(runs, [
+        {"label": "BN 2", "dataset": "cifar10", "arch": "vgg16", "norm": "bn", "epochs": 2},
+        {"label": "ND 1", "dataset": "cifar10", "arch": "vgg16", "norm": "nd", "epochs": 1}])
+    bn2 = cells.set_index("label").loc["BN 2"]
+    assert bn2["ours_test_mean"] == 32.0 and bn2["ours_n"] == 2 and pd.isna(bn2["paper_test"])
+    assert bn2["commands"] == ["python -m ndlib train --arch vgg16 --norm bn --dataset cifar10 "
+                               "--epochs 2 --seed 2"]
+    nd1 = cells.set_index("label").loc["ND 1"]
+    assert nd1["paper_test"] == 74.18 and nd1["ours_train_time_mean"] == 100.0
+    assert len(nd1["commands"]) == 2
+    empty = report.compare_cells(frame(), [{"label": "x", "dataset": "cifar10", "arch": "vgg16",
+                                            "norm": "bn", "epochs": 2}])
+    assert empty.loc[0, "ours_status"] == "not run" and len(empty.loc[0, "commands"]) == 3
+
+
+def test_equal_cost_verdicts_survive_fail_and_missing():
+    runs = frame(*seeds_of("nd", [74.0, 74.5, 75.0]), *seeds_of("bn", [11.0, 12.0, 13.0]),
+                 *seeds_of("bn", [60.0, 61.0, 62.0], epochs=2),
+                 *seeds_of("nd", [50.0], arch="resnet18"), *seeds_of("bn", [55.0], arch="resnet18", epochs=2))
+    verdicts = report.equal_cost_verdicts(report.equal_cost(runs)).set_index("arch")
+    vgg = verdicts.loc["vgg16"]
+    assert vgg["lead_equal_cost"] == pytest.approx(74.5 - 61.0)
+    assert vgg["lead_equal_epochs"] == pytest.approx(74.5 - 12.0)
+    assert vgg["verdict"] == "beyond noise" and bool(vgg["survives"])
+    assert "survives at about equal compute" in vgg["text"]
+    resnet = verdicts.loc["resnet18"]
+    assert resnet["verdict"] == "no noise estimate" and not bool(resnet["survives"])
+    assert "does not survive at about equal compute in these single runs" in resnet["text"]
+    assert "Still missing: BN, 1 epoch" in resnet["text"]
+    missing = report.equal_cost_verdicts(report.equal_cost(frame())).set_index("arch")
+    assert missing["survives"].isna().all()
+    assert ("python -m ndlib train --arch vgg16 --norm bn --dataset cifar10 --epochs 2 --seed 0"
+            in missing.loc["vgg16", "text"])
+
+
+def test_efficientnet_sentences_adapt_to_the_records():
+    none = report.efficientnet_sentences(report.efficientnet_variants(frame()))
+    assert len(none) == 2 and all("has not run yet" in p for p in none)
+    assert "--arch efficientnetb0_allnd --norm nd --dataset cifar10 --epochs 1 --seed 0" in none[0]
+    runs = frame(*seeds_of("bn", [40.0, 41.0, 42.0], arch="efficientnetb0"),
+                 *seeds_of("nd", [55.0, 56.0, 57.0], arch="efficientnetb0"),
+                 *seeds_of("nd", [45.0, 46.0, 47.0], arch="efficientnetb0_allnd"))
+    variants = report.efficientnet_variants(runs, datasets=["cifar10"])
+    assert list(variants["ours_n"]) == [3, 3, 3]
+    assert pd.isna(variants.loc[2, "paper_test"])
+    text = report.efficientnet_sentences(variants)[0]
+    assert "-10.00 points" in text and "blocks hurts" in text
+    single = frame(*seeds_of("nd", [55.0], arch="efficientnetb0"),
+                   *seeds_of("nd", [58.0], arch="efficientnetb0_allnd"))
+    text = report.efficientnet_sentences(report.efficientnet_variants(single, datasets=["cifar10"]))[0]
+    assert "helped in these runs" in text and "no estimate of the noise" in text
+
+
+def test_epoch_cost_pairs_bn_and_nd_of_a_seed_on_one_machine():
+    runs = frame(make_run(run_id="b0", norm="bn", seed=0, train_time_s=100.0),
+                 make_run(run_id="n0", norm="nd", seed=0, train_time_s=180.0),
+                 make_run(run_id="b0e2", norm="bn", seed=0, epochs=2, train_time_s=210.0),
+                 make_run(run_id="n1", norm="nd", seed=1, train_time_s=170.0),
+                 make_run(run_id="b1", norm="bn", seed=1, train_time_s=90.0, device_name="other"),
+                 make_run(run_id="n2-o1234abcd", norm="nd", seed=2, train_time_s=1.0),
+                 make_run(run_id="b2", norm="bn", seed=2, train_time_s=1.0))
+    runs["note"] = "busy machine"
+    cost = report.epoch_cost(runs)
+    assert list(cost["seed"]) == [0]  # seed 1: two machines; seed 2: other options
+    row = cost.iloc[0]
+    assert row["ratio_nd_bn"] == pytest.approx(1.8)
+    assert row["ratio_nd_bn_double"] == pytest.approx(180.0 / 210.0)
+    assert row["notes"] == "busy machine"
+    assert report.epoch_cost(frame()).empty
+
+
+def test_one_epoch_discussion_is_generated_from_the_frames():
+    runs = frame(*seeds_of("bn", [10.0, 11.0, 12.0]), *seeds_of("nd", [74.0, 74.2, 74.4]),
+                 *seeds_of("nd", [58.0], arch="resnet18"))
+    table = report.table1(runs, "cifar10")
+    agreement = report.agreement_with_paper(table)
+    gains = report.nd_vs_bn(table).query("epochs == 1")
+    text = report.one_epoch_discussion(agreement, gains, gap_threshold=10.0,
+                                       first_layers={"resnet18": "an ordinary layer"})
+    assert set(text) == {"claims", "paper_values", "gaps", "explanations"}
+    assert any("ND is ahead of BN in 1 of the 1" in line for line in text["claims"])
+    assert any("VGG-16 BN" in line and "outside" in line for line in text["paper_values"])
+    resnet_gap = [line for line in text["gaps"] if "ResNet-18 ND" in line]
+    assert len(resnet_gap) == 1 and "closer to the reproduction" in resnet_gap[0]
+    assert any("PreAct-18 BN" in line and "not run yet" in line for line in text["gaps"])
+    assert any("ResNet-18: its ND first layer is an ordinary layer." == line
+               for line in text["explanations"])
+    empty = report.one_epoch_discussion(report.agreement_with_paper(report.table1(frame(), "cifar10")),
+                                        report.nd_vs_bn(report.table1(frame(), "cifar10")).query("epochs == 1"))
+    assert "cannot test ND > BN" in empty["claims"][0]
+    assert empty["paper_values"] == ["We have no run at this budget yet."]
+
+
+def test_nd_vs_bn_follows_the_paper_order_with_names_and_reproduction_error():
+    gains = report.nd_vs_bn(report.table1(frame(), "cifar10")).query("epochs == 1")
+    paper = published.paper_table1()
+    order = list(dict.fromkeys(paper.loc[paper["dataset"] == "cifar10", "paper_name"]))
+    assert list(gains["paper_name"]) == order
+    repro = published.reproduction_table1().query("dataset == 'cifar10' and arch == 'vgg16' "
+                                                  "and epochs == 1")
+    sd = repro.groupby("method")["acc_pct"].std()
+    expected = math.sqrt(sd["ND"] ** 2 / 3 + sd["BN"] ** 2 / 3)
+    assert gains.query("arch == 'vgg16'")["repro_gain_se"].item() == pytest.approx(expected)
+
+
+def make_record(run_id: str, **data_source) -> dict:
+    return {"run_id": run_id, "status": "completed",
+            "environment": {"cpu_count": 2, "load_avg_at_start": [1.0, 0.5, 0.25],
+                            "load_avg_at_end": [3.0, 2.0, 1.0]},
+            "data_source": {"kind": "npz", **data_source}}
+
+
+def test_run_costs_add_the_load_and_the_reproduction_time_of_the_same_cell():
+    runs = frame(make_run(run_id="t1-cifar10-vgg16-nd-e1-s0", train_time_s=100.0, eval_time_s=5.0),
+                 make_run(run_id="t1-cifar10-vgg16-nd-e1-s0-o1a2b3c4d", train_time_s=50.0),
+                 make_run(run_id="x", arch="efficientnetb0_allnd"))
+    details = report.record_details([make_record(r) for r in runs["run_id"]])
+    costs = report.run_costs(runs, details).set_index("run_id")
+    row = costs.loc["t1-cifar10-vgg16-nd-e1-s0"]
+    assert row["wall_s"] == pytest.approx(105.0) and row["cpu_count"] == 2
+    assert row["load_start"] == "1.00 / 0.50 / 0.25" and row["load_end"] == "3.00 / 2.00 / 1.00"
+    repro = published.reproduction_table1().query("dataset == 'cifar10' and arch == 'vgg16' and "
+                                                  "method == 'ND' and epochs == 1")
+    assert row["repro_train_s"] == pytest.approx(repro["train_time_s"].mean())
+    assert row["repro_device"] == report.REPRODUCTION_DEVICE
+    assert pd.isna(costs.loc["t1-cifar10-vgg16-nd-e1-s0-o1a2b3c4d", "repro_train_s"])
+    assert costs.loc["x", "repro_device"] == "" and costs.loc["x", "options"] == ""
+    assert report.run_costs(frame(), details).empty
+
+
+def test_channel_statistics_from_records_that_have_them():
+    runs = frame(make_run(run_id="old", finished_at="2026-11-01T00:00:00"),
+                 make_run(run_id="new", dataset="cifar100", finished_at="2026-12-01T00:00:00"),
+                 make_run(run_id="syn", dataset="cifar100", synthetic=True))
+    details = report.record_details([
+        make_record("old"),
+        make_record("new", channel_mean=[0.5, 0.4, 0.3], channel_std=[0.2, 0.2, 0.2]),
+        make_record("syn", channel_mean=[0.1, 0.1, 0.1], channel_std=[0.1, 0.1, 0.1])])
+    stats = report.channel_statistics(runs, details)
+    assert list(stats["dataset"]) == ["cifar100"]
+    assert stats.loc[0, "channel_mean"] == (0.5, 0.4, 0.3) and stats.loc[0, "run_id"] == "new"
+    assert stats.loc[0, "records_with_stats"] == 1 and stats.loc[0, "distinct_values"] == 1
+    assert report.channel_statistics(runs, report.record_details([make_record("old")])).empty
