@@ -576,7 +576,6 @@ class _Checkpointer:
             "history": list(self.record["history"]),
             "identity_json": json.dumps(self.config.identity(), sort_keys=True),
             "started_at": self.record["started_at"],
-            "record_file": self.record.get("_file"),
         }
         _save_atomic(state, self.path)
         self.last = time.monotonic()
@@ -687,7 +686,8 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
     CPU ends with exactly the metrics of an uninterrupted run.  A rerun starts from scratch
     unless its own unfinished checkpoint is there.
 
-    Raises :class:`DataUnavailable` (nothing recorded) when the data cannot be loaded; on
+    Raises :class:`BadRunInput` (:class:`DataUnavailable`, :class:`DeviceUnavailable`; nothing
+    trained, nothing recorded) when the data or the device is not there; on
     interruption (after recording ``interrupted``) and on other errors (after recording
     ``failed``) it re-raises.  A diverged run returns normally with ``status == "diverged"``.
     """
