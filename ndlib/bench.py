@@ -68,7 +68,7 @@ VARIANTS = {"bn": ("bn", None), "nd": ("nd", "ndlib"), "nd_reference": ("nd", "r
 BENCH_COLUMNS = [
     "bench_id", "arch", "batch_size", "device_type", "device_name", "num_threads", "implementation",
     "bn_step_s", "nd_step_s", "ratio_nd_bn", "ratio_min", "ratio_max", "rounds", "steps_per_round",
-    "channels_last", "image_size", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
+    "channels_last", "image_size", "refresh_every", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
     "git_dirty", "created_at", "note", "file",
 ]
 STAGE_COLUMNS = [
@@ -93,13 +93,14 @@ class BenchConfig:
     image_size: int | None = None  # default: the architecture's input size
     num_classes: int = 10
     stages: bool = False
+    refresh_every: int = 1  # ND layers re-estimate the whitening every k-th step (1: the paper's layer)
     stage_repeats: int = 3
     seed: int = 0
     out_dir: str | None = None  # default: <project>/results/bench
     note: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "rounds", "steps", "num_classes", "stage_repeats"):
+        for name in ("batch_size", "rounds", "steps", "num_classes", "stage_repeats", "refresh_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -110,6 +111,9 @@ class BenchConfig:
         unknown = sorted(set(self.implementations) - {"ndlib", "reference"})
         if unknown or not self.implementations:
             raise ValueError(f"implementations must be a non-empty subset of ('ndlib', 'reference'), got {self.implementations}")
+        if self.refresh_every != 1 and "reference" in self.implementations:
+            raise ValueError("refresh_every applies to ndlib's layers only (the reference is the public code's exact "
+                             "layer): use --implementations ndlib with --refresh-every")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
         if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
@@ -322,7 +326,8 @@ def _build_models(config: BenchConfig, device: torch.device) -> dict[str, nn.Mod
     torch.manual_seed(config.seed)
     built = {"bn": model_zoo.create(config.arch, num_classes=config.num_classes, norm="bn")}
     torch.manual_seed(config.seed)
-    nd_model = model_zoo.create(config.arch, num_classes=config.num_classes, norm="nd")
+    nd_options = {"refresh_every": config.refresh_every} if config.refresh_every != 1 else {}
+    nd_model = model_zoo.create(config.arch, num_classes=config.num_classes, norm="nd", **nd_options)
     if "ndlib" in config.implementations:
         built["nd"] = nd_model
     if "reference" in config.implementations:
@@ -387,7 +392,8 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         torch.set_num_threads(previous_threads)
     summary = summarize(times)
     stamp = created_at.replace(":", "").replace("-", "").replace("+0000", "Z")
-    bench_id = f"{config.arch}-b{config.batch_size}-{device.type}-t{config.threads or 'auto'}-{stamp}"
+    refresh = f"-r{config.refresh_every}" if config.refresh_every != 1 else ""
+    bench_id = f"{config.arch}-b{config.batch_size}-{device.type}-t{config.threads or 'auto'}{refresh}-{stamp}"
     record = {
         "bench_id": bench_id,
         "kind": "train_step",
@@ -473,6 +479,7 @@ def load_bench(root: str | Path | None = "results/bench") -> pd.DataFrame:
                 "ratio_nd_bn": entry["ratio"], "ratio_min": entry["ratio_min"], "ratio_max": entry["ratio_max"],
                 "rounds": len(entry["round_medians_s"]), "steps_per_round": record["config"]["steps"],
                 "channels_last": record["config"]["channels_last"], "image_size": record.get("image_size"),
+                "refresh_every": record["config"].get("refresh_every", 1),
                 "load_avg_before": record.get("load_avg_before"), "load_avg_after": record.get("load_avg_after"),
                 "torch_version": record["torch_version"], "git_commit": environment.get("git_commit"),
                 "git_dirty": environment.get("git_dirty"), "created_at": record["created_at"],
@@ -521,7 +528,8 @@ def _handle(args: argparse.Namespace) -> int:
             BenchConfig(arch=arch, batch_size=args.batch_size, device=args.device, threads=args.threads,
                         warmup=args.warmup, rounds=args.rounds, steps=args.steps,
                         implementations=implementations, channels_last=args.channels_last,
-                        image_size=args.image_size, stages=args.stages, out_dir=args.out_dir, note=args.note)
+                        image_size=args.image_size, stages=args.stages, out_dir=args.out_dir, note=args.note,
+                        refresh_every=args.refresh_every)
             for arch in archs
         ]
     except ValueError as error:
@@ -558,5 +566,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--image-size", type=int, default=None, help="default: the architecture's")
     parser.add_argument("--stages", action="store_true", help="also time the stages of every ND layer")
     parser.add_argument("--out-dir", default=None, help="default: <project>/results/bench")
+    parser.add_argument("--refresh-every", type=int, default=1,
+                        help="ND layers re-estimate the whitening every k-th step (default 1: the paper's layer)")
     parser.add_argument("--note", default="", help="free text for the record (e.g. machine load)")
     parser.set_defaults(handler=_handle, parser=parser)

@@ -116,6 +116,9 @@ def test_load_bench_empty_and_bad_files(tmp_path):
     ({"implementations": ("fast",)}, "implementations"),
     ({"device": "tpu"}, "device"),
     ({"threads": 0}, "threads"),
+    ({"image_size": -3}, "image_size"),
+    ({"refresh_every": 0}, "refresh_every"),
+    ({"refresh_every": 4}, "ndlib's layers only"),  # with the default implementations (reference included)
 ])
 def test_bench_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -137,3 +140,16 @@ def test_cli_registers_bench():
     args = build_parser().parse_args(["bench", "--arch", "resnet18", "--batch-size", "8", "--rounds", "2"])
     assert args.command == "bench" and args.batch_size == 8 and args.rounds == 2 and args.threads == 2
     assert args.handler is bench._handle
+
+
+def test_refresh_every_builds_the_nd_model_with_it_and_names_the_record(tmp_path):
+    from ndlib.layers import FastDeconv
+
+    config = bench.BenchConfig(arch="pnasneta", batch_size=2, rounds=1, warmup=0, image_size=8, threads=1,
+                               implementations=("ndlib",), refresh_every=4, out_dir=str(tmp_path))
+    models = bench._build_models(config, torch.device("cpu"))
+    layers = [m for m in models["nd"].modules() if isinstance(m, FastDeconv)]
+    assert layers and all(m.refresh_every == 4 for m in layers)
+    record = bench.run_bench(config, models={"bn": tiny("bn"), "nd": tiny("nd")}, log=None)
+    assert "-r4-" in record["bench_id"]
+    assert bench.load_bench(tmp_path)["refresh_every"].tolist() == [4]
