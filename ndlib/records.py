@@ -175,12 +175,16 @@ def portable_path(path: str | Path | None) -> str | None:
     :func:`scrub_paths` of it (``<tmp>/...``, ``<outside the project>/name``)."""
     if path is None:
         return None
-    resolved = Path(path).expanduser().resolve()
-    try:
-        return resolved.relative_to(project_root()).as_posix() or "."
-    except ValueError:
-        scrubbed = scrub_paths(str(resolved))
-        return scrubbed if scrubbed != str(resolved) else f"<outside the project>/{resolved.name}"
+    root = project_root()
+    given = Path(path).expanduser()
+    for candidate in (Path(os.path.abspath(given)), given.resolve()):  # a link inside the project stays inside
+        try:
+            return candidate.relative_to(root).as_posix() or "."
+        except ValueError:
+            continue
+    resolved = given.resolve()
+    scrubbed = scrub_paths(str(resolved))
+    return scrubbed if scrubbed != str(resolved) else f"<outside the project>/{resolved.name}"
 
 
 def _path_placeholders() -> list[tuple[str, str]]:

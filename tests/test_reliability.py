@@ -385,5 +385,13 @@ def test_portable_path_is_relative_inside_the_project_and_a_placeholder_outside(
     from ndlib.records import portable_path
 
     assert portable_path(PROJECT / "data") == "data"
+    link = PROJECT / ".pytest_cache" / "portable-link"  # a link inside the project to a folder outside it
+    link.parent.mkdir(exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to(tmp_path)
+    try:
+        assert portable_path(link) == ".pytest_cache/portable-link"
+    finally:
+        link.unlink()
     assert portable_path(tmp_path / "x").startswith("<tmp>/")
     assert portable_path("/nowhere/at/all") == "<outside the project>/all"
