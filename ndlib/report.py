@@ -80,6 +80,8 @@ __all__ = [
     "equal_cost",
     "equal_cost_verdicts",
     "epoch_cost",
+    "epoch_cost_summary",
+    "first_layer_descriptions",
     "one_epoch_discussion",
     "record_details",
     "load_record_details",
@@ -975,6 +977,15 @@ def efficientnet_variants(runs: pd.DataFrame, datasets: Sequence[str] = ("cifar1
                          seeds)
 
 
+def _commands_text(commands: Sequence[str]) -> str:
+    """Markdown for the train commands of missing seeds: the first in full, the others as the
+    seed that changes (they differ only in ``--seed``)."""
+    if not commands:
+        return ""
+    rest = [command.rsplit(" ", 1)[-1] for command in commands[1:]]
+    return f"`{commands[0]}`" + (" and the same with `--seed` " + ", ".join(rest) if rest else "")
+
+
 def _cell_of(frame: pd.DataFrame, **keys: object) -> pd.Series | None:
     hit = frame
     for name, value in keys.items():
@@ -1009,8 +1020,8 @@ def efficientnet_sentences(variants: pd.DataFrame, k: float = 2.0) -> list[str]:
         text = [f"**{title}, {budget}.** BN {_mean_text(bn)}; the paper's ND network "
                 f"{_mean_text(paper_nd)}; ND in every block {_mean_text(every)} (test accuracy, %)."]
         if every is None or every["ours_n"] == 0:
-            text.append("The every-block variant has not run yet (`"
-                        + "`, `".join(every["commands"] if every is not None else []) + "`).")
+            text.append("The every-block variant has not run yet: "
+                        + _commands_text(every["commands"] if every is not None else []) + ".")
         else:
             if paper_nd is not None and paper_nd["ours_n"] > 0:
                 cmp = _compare_rows(every, paper_nd, k)
@@ -1069,10 +1080,9 @@ def equal_cost_verdicts(equal: pd.DataFrame, k: float = 2.0) -> pd.DataFrame:
         missing = [row for row in (nd, bn1, bn2) if row["ours_n"] == 0]
         if cost_cmp["verdict"] == "not run":
             survives = pd.NA
-            commands = [c for row in (nd, bn2) for c in row["commands"] if row["ours_n"] == 0]
             text = (f"**{name}**: not known yet; missing "
-                    + " and ".join(row["label"] for row in (nd, bn2) if row["ours_n"] == 0)
-                    + " (`" + "`, `".join(commands) + "`).")
+                    + " and ".join(f"{row['label']} ({_commands_text(row['commands'])})"
+                                   for row in (nd, bn2) if row["ours_n"] == 0) + ".")
         else:
             if cost_cmp["verdict"] == "within noise":
                 survives, verdict = pd.NA, "is within the noise of our seeds at about equal compute"
@@ -1145,6 +1155,55 @@ def epoch_cost(runs: pd.DataFrame, dataset: str = "cifar10", archs: Sequence[str
         lambda s: "\n".join(dict.fromkeys(str(v) for v in s if isinstance(v, str) and v)))
     pairs["notes"] = note_of.reindex(pairs.index).fillna("")
     return pairs.reset_index()[columns]
+
+
+def epoch_cost_summary(cost: pd.DataFrame) -> str:
+    """Markdown: the measured ratio of ND's training time to BN's per architecture of an
+    :func:`epoch_cost` frame (range and median over seed pairs, with the machine), and of ND
+    to BN at twice the epochs where that ran; the runs' notes on the machine's load follow,
+    since they qualify every ratio."""
+    if cost.empty:
+        return ("No architecture has completed BN and ND runs of the same seed on one machine "
+                "yet, so the cost of an ND epoch against a BN epoch is not measured.")
+    lines = []
+    for (arch, device, kind, threads), part in cost.groupby(
+            ["arch", "device_name", "device_type", "num_threads"], sort=False):
+        ratio = part["ratio_nd_bn"]
+        line = (f"* {_paper_names().get(arch, arch)} on {device} ({kind}, {threads} "
+                f"thread{'s' if threads != 1 else ''}): one ND epoch took {ratio.min():.2f} to "
+                f"{ratio.max():.2f} times the training time of one BN epoch (median "
+                f"{ratio.median():.2f}, {len(part)} seed pair{'s' if len(part) != 1 else ''})")
+        double = part["ratio_nd_bn_double"].dropna()
+        if not double.empty:
+            line += (f"; against BN trained for twice the epochs, ND's time is {double.min():.2f} "
+                     f"to {double.max():.2f} times BN's ({len(double)} pair"
+                     f"{'s' if len(double) != 1 else ''})")
+        lines.append(line + ".")
+    notes = list(dict.fromkeys(n for text in cost["notes"] for n in str(text).split("\n") if n))
+    if notes:
+        lines.append("\nThe runs' own notes on the machine's load, which qualify these ratios:\n")
+        lines += [f"* {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def first_layer_descriptions(archs: Iterable[str]) -> dict[str, str]:
+    """The ND first-layer settings of each architecture, in words, from the model registry
+    (``ndlib.models``; empty while it is not available), e.g. ``"a deconvolution with 15
+    Newton-Schulz iterations and statistics frozen after 100 training iterations"``."""
+    models = _optional_module("ndlib.models")
+    if models is None:
+        return {}
+    out = {}
+    for arch in archs:
+        settings = models.get_spec(arch).first_layer
+        if not settings:
+            out[arch] = "an ordinary deconvolution layer (no special settings)"
+            continue
+        text = f"a deconvolution with {settings.get('n_iter')} Newton-Schulz iterations"
+        if settings.get("freeze"):
+            text += f" and statistics frozen after {settings.get('freeze_iter')} training iterations"
+        out[arch] = text
+    return out
 
 
 def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_threshold: float = 10.0,
@@ -1244,10 +1303,11 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
             if part.empty:
                 continue
             widest = part.loc[part[column].idxmax()]
+            median = (f"; the median over {len(part)} such cells is {part[column].median():.2f}"
+                      if len(part) > 1 else "")
             out["explanations"].append(
                 f"{who} of one {norm.upper()} cell scatter by up to {widest[column]:.2f} points "
-                f"(standard deviation; {name(widest)}, n={int(widest[n_column])}); the median over "
-                f"{len(part)} such cells is {part[column].median():.2f}.")
+                f"(standard deviation; {name(widest)}, n={int(widest[n_column])}){median}.")
     measured = agreement[(agreement["ours_n"] > 0) & agreement["ours_train_mean"].notna()]
     if not measured.empty:
         lead = measured["ours_test_mean"] - measured["ours_train_mean"]
@@ -1263,10 +1323,15 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
         out["explanations"].append("A BN model has no deconvolution layer, so the ND settings "
                                    "(first layer included) do not bear on the BN gaps.")
     if first_layers and "nd" in gap_norms:
-        for arch in dict.fromkeys(gaps.loc[gaps["norm"] == "nd", "arch"]):
-            if arch in first_layers:
-                label = gaps.loc[gaps["arch"] == arch, "paper_name"].iloc[0]
-                out["explanations"].append(f"{label}: its ND first layer is {first_layers[arch]}.")
+        nd_gaps = gaps[gaps["norm"] == "nd"].drop_duplicates("arch")
+        by_setting: dict[str, list[str]] = {}
+        for _, row in nd_gaps.iterrows():
+            if row["arch"] in first_layers:
+                by_setting.setdefault(first_layers[row["arch"]], []).append(row["paper_name"])
+        if by_setting:
+            out["explanations"].append(
+                "The ND first layers of the architectures with an ND gap: " + "; ".join(
+                    f"{setting}: {', '.join(names)}" for setting, names in by_setting.items()) + ".")
     return out
 
 

@@ -424,8 +424,8 @@ def test_equal_cost_verdicts_survive_fail_and_missing():
     assert "Still missing: BN, 1 epoch" in resnet["text"]
     missing = report.equal_cost_verdicts(report.equal_cost(frame())).set_index("arch")
     assert missing["survives"].isna().all()
-    assert ("python -m ndlib train --arch vgg16 --norm bn --dataset cifar10 --epochs 2 --seed 0"
-            in missing.loc["vgg16", "text"])
+    assert ("`python -m ndlib train --arch vgg16 --norm bn --dataset cifar10 --epochs 2 --seed 0` "
+            "and the same with `--seed` 1, 2" in missing.loc["vgg16", "text"])
 
 
 def test_efficientnet_sentences_adapt_to_the_records():
@@ -478,8 +478,7 @@ def test_one_epoch_discussion_is_generated_from_the_frames():
     resnet_gap = [line for line in text["gaps"] if "ResNet-18 ND" in line]
     assert len(resnet_gap) == 1 and "closer to the reproduction" in resnet_gap[0]
     assert any("PreAct-18 BN" in line and "not run yet" in line for line in text["gaps"])
-    assert any("ResNet-18: its ND first layer is an ordinary layer." == line
-               for line in text["explanations"])
+    assert any("an ordinary layer: ResNet-18" in line for line in text["explanations"])
     empty = report.one_epoch_discussion(report.agreement_with_paper(report.table1(frame(), "cifar10")),
                                         report.nd_vs_bn(report.table1(frame(), "cifar10")).query("epochs == 1"))
     assert "cannot test ND > BN" in empty["claims"][0]
@@ -536,3 +535,27 @@ def test_channel_statistics_from_records_that_have_them():
     assert stats.loc[0, "channel_mean"] == (0.5, 0.4, 0.3) and stats.loc[0, "run_id"] == "new"
     assert stats.loc[0, "records_with_stats"] == 1 and stats.loc[0, "distinct_values"] == 1
     assert report.channel_statistics(runs, report.record_details([make_record("old")])).empty
+
+
+def test_epoch_cost_summary_states_ratios_and_notes():
+    assert "not measured" in report.epoch_cost_summary(report.epoch_cost(frame()))
+    runs = frame(make_run(run_id="b0", norm="bn", seed=0, train_time_s=100.0),
+                 make_run(run_id="n0", norm="nd", seed=0, train_time_s=180.0),
+                 make_run(run_id="b1", norm="bn", seed=1, train_time_s=100.0),
+                 make_run(run_id="n1", norm="nd", seed=1, train_time_s=200.0),
+                 make_run(run_id="b0e2", norm="bn", seed=0, epochs=2, train_time_s=190.0))
+    runs["note"] = ["shared", "shared", "quiet", "quiet", "shared"]
+    text = report.epoch_cost_summary(report.epoch_cost(runs))
+    assert "1.80 to 2.00 times" in text and "median 1.90, 2 seed pairs" in text
+    assert "0.95 to 0.95 times BN's (1 pair)" in text
+    assert text.endswith("* shared\n* quiet")
+
+
+def test_first_layer_descriptions_read_the_registry():
+    from ndlib import models
+
+    text = report.first_layer_descriptions(["vgg16", "resnet18"])
+    vgg = models.get_spec("vgg16").first_layer
+    assert text["vgg16"] == (f"a deconvolution with {vgg['n_iter']} Newton-Schulz iterations and "
+                             f"statistics frozen after {vgg['freeze_iter']} training iterations")
+    assert text["resnet18"].startswith("an ordinary deconvolution layer")
