@@ -1085,16 +1085,20 @@ def equal_cost_verdicts(equal: pd.DataFrame, k: float = 2.0) -> pd.DataFrame:
                                    for row in (nd, bn2) if row["ours_n"] == 0) + ".")
         else:
             if cost_cmp["verdict"] == "within noise":
-                survives, verdict = pd.NA, "is within the noise of our seeds at about equal compute"
+                survives = pd.NA
+                verdict = ("the difference is within the noise of our seeds, so at about equal "
+                           "compute neither is shown to be ahead")
             else:
                 survives = bool(cost_cmp["diff"] > 0)
-                verdict = ("survives" if survives else "does not survive") + " at about equal compute"
-                if cost_cmp["verdict"] == "no noise estimate":
-                    verdict += " in these single runs"
+                verdict = ("ND at one epoch is ahead of BN at two epochs" if survives else
+                           "BN at two epochs is ahead of ND at one epoch")
+                verdict += (" in these single runs" if cost_cmp["verdict"] == "no noise estimate"
+                            else "") + ", at about equal compute"
             text = (f"**{name}**: ND at 1 epoch {_mean_text(nd)} against BN at 2 epochs "
-                    f"{_mean_text(bn2)}: {cost_cmp['text']}; ND's one-epoch lead {verdict}. "
-                    f"At equal epochs (BN at 1 epoch {_mean_text(bn1)}) the lead is "
-                    f"{epochs_cmp['text']}.")
+                    f"{_mean_text(bn2)}: {cost_cmp['text']}; {verdict}.")
+            if epochs_cmp["verdict"] != "not run":
+                text += (f" At equal epochs, ND minus BN at 1 epoch ({_mean_text(bn1)}): "
+                         f"{epochs_cmp['text']}.")
             if missing:
                 text += " Still missing: " + ", ".join(row["label"] for row in missing) + "."
         rows.append({"dataset": dataset, "arch": arch,
@@ -1157,6 +1161,12 @@ def epoch_cost(runs: pd.DataFrame, dataset: str = "cifar10", archs: Sequence[str
     return pairs.reset_index()[columns]
 
 
+def _span(values: pd.Series) -> str:
+    """``"1.59 to 1.89"``, or ``"1.80"`` when the values agree to two decimals."""
+    low, high = f"{values.min():.2f}", f"{values.max():.2f}"
+    return low if low == high else f"{low} to {high}"
+
+
 def epoch_cost_summary(cost: pd.DataFrame) -> str:
     """Markdown: the measured ratio of ND's training time to BN's per architecture of an
     :func:`epoch_cost` frame (range and median over seed pairs, with the machine), and of ND
@@ -1170,14 +1180,13 @@ def epoch_cost_summary(cost: pd.DataFrame) -> str:
             ["arch", "device_name", "device_type", "num_threads"], sort=False):
         ratio = part["ratio_nd_bn"]
         line = (f"* {_paper_names().get(arch, arch)} on {device} ({kind}, {threads} "
-                f"thread{'s' if threads != 1 else ''}): one ND epoch took {ratio.min():.2f} to "
-                f"{ratio.max():.2f} times the training time of one BN epoch (median "
-                f"{ratio.median():.2f}, {len(part)} seed pair{'s' if len(part) != 1 else ''})")
+                f"thread{'s' if threads != 1 else ''}): one ND epoch took {_span(ratio)} times the "
+                f"training time of one BN epoch (median {ratio.median():.2f}, {len(part)} seed "
+                f"pair{'s' if len(part) != 1 else ''})")
         double = part["ratio_nd_bn_double"].dropna()
         if not double.empty:
-            line += (f"; against BN trained for twice the epochs, ND's time is {double.min():.2f} "
-                     f"to {double.max():.2f} times BN's ({len(double)} pair"
-                     f"{'s' if len(double) != 1 else ''})")
+            line += (f"; against BN trained for twice the epochs, ND's time is {_span(double)} "
+                     f"times BN's ({len(double)} pair{'s' if len(double) != 1 else ''})")
         lines.append(line + ".")
     notes = list(dict.fromkeys(n for text in cost["notes"] for n in str(text).split("\n") if n))
     if notes:
@@ -1227,6 +1236,7 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
       settings from ``first_layers`` (arch -> description), when given.
     """
     out: dict[str, list[str]] = {"claims": [], "paper_values": [], "gaps": [], "explanations": []}
+    agreement, gains = agreement.reset_index(drop=True), gains.reset_index(drop=True)
 
     def name(row) -> str:
         return f"{DATASET_TITLES.get(row['dataset'], row['dataset'])} {row['paper_name']}"

@@ -417,10 +417,10 @@ def test_equal_cost_verdicts_survive_fail_and_missing():
     assert vgg["lead_equal_cost"] == pytest.approx(74.5 - 61.0)
     assert vgg["lead_equal_epochs"] == pytest.approx(74.5 - 12.0)
     assert vgg["verdict"] == "beyond noise" and bool(vgg["survives"])
-    assert "survives at about equal compute" in vgg["text"]
+    assert "ND at one epoch is ahead of BN at two epochs, at about equal compute" in vgg["text"]
     resnet = verdicts.loc["resnet18"]
     assert resnet["verdict"] == "no noise estimate" and not bool(resnet["survives"])
-    assert "does not survive at about equal compute in these single runs" in resnet["text"]
+    assert "BN at two epochs is ahead of ND at one epoch in these single runs" in resnet["text"]
     assert "Still missing: BN, 1 epoch" in resnet["text"]
     missing = report.equal_cost_verdicts(report.equal_cost(frame())).set_index("arch")
     assert missing["survives"].isna().all()
@@ -547,7 +547,7 @@ def test_epoch_cost_summary_states_ratios_and_notes():
     runs["note"] = ["shared", "shared", "quiet", "quiet", "shared"]
     text = report.epoch_cost_summary(report.epoch_cost(runs))
     assert "1.80 to 2.00 times" in text and "median 1.90, 2 seed pairs" in text
-    assert "0.95 to 0.95 times BN's (1 pair)" in text
+    assert "0.95 times BN's (1 pair)" in text
     assert text.endswith("* shared\n* quiet")
 
 
@@ -559,3 +559,13 @@ def test_first_layer_descriptions_read_the_registry():
     assert text["vgg16"] == (f"a deconvolution with {vgg['n_iter']} Newton-Schulz iterations and "
                              f"statistics frozen after {vgg['freeze_iter']} training iterations")
     assert text["resnet18"].startswith("an ordinary deconvolution layer")
+
+
+def test_one_epoch_discussion_takes_frames_concatenated_over_datasets():
+    runs = frame(*seeds_of("bn", [10.0, 11.0]), *seeds_of("bn", [5.0, 6.0], dataset="cifar100"))
+    tables = [report.table1(runs, d) for d in ("cifar10", "cifar100")]
+    agreement = pd.concat([report.agreement_with_paper(t) for t in tables])  # repeated index
+    gains = pd.concat([report.nd_vs_bn(t) for t in tables]).query("epochs == 1")
+    text = report.one_epoch_discussion(agreement, gains)
+    spread = [line for line in text["explanations"] if line.startswith("Our seeds of one BN cell")]
+    assert spread and "up to 0.71 points" in spread[0] and "over 2 such cells" in spread[0]
