@@ -279,7 +279,8 @@ def one_epoch_figure(agreement: pd.DataFrame, title: str = "", k: float = 2.0) -
     names = list(dict.fromkeys(agreement["paper_name"]))
     fig, axes = plt.subplots(1, len(NORM_PALETTE), figsize=(11, 0.55 * len(names) + 2.2),
                              sharey=True, sharex=True, squeeze=False)
-    top = float(pd.concat([agreement["paper_test"], agreement["repro_mean"] + agreement["repro_std"].fillna(0),
+    top = float(pd.concat([agreement["paper_test"],
+                           agreement["repro_mean"] + agreement["repro_std"].fillna(0),
                            agreement["ours_test_mean"] + agreement["ours_test_std"].fillna(0)]).max())
     for ax, norm in zip(axes[0], NORM_PALETTE):
         part = agreement[agreement["norm"] == norm.lower()].set_index("paper_name").reindex(names)

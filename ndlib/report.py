@@ -923,7 +923,8 @@ def compare_cells(runs: pd.DataFrame, cells: Iterable[Mapping[str, Any]],
     """Our runs for a chosen list of cells, which need not be cells of the paper's table (an
     extra architecture of ours, another epoch budget).
 
-    Each item of ``cells`` gives ``label, dataset, arch, norm, epochs``.  Columns: those; ours
+    Each item of ``cells`` gives ``label, dataset, arch, norm, epochs``.  Columns: those and
+    ``paper_name`` (the paper's name of the architecture, else the arch); ours
     as in :func:`table1` (``ours_test_mean, ours_test_std, ours_n, ours_seeds,
     ours_train_mean``, ``ours_train_time_mean`` in seconds, ``ours_other_detail``,
     ``ours_status``; completed real-data runs with the paper's settings only); the published
@@ -949,8 +950,9 @@ def compare_cells(runs: pd.DataFrame, cells: Iterable[Mapping[str, Any]],
                 for seed in seeds if seed not in have]
 
     out["commands"] = [commands(row) for _, row in out.iterrows()]
-    return out[["label", "dataset", "arch", "norm", "epochs", "ours_test_mean", "ours_test_std",
-                "ours_n", "ours_seeds", "ours_train_mean", "ours_train_time_mean",
+    out["paper_name"] = [_paper_names().get(arch, arch) for arch in out["arch"]]
+    return out[["label", "dataset", "arch", "paper_name", "norm", "epochs", "ours_test_mean",
+                "ours_test_std", "ours_n", "ours_seeds", "ours_train_mean", "ours_train_time_mean",
                 "ours_other_detail", "ours_status", "paper_test", "repro_mean", "repro_std",
                 "repro_n", "commands"]]
 
@@ -1076,7 +1078,7 @@ def equal_cost_verdicts(equal: pd.DataFrame, k: float = 2.0) -> pd.DataFrame:
     for (dataset, arch), part in equal.groupby(["dataset", "arch"], sort=False):
         nd, bn1, bn2 = (_cell_of(part, label=label) for label in (nd_label, bn1_label, bn2_label))
         epochs_cmp, cost_cmp = _compare_rows(nd, bn1, k), _compare_rows(nd, bn2, k)
-        name = f"{DATASET_TITLES.get(dataset, dataset)} {_paper_names().get(arch, arch)}"
+        name = f"{DATASET_TITLES.get(dataset, dataset)} {part['paper_name'].iloc[0]}"
         missing = [row for row in (nd, bn1, bn2) if row["ours_n"] == 0]
         if cost_cmp["verdict"] == "not run":
             survives = pd.NA

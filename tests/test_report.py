@@ -398,6 +398,7 @@ def test_compare_cells_takes_non_paper_cells_and_lists_missing_commands():
         {"label": "ND 1", "dataset": "cifar10", "arch": "vgg16", "norm": "nd", "epochs": 1}])
     bn2 = cells.set_index("label").loc["BN 2"]
     assert bn2["ours_test_mean"] == 32.0 and bn2["ours_n"] == 2 and pd.isna(bn2["paper_test"])
+    assert bn2["paper_name"] == "VGG-16"
     assert bn2["commands"] == ["python -m ndlib train --arch vgg16 --norm bn --dataset cifar10 "
                                "--epochs 2 --seed 2"]
     nd1 = cells.set_index("label").loc["ND 1"]
@@ -479,8 +480,9 @@ def test_one_epoch_discussion_is_generated_from_the_frames():
     assert len(resnet_gap) == 1 and "closer to the reproduction" in resnet_gap[0]
     assert any("PreAct-18 BN" in line and "not run yet" in line for line in text["gaps"])
     assert any("an ordinary layer: ResNet-18" in line for line in text["explanations"])
-    empty = report.one_epoch_discussion(report.agreement_with_paper(report.table1(frame(), "cifar10")),
-                                        report.nd_vs_bn(report.table1(frame(), "cifar10")).query("epochs == 1"))
+    nothing = report.table1(frame(), "cifar10")
+    empty = report.one_epoch_discussion(report.agreement_with_paper(nothing),
+                                        report.nd_vs_bn(nothing).query("epochs == 1"))
     assert "cannot test ND > BN" in empty["claims"][0]
     assert empty["paper_values"] == ["We have no run at this budget yet."]
 
