@@ -46,26 +46,16 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.lazy import LazyModuleMixin
 
 from ndlib.layers import Delinear, FastDeconv
+from ndlib.models.factory import DECONV_OPTIONS, keyword_options
 
 __all__ = ["deconvolve", "deconvolve_options", "CONV_OPTIONS", "LINEAR_OPTIONS"]
 
-#: Arguments that are construction details, not deconvolution settings.
-_NOT_OPTIONS = frozenset({"padding_mode", "device", "dtype"})
-
-
-def _keyword_options(layer: type) -> tuple[str, ...]:
-    """The keyword-only options of a layer's constructor, read from its signature (so an option
-    added to :mod:`ndlib.layers`, such as ``refresh_every``, passes through unchanged)."""
-    parameters = inspect.signature(layer.__init__).parameters.values()
-    return tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name not in _NOT_OPTIONS)
-
-
 #: Options of :class:`~ndlib.layers.FastDeconv` (``block``, ``eps``, ``n_iter``, ``momentum``,
 #: ``sampling_stride``, ``freeze``, ``freeze_iter``, ``grouping``, ...).
-CONV_OPTIONS: tuple[str, ...] = _keyword_options(FastDeconv)
+CONV_OPTIONS: tuple[str, ...] = DECONV_OPTIONS
 #: Options of :class:`~ndlib.layers.Delinear`; the shared ones (all but ``block``) reach it from
 #: ``deconvolve``'s ``**layer_options``, its ``block`` is ``block_fc``.
-LINEAR_OPTIONS: tuple[str, ...] = _keyword_options(Delinear)
+LINEAR_OPTIONS: tuple[str, ...] = keyword_options(Delinear)
 _DEFAULT_BLOCK: int = inspect.signature(FastDeconv.__init__).parameters["block"].default
 
 #: Norm layers that are not BatchNorm: left in place (with a warning) when met.

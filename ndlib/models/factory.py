@@ -66,6 +66,7 @@ __all__ = [
     "FIRST_LAYER_DECONV_10",
     "LayerFactory",
     "make_factory",
+    "keyword_options",
 ]
 
 #: The normalization kinds a model can be built with.
@@ -75,7 +76,7 @@ NORMS = ("bn", "nd", "none")
 _NOT_OPTIONS = frozenset({"padding_mode", "device", "dtype"})
 
 
-def _keyword_options(layer: type) -> tuple[str, ...]:
+def keyword_options(layer: type) -> tuple[str, ...]:
     """The keyword-only options of a layer's constructor, read from its signature so that an
     option added to :mod:`ndlib.layers` passes through ``create`` without a change here."""
     parameters = inspect.signature(layer.__init__).parameters.values()
@@ -84,11 +85,11 @@ def _keyword_options(layer: type) -> tuple[str, ...]:
 
 #: Keyword options of :class:`ndlib.layers.FastDeconv` that ``create(..., **options)`` passes on
 #: (``block``, ``eps``, ``n_iter``, ``momentum``, ``sampling_stride``, ``freeze``, ...).
-DECONV_OPTIONS: tuple[str, ...] = _keyword_options(FastDeconv)
+DECONV_OPTIONS: tuple[str, ...] = keyword_options(FastDeconv)
 
 #: The options the classifier's :class:`ndlib.layers.Delinear` shares with the convs (its
 #: ``block`` is ``block_fc``, set separately).
-LINEAR_OPTIONS: tuple[str, ...] = tuple(o for o in _keyword_options(Delinear) if o in DECONV_OPTIONS and o != "block")
+LINEAR_OPTIONS: tuple[str, ...] = tuple(o for o in keyword_options(Delinear) if o in DECONV_OPTIONS and o != "block")
 
 #: ND first layer, 15 Newton-Schulz iterations and frozen statistics after 100 iterations
 #: (public code: CIFAR VGG and SENet-18, ImageNet VGG-11 / ResNet-18 / DenseNet-121).
