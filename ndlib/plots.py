@@ -262,12 +262,13 @@ def _say_not_run(ax: plt.Axes, y: float) -> None:
             transform=ax.get_yaxis_transform())
 
 
-def one_epoch_figure(agreement: pd.DataFrame, title: str = "", k: float = 2.0) -> Figure:
+def one_epoch_figure(agreement: pd.DataFrame, title: str = "", level: float = 0.95) -> Figure:
     """One dataset at one budget: per architecture, the paper's value (circle), the
     reproduction's mean ± one sd over its attempts (cross) and our test accuracy, mean ± one
     sd over our seeds (diamond, with ``n``), in a BN panel and an ND panel.  A red ring marks
-    a cell whose paper value lies outside our mean ± ``k`` sd (column ``ours_outside``, tested
-    only with enough seeds); a row without our runs says "not run".
+    a cell whose paper value lies outside the ``level`` prediction interval of our seeds
+    (column ``ours_outside``, tested only with enough seeds); a row without our runs says
+    "not run".
 
     ``agreement`` is :func:`ndlib.report.agreement_with_paper` for one dataset.
     """
@@ -312,7 +313,7 @@ def one_epoch_figure(agreement: pd.DataFrame, title: str = "", k: float = 2.0) -
     labels = ["paper (test)", "reproduction (mean ± sd)", "ours (test, mean ± sd, n seeds)"]
     handles.append(plt.Line2D([], [], marker="o", markersize=11, markerfacecolor="none",
                               markeredgecolor=FLAG_COLOUR, markeredgewidth=1.6, linestyle="none"))
-    labels.append(f"paper outside ours ± {k:g} sd")
+    labels.append(f"paper outside our {100 * level:g} % prediction interval")
     fig.legend(handles, labels, loc="upper right", ncol=4, frameon=False, fontsize=8,
                bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(title, x=0.01, y=0.99, ha="left", fontsize=12)

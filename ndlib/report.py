@@ -73,6 +73,7 @@ __all__ = [
     "paper_settings_only",
     "train_command",
     "compare_difference",
+    "prediction_factor",
     "agreement_with_paper",
     "compare_cells",
     "efficientnet_variants",
@@ -860,7 +861,21 @@ def _judge(diff: float, se: float, k: float) -> dict[str, object]:
             "text": f"{diff:+.2f} points (standard error {se:.2f}: {where} {k:g} standard errors)"}
 
 
-def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, k: float = 2.0,
+def prediction_factor(n: int, level: float = 0.95) -> float:
+    """Half-width of the ``level`` prediction interval for one more run, in standard deviations
+    of ``n`` seeds: ``t * sqrt(1 + 1/n)`` with ``t`` the two-sided Student quantile for
+    ``n - 1`` degrees of freedom (NaN below two seeds).  For 3 seeds at 95 %: about 4.97.
+
+    A new run ``x`` of a setting whose seeds have mean ``m`` and sample sd ``s`` lies within
+    ``m ± prediction_factor(n) * s`` with probability ``level`` (normally distributed runs)."""
+    from scipy import stats
+
+    if n < 2:
+        return math.nan
+    return float(stats.t.ppf(0.5 + level / 2.0, n - 1) * math.sqrt(1.0 + 1.0 / n))
+
+
+def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, level: float = 0.95,
                          min_seeds: int = 3) -> pd.DataFrame:
     """How far the reproduction and our runs lie from the paper, per cell of a :func:`table1`
     frame at ``epochs`` (one row per dataset, architecture and norm, in the table's order).
@@ -868,13 +883,13 @@ def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, k: float = 2.0,
     Columns: ``dataset, arch, paper_name, norm, epochs, paper_test, repro_mean, repro_std,
     repro_n, ours_test_mean, ours_test_std, ours_n, ours_train_mean``; the differences
     ``repro_minus_paper``, ``ours_minus_paper`` and ``ours_minus_repro`` (points);
-    ``ours_outside``: for a cell with at least ``min_seeds`` seeds, whether our mean lies more
-    than ``k`` standard deviations of our seeds from the paper's value,
-    ``|ours_mean - paper| > k * sd`` -- the paper reports a single run, and a single run of a
-    setting whose runs scatter like our seeds falls outside mean ± 2 sd only rarely (about
-    one run in twenty for normally distributed results) -- and ``<NA>`` with fewer seeds (not
-    tested); ``closer_to``: the published value our mean is nearer, ``"paper"``,
-    ``"reproduction"`` or ``"equally close"`` (``""`` without a run of ours).
+    ``ours_band``: the half-width of the ``level`` prediction interval of our seeds
+    (:func:`prediction_factor` times their sd); ``ours_outside``: for a cell with at least
+    ``min_seeds`` seeds, whether the paper's value lies outside that interval,
+    ``|ours_mean - paper| > ours_band`` -- the paper reports a single run, and a single run
+    of our setting falls outside it with probability ``1 - level`` only -- and ``<NA>`` with
+    fewer seeds (not tested); ``closer_to``: the published value our mean is nearer,
+    ``"paper"``, ``"reproduction"`` or ``"equally close"`` (``""`` without a run of ours).
     """
     _require_columns(table, ["dataset", "arch", "paper_name", "norm", "epochs", "paper_test",
                              "repro_mean", "repro_std", "repro_n", "ours_test_mean",
@@ -892,7 +907,9 @@ def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, k: float = 2.0,
     out["repro_minus_paper"] = out["repro_mean"] - out["paper_test"]
     out["ours_minus_paper"] = out["ours_test_mean"] - out["paper_test"]
     out["ours_minus_repro"] = out["ours_test_mean"] - out["repro_mean"]
-    outside = out["ours_minus_paper"].abs() > k * out["ours_test_std"]
+    out["ours_band"] = [prediction_factor(n, level) * sd for n, sd in
+                        zip(out["ours_n"], out["ours_test_std"])]
+    outside = out["ours_minus_paper"].abs() > out["ours_band"]
     out["ours_outside"] = pd.array([bool(o) if n >= min_seeds else pd.NA
                                     for o, n in zip(outside, out["ours_n"])], dtype="boolean")
 
@@ -1228,8 +1245,9 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
 
     * ``"claims"``: per architecture we ran on both sides, ND minus BN (ours, the paper's,
       the reproduction's) and how many of those cells have ND ahead;
-    * ``"paper_values"``: our cells against the paper's values, with the ``k`` sd test for
-      cells of at least ``min_seeds`` seeds (see :func:`agreement_with_paper`);
+    * ``"paper_values"``: our cells against the paper's values, with the prediction-interval
+      test for cells of at least ``min_seeds`` seeds (see :func:`agreement_with_paper`; its
+      ``ours_band``);
     * ``"gaps"``: cells where the reproduction and the paper differ by at least
       ``gap_threshold`` points, with ours (or "not run yet") and which one ours is closer to;
     * ``"explanations"``: measured quantities that bear on the gaps (the spread of the
@@ -1268,12 +1286,13 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
         where = "outside" if bool(row["ours_outside"]) else "inside"
         out["paper_values"].append(
             f"{name(row)} {row['norm'].upper()}: ours {_mean_text(row)}, the paper "
-            f"{row['paper_test']:.2f}: the paper's value lies {where} our mean ± {k:g} sd.")
+            f"{row['paper_test']:.2f} ({row['ours_minus_paper']:+.2f}): the paper's value lies "
+            f"{where} the prediction interval of our seeds (mean ± {row['ours_band']:.2f}).")
     if not tested.empty:
         n_out = int(tested["ours_outside"].astype(bool).sum())
         out["paper_values"].append(f"In sum: {n_out} of the {len(tested)} cells with at least "
-                                   f"{min_seeds} seeds put the paper's value outside our mean ± "
-                                   f"{k:g} sd.")
+                                   f"{min_seeds} seeds put the paper's value outside the "
+                                   f"prediction interval of our seeds.")
     untested = ran[ran["ours_n"] < min_seeds]
     if not untested.empty:
         listed = "; ".join(f"{name(row)} {row['norm'].upper()} {row['ours_minus_paper']:+.2f} "
