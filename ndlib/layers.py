@@ -249,25 +249,32 @@ def isqrt_newton_schulz(A: torch.Tensor, n_iter: int = 5) -> torch.Tensor:
 def _newton_schulz_polynomial(lam: torch.Tensor, n_iter: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The Newton-Schulz map on eigenvalues, and its divided differences.
 
-    For a scalar ``y`` the coupled iteration reads ``t = (3 - z y)/2, y <- y t, z <- t z`` from
-    ``z = 1``; after ``n_iter`` steps ``z = p(y)`` for a polynomial ``p``.  Alongside, the
-    divided differences ``P[i, j] = (p(l_i) - p(l_j)) / (l_i - l_j)`` (``p'(l_i)`` on ties) are
-    propagated with the product rule ``D[f g] = D[f] g(b) + f(a) D[g]``, which never divides, so
-    close or equal eigenvalues are exact too.  Computed in float64 (the grid is only ``n x n``).
+    For a scalar ``l`` the coupled iteration reads ``t = (3 - z y)/2, y <- y t, z <- t z`` from
+    ``y = l, z = 1``; after ``n_iter`` steps ``z = p(l)`` for a polynomial ``p``.  Every iterate
+    is a polynomial in ``l`` and ``y_k = l z_k`` (true of the matrices as well: ``Y_k = Y_0 Z_k``,
+    all of them polynomials in ``Y_0``), so one recursion suffices: ``z <- z (3 - l z^2) / 2``.
+    Alongside, the divided differences ``P[i, j] = (p(l_i) - p(l_j)) / (l_i - l_j)`` (``p'(l_i)``
+    on ties) are propagated with the product rule ``D[f g] = D[f] g(b) + f(a) D[g]``, which never
+    divides, so close or equal eigenvalues are exact too::
+
+        D[z'] = D[z] (3/2 - l_a (z_a^2 + z_a z_b + z_b^2) / 2) - z_b^3 / 2
+
+    (``a`` the row, ``b`` the column eigenvalue).  The factor is formed in place from vectors,
+    two passes over the ``n x n`` grid, and ``D[z]`` updated in place: four passes per iteration
+    and no temporary grids.  Computed in float64 (the grid is only ``n x n``).
     """
-    ya, yb = lam.unsqueeze(-1), lam.unsqueeze(-2)  # values at the row / column eigenvalue
-    za, zb = torch.ones_like(ya), torch.ones_like(yb)
-    grid = ya.shape[:-1] + yb.shape[-1:]
-    dy = torch.ones(grid, dtype=lam.dtype, device=lam.device)
-    dz = torch.zeros(grid, dtype=lam.dtype, device=lam.device)
-    for _ in range(n_iter):
-        dw = torch.addcmul(dz * yb, za, dy)  # D[z y]; and D[t] = -dw / 2
-        ta, tb = 0.5 * (3.0 - za * ya), 0.5 * (3.0 - zb * yb)
-        dy.mul_(tb).addcmul_(dw, ya, value=-0.5)  # D[y t] = D[y] t(b) + y(a) D[t]
-        dz.mul_(ta).addcmul_(dw, zb, value=-0.5)  # D[t z] = t(a) D[z] + D[t] z(b)
-        ya, yb = ya * ta, yb * tb
-        za, zb = ta * za, tb * zb
-    return za.squeeze(-1), dz
+    n = lam.shape[-1]
+    la = lam.unsqueeze(-1)  # (..., n, 1): the row eigenvalue
+    divided = torch.full(lam.shape + (n,), -0.5, dtype=lam.dtype, device=lam.device)  # D[z_1]
+    z = 1.5 - 0.5 * la  # z_1, from z_0 = 1
+    factor = torch.empty_like(divided) if n_iter > 1 else None
+    for _ in range(1, n_iter):
+        zb = z.mT  # (..., 1, n): the column values
+        torch.addcmul(1.5 - 0.5 * la * z * z, -0.5 * la * z, zb, out=factor)  # 3/2 - l_a (z_a^2 + z_a z_b)/2
+        factor.addcmul_(-0.5 * la, zb * zb)  # - l_a z_b^2 / 2
+        divided.mul_(factor).sub_(0.5 * zb * zb * zb)
+        z = z * (1.5 - 0.5 * la * z * z)
+    return z.squeeze(-1), divided
 
 
 @contextlib.contextmanager
