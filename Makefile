@@ -38,7 +38,8 @@ book: $(STAMP) $(MATHJAX)
 	rm -rf _build
 	$(VENV)/bin/jupyter-book build . --all --builder html -W -n --keep-going
 
-# Unpack the offline CIFAR-10 copy that sits beside the project (../shared/data).
+# Unpack the offline CIFAR-10 and CIFAR-100 copies beside the project (../shared/data) into data/,
+# each archive checked against its SHA-256.
 data: $(STAMP)
 	$(PY) ../shared/data/unpack.py --out data/
 
