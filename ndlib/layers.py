@@ -473,7 +473,15 @@ def stacked_patches(layer: "FastDeconv", x: torch.Tensor) -> torch.Tensor:
     * k x k kernels: ``F.unfold`` gives ``(N, C*k*k, L)`` and ONE permuting copy puts it in
       the stacked layout (instead of a transpose copy and a grouping copy);
     * 1x1 kernels: every ``s^2``-th pixel (in ``N, H, W`` order) is picked by indexing BEFORE
-      any permute, so only ``1/s^2`` of the feature map is touched.
+      any permute, so only ``1/s^2`` of the feature map is touched;
+    * kernels at least twice as wide as the sampling stride (7x7 at stride 3: each pixel lies
+      in ~5 sampled patches): the patches are a strided VIEW of the padded input
+      (``Tensor.unfold`` twice) and ONE copy writes them in the stacked layout (two for the
+      interleaved grouping with several blocks), instead of ``F.unfold`` materialising the
+      ``(N, C*k*k, L)`` columns first; the gradient goes through ``unfold``'s own backward.
+      Measured on PNASNet's 7x7 depthwise layers (batch 128, 1 thread): forward + backward
+      0.53x (32x32 maps) and 0.69x (16x16) of the ``F.unfold`` route; for 3x3 and 5x5 kernels
+      the view route was not faster (1.2x and 1.0x), so they keep ``F.unfold``.
     """
     N, C, H, W = x.shape
     s = layer.statistics_stride
@@ -485,6 +493,8 @@ def stacked_patches(layer: "FastDeconv", x: torch.Tensor) -> torch.Tensor:
         if layer.groups > 1:
             return X.reshape(-1, layer.groups, nf).transpose(0, 1).contiguous()
         return group_features(X, G, layer.grouping).reshape(-1, nf)
+    if layer.kernel_size[0] >= 2 * s:
+        return _stacked_patches_from_windows(layer, x)
     cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=s)
     L = cols.shape[-1]
     if layer.groups > 1:
@@ -492,6 +502,28 @@ def stacked_patches(layer: "FastDeconv", x: torch.Tensor) -> torch.Tensor:
     if layer.grouping == "interleaved":  # feature f = j * G + g
         return cols.view(N, nf, G, L).permute(0, 3, 2, 1).reshape(-1, nf)
     return cols.view(N, G, nf, L).permute(0, 3, 1, 2).reshape(-1, nf)  # f = g * nf + j
+
+
+def _stacked_patches_from_windows(layer: "FastDeconv", x: torch.Tensor) -> torch.Tensor:
+    """:func:`stacked_patches` for a k x k kernel from a strided view of the padded input."""
+    N, C = x.shape[:2]
+    k = layer.kernel_size[0]
+    (ph, pw), (dh, dw), s = layer.padding, layer.dilation, layer.statistics_stride
+    if ph or pw:
+        x = F.pad(x, (pw, pw, ph, ph))
+    windows = x.unfold(2, dh * (k - 1) + 1, s).unfold(3, dw * (k - 1) + 1, s)  # (N, C, Lh, Lw, span, span)
+    if dh > 1 or dw > 1:
+        windows = windows[..., ::dh, ::dw]
+    L = windows.shape[2] * windows.shape[3]
+    nf, G = layer.num_features, layer.num_blocks
+    if layer.groups > 1:
+        g = layer.groups
+        per_group = windows.reshape(N, g, C // g, *windows.shape[2:])  # a view: splits the channel axis
+        return per_group.permute(1, 0, 3, 4, 2, 5, 6).reshape(g, N * L, nf)
+    X = windows.permute(0, 2, 3, 1, 4, 5).reshape(N * L, C * k * k)  # features (channel, ky, kx)
+    if G == 1:
+        return X
+    return group_features(X, G, layer.grouping).reshape(-1, nf)
 
 
 # --------------------------------------------------------------------------------------

@@ -63,6 +63,11 @@ CONV_CASES = {
     "grouped": (16, 8, 3, 1, 1, 1, 4, True, 64, 8),
     "depthwise": (12, 12, 3, 2, 1, 1, 12, True, 64, 9),
     "depthwise-no-bias": (8, 8, 3, 1, 1, 1, 8, False, 64, 7),
+    # 7x7 kernels at sampling stride 3 take the strided-window route of stacked_patches
+    "7x7-depthwise": (8, 8, 7, 1, 3, 1, 8, True, 64, 12),
+    "7x7-channel-multiplier": (4, 8, 7, 1, 3, 1, 4, True, 64, 11),
+    "7x7-blocks": (8, 6, 7, 1, 3, 1, 1, True, 4, 11),
+    "7x7-dilation2-no-bias": (4, 4, 7, 1, 5, 2, 1, False, 64, 13),
 }
 
 
@@ -251,6 +256,44 @@ def test_stacked_patches_equal_the_plain_pipeline(case, grouping):
     else:
         expected = X.reshape(-1, groups, layer.num_features).transpose(0, 1)
     assert torch.equal(nd.stacked_patches(layer, x), expected)
+
+
+WINDOW_GEOMETRIES = {
+    # name: (FastDeconv keyword arguments, input height, input width)
+    "7x7-pad3": (dict(in_channels=6, out_channels=4, kernel_size=7, padding=3, block=64), 13, 14),
+    "7x7-blocks-interleaved": (dict(in_channels=8, out_channels=4, kernel_size=7, padding=3, block=2), 12, 12),
+    "7x7-blocks-contiguous": (dict(in_channels=8, out_channels=4, kernel_size=7, padding=3, block=2,
+                                   grouping="contiguous"), 12, 12),
+    "7x7-depthwise": (dict(in_channels=6, out_channels=6, kernel_size=7, padding=3, groups=6), 16, 15),
+    "7x7-grouped-multiplier": (dict(in_channels=6, out_channels=12, kernel_size=7, padding=3, groups=3), 11, 11),
+    "7x7-asymmetric-pad-dilation": (dict(in_channels=4, out_channels=4, kernel_size=7, padding=(5, 2),
+                                         dilation=(2, 1), block=2), 15, 12),
+    "9x9-no-pad": (dict(in_channels=3, out_channels=4, kernel_size=9, block=64), 14, 16),
+    "7x7-no-pad-one-window": (dict(in_channels=2, out_channels=4, kernel_size=7, block=64), 7, 7),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WINDOW_GEOMETRIES))
+def test_window_patches_equal_unfold_with_gradient(case):
+    """Kernels >= 2x the sampling stride: the strided-window route gives the same matrix as
+    F.unfold + grouping, and the same input gradient (float64)."""
+    kwargs, H, W = WINDOW_GEOMETRIES[case]
+    layer = nd.FastDeconv(**kwargs)
+    assert layer.kernel_size[0] >= 2 * layer.statistics_stride  # the route under test
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(3, layer.in_channels, H, W, generator=gen, dtype=torch.float64)
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ours = nd.stacked_patches(layer, x1)
+    X = nd.sample_patches(x2, layer.kernel_size, layer.padding, layer.dilation, layer.statistics_stride)
+    if layer.groups == 1:
+        plain = nd.group_features(X, layer.num_blocks, layer.grouping).reshape(-1, layer.num_features)
+    else:
+        plain = X.reshape(-1, layer.groups, layer.num_features).transpose(0, 1)
+    assert torch.equal(ours, plain)
+    upstream = torch.randn(ours.shape, generator=gen, dtype=torch.float64)
+    (ours * upstream).sum().backward()
+    (plain * upstream).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["matmul", "spectral"])
