@@ -183,7 +183,7 @@ def _why_not(module: nn.Module) -> str | None:
     if isinstance(module, nn.Conv2d):
         return f"a subclass of nn.Conv2d ({type(module).__name__}) whose forward may differ from a plain conv"
     if isinstance(module, _ConvNd):
-        return f"{type(module).__name__}: FastDeconv replaces nn.Conv2d only (no transposed, 1-D or 3-D convs)"
+        return "FastDeconv replaces nn.Conv2d only (no transposed, 1-D or 3-D convs)"
     return None
 
 
