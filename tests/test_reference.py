@@ -317,6 +317,33 @@ def test_in_place_centering_is_bit_identical(dtype):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("in_place", [False, True])
+def test_feature_major_covariance_equals_row_major(in_place):
+    """Grouped k x k convs compute from the transposed (feature-major) patch matrix: same mean,
+    covariance and input gradient as the row-major matrix (float64), and gradcheck passes."""
+    layer = nd.FastDeconv(6, 6, 3, padding=1, groups=3, stride=2).double()
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(3, 6, 9, 8, generator=gen, dtype=torch.float64) + 0.5
+    Xt, features_first = nd._patch_matrix(layer, x)
+    assert features_first and Xt.is_contiguous() and Xt.shape == (3, 18, 3 * 2 * 2)  # stride 2 * 3: 2x2 patches
+    assert torch.equal(Xt.mT, nd.stacked_patches(layer, x))
+    x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    Xt1 = nd._patch_matrix(layer, x1)[0]
+    assert nd._owned_by_layer(Xt1, x1)
+    out = nd._CenteredCovariance.apply(Xt1, 1e-3, in_place, True)
+    ours = out[-2:]
+    plain = nd.centered_covariance(nd.sample_patches(x2, layer.kernel_size, layer.padding, layer.dilation,
+                                                     layer.statistics_stride).reshape(-1, 3, 18).transpose(0, 1), 1e-3)
+    for a, b in zip(ours, plain):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    ups = [torch.randn(t.shape, generator=gen, dtype=torch.float64) for t in plain]
+    (g1,) = torch.autograd.grad(ours, x1, ups)
+    (g2,) = torch.autograd.grad(plain, x2, ups)
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-12)
+    Xt = Xt.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: nd._CenteredCovariance.apply(t, 1e-3, False, True), (Xt,))
+
+
 def test_in_place_centering_never_touches_the_input():
     """A patch matrix that is a view of the input (one 7x7 window, no padding) is centred out of place."""
     layer = nd.FastDeconv(2, 4, 7, block=64).double().train()
