@@ -195,6 +195,14 @@ def _autocast_active(device_type: str) -> bool:
         return False
 
 
+def _without_autocast(device_type: str):
+    """A context that turns autocast off while the statistics, the inverse square root and the
+    fold are computed (they need full precision); nothing at all when autocast is off."""
+    if _autocast_active(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def _raise_if_not_finite(stat: torch.Tensor, layer: str) -> None:
     if _CHECK_FINITE and not bool(torch.isfinite(stat).all()):
         raise ValueError(
@@ -776,10 +784,7 @@ class FastDeconv(_StepCounter, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        if _autocast_active(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                w, b = self.whitened_weight_and_bias(x)
-        else:
+        with _without_autocast(x.device.type):
             w, b = self.whitened_weight_and_bias(x)
         return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
@@ -882,10 +887,7 @@ class Delinear(_StepCounter, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input(x)
-        if _autocast_active(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                w, b = self.whitened_weight_and_bias(x)
-        else:
+        with _without_autocast(x.device.type):
             w, b = self.whitened_weight_and_bias(x)
         return F.linear(x, w, b)
 

@@ -29,3 +29,26 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
                   num_threads=1, runs_dir=str(tmp_path / "runs"), checkpoint_dir=str(tmp_path / "checkpoints"))
     values.update(overrides)
     return TrainConfig(**values)
+
+
+class CallAt(nn.Module):
+    """Wraps a model; at its ``call``-th training forward (1-based; 0: never) it runs ``action()``
+    (raise an exception, send a signal, ...), so a test can stop a run at a chosen step."""
+
+    def __init__(self, model: nn.Module, call: int = 0, action=None) -> None:
+        super().__init__()
+        self.model, self.call, self.action, self.calls = model, call, action, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.call:
+                self.action()
+        return self.model(x)
+
+
+def raising(error: BaseException):
+    """An action for :class:`CallAt` that raises ``error``."""
+    def action():
+        raise error
+    return action

@@ -22,7 +22,7 @@ from torch import nn
 import ndlib.cli
 import ndlib.records
 import ndlib.train
-from _experiments_helpers import tiny_config, tiny_model
+from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 from ndlib.cli import main
 from ndlib.records import RecordWriteError, load_runs, read_record, write_json_atomic
 from ndlib.train import run, run_notebook
@@ -31,27 +31,6 @@ TESTS = Path(__file__).resolve().parent
 PROJECT = TESTS.parent
 TINY = ["--synthetic", "--synthetic-image-size", "8", "--synthetic-train-size", "32", "--synthetic-test-size", "16",
         "--batch-size", "16", "--device", "cpu", "--num-threads", "1", "--no-progress"]
-
-
-class _At(nn.Module):
-    """Wraps a model; at the ``call``-th training forward (1-based), does ``action()``."""
-
-    def __init__(self, model: nn.Module, call: int = 0, action=None) -> None:
-        super().__init__()
-        self.model, self.call, self.action, self.calls = model, call, action, 0
-
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-            if self.calls == self.call:
-                self.action()
-        return self.model(x)
-
-
-def _raise(error: BaseException):
-    def action():
-        raise error
-    return action
 
 
 @pytest.fixture
@@ -104,13 +83,13 @@ def test_an_interrupted_rerun_leaves_the_record_and_resumes_with_rerun(tmp_path)
     record_file = tmp_path / "runs" / f"{config.run_id}.json"
     before = record_file.read_bytes()
     with pytest.raises(KeyboardInterrupt):
-        run(config, model=_At(tiny_model(seed=5), 6, _raise(KeyboardInterrupt())), progress=False, rerun=True)
+        run(config, model=CallAt(tiny_model(seed=5), 6, raising(KeyboardInterrupt())), progress=False, rerun=True)
     assert record_file.read_bytes() == before
     attempt = read_record(tmp_path / "runs" / "attempts" / f"{config.run_id}.rerun.json")
     assert attempt["status"] == "interrupted"
     # a plain run still returns the completed record; --rerun resumes the rerun and completes it
     assert run(config, model=tiny_model(), progress=False)["started_at"] == first["started_at"]
-    again = run(config, model=_At(tiny_model(seed=5)), progress=False, rerun=True)
+    again = run(config, model=CallAt(tiny_model(seed=5)), progress=False, rerun=True)
     assert again["status"] == "completed" and again["resumed_at_steps"] == [5]
     assert read_record(record_file)["final"] == again["final"] != first["final"]  # another init: another result
     archived = sorted((tmp_path / "runs" / "attempts").glob("*.json"))
@@ -132,7 +111,7 @@ def test_a_completed_rerun_replaces_the_record_and_keeps_the_old_one(tmp_path, t
 def test_a_failed_first_run_is_recorded_and_a_later_run_replaces_it(tmp_path):
     config = tiny_config(tmp_path)
     with pytest.raises(RuntimeError):
-        run(config, model=_At(tiny_model(), 2, _raise(RuntimeError("boom"))), progress=False)
+        run(config, model=CallAt(tiny_model(), 2, raising(RuntimeError("boom"))), progress=False)
     assert read_record(tmp_path / "runs" / f"{config.run_id}.json")["status"] == "failed"
     assert run(config, model=tiny_model(), progress=False, resume=False)["status"] == "completed"
 
@@ -146,14 +125,14 @@ def _weights(model: nn.Module) -> dict:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_epoch_records_interrupted_and_resume_is_exact(tmp_path, signum):
-    straight_model = _At(tiny_model(nd=True))
+    straight_model = CallAt(tiny_model(nd=True))
     straight = run(tiny_config(tmp_path / "straight", epochs=2), model=straight_model, progress=False)
     config = tiny_config(tmp_path / "stopped", epochs=2, checkpoint_interval_s=0.0)
     with pytest.raises(KeyboardInterrupt):
-        run(config, model=_At(tiny_model(nd=True), 3, lambda: os.kill(os.getpid(), signum)), progress=False)
+        run(config, model=CallAt(tiny_model(nd=True), 3, lambda: os.kill(os.getpid(), signum)), progress=False)
     stopped = read_record(tmp_path / "stopped" / "runs" / f"{config.run_id}.json")
     assert stopped["status"] == "interrupted" and stopped["history"] == []
-    resumed_model = _At(tiny_model(nd=True, seed=99))
+    resumed_model = CallAt(tiny_model(nd=True, seed=99))
     resumed = run(config, model=resumed_model, progress=False)
     assert resumed["resumed_at_steps"] == [2] and resumed["history"][0]["resumed_mid_epoch"]
     for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_top5"):
@@ -166,29 +145,18 @@ _CHILD = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from torch import nn
-    from _experiments_helpers import tiny_config, tiny_model
+    from _experiments_helpers import CallAt, tiny_config, tiny_model
     from ndlib.train import run
 
-    class At(nn.Module):
-        def __init__(self, model, call):
-            super().__init__()
-            self.model, self.call, self.calls = model, call, 0
-        def forward(self, x):
-            if self.training:
-                self.calls += 1
-                if self.calls == self.call:
-                    os.kill(os.getpid(), signal.SIGKILL)
-            return self.model(x)
-
     config = tiny_config(Path({root!r}), epochs=2, synthetic_train_size=128, checkpoint_interval_s=0.0)
-    run(config, model=At(tiny_model(nd=True), {kill_at}), progress=False)
+    kill = CallAt(tiny_model(nd=True), {kill_at}, lambda: os.kill(os.getpid(), signal.SIGKILL))
+    run(config, model=kill, progress=False)
 """)
 
 
 @pytest.mark.parametrize("kill_at", [4, 13])  # mid first epoch, mid second epoch (8 steps each)
 def test_sigkill_mid_epoch_then_the_same_command_gives_the_uninterrupted_result(tmp_path, kill_at):
-    straight_model = _At(tiny_model(nd=True))
+    straight_model = CallAt(tiny_model(nd=True))
     straight = run(tiny_config(tmp_path / "straight", epochs=2, synthetic_train_size=128), model=straight_model,
                    progress=False)
     root = tmp_path / "killed"
@@ -198,7 +166,7 @@ def test_sigkill_mid_epoch_then_the_same_command_gives_the_uninterrupted_result(
     config = tiny_config(root, epochs=2, synthetic_train_size=128, checkpoint_interval_s=0.0)
     assert read_record(root / "runs" / f"{config.run_id}.json")["status"] == "running"  # killed: no chance to say
     assert not [p for p in (root / "checkpoints" / config.run_id).iterdir() if p.name != "last.pt"]  # no torn files
-    resumed_model = _At(tiny_model(nd=True, seed=99))
+    resumed_model = CallAt(tiny_model(nd=True, seed=99))
     resumed = run(config, model=resumed_model, progress=False)
     assert resumed["status"] == "completed" and resumed["resumed_at_steps"] == [kill_at - 1]
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
@@ -360,7 +328,7 @@ def _strings(value):
 def test_a_new_record_carries_no_absolute_path(tmp_path):
     config = tiny_config(tmp_path)
     with pytest.raises(RuntimeError):  # a failed run: traceback and error scrubbed too
-        run(config, model=_At(tiny_model(), 2, _raise(RuntimeError(f"boom in {tmp_path}"))), progress=False)
+        run(config, model=CallAt(tiny_model(), 2, raising(RuntimeError(f"boom in {tmp_path}"))), progress=False)
     run(tiny_config(tmp_path / "ok"), model=tiny_model(), progress=False)
     for path in (tmp_path / "runs").glob("*.json"), (tmp_path / "ok" / "runs").glob("*.json"):
         for record_file in path:

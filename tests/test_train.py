@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from _experiments_helpers import tiny_config, tiny_model
+from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 from ndlib.train import TrainConfig, run
 
 
@@ -150,23 +150,10 @@ def test_huge_learning_rate_diverges(tmp_path):
     assert record["status"] == "diverged" and isinstance(record["divergence"]["step"], int)
 
 
-class _RaiseAt(nn.Module):
-    def __init__(self, model: nn.Module, call: int, error: BaseException) -> None:
-        super().__init__()
-        self.model, self.call, self.error, self.calls = model, call, error, 0
-
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-            if self.calls == self.call:
-                raise self.error
-        return self.model(x)
-
-
 def test_exception_records_failed_and_reraises(tmp_path):
     config = tiny_config(tmp_path)
     with pytest.raises(RuntimeError, match="boom"):
-        run(config, model=_RaiseAt(tiny_model(), 2, RuntimeError("boom")), progress=False)
+        run(config, model=CallAt(tiny_model(), 2, raising(RuntimeError("boom"))), progress=False)
     record = json.loads((tmp_path / "runs" / f"{config.run_id}.json").read_text())
     assert record["status"] == "failed" and "boom" in record["error"] and record["finished_at"]
 
@@ -177,18 +164,18 @@ def _weights(model: nn.Module) -> dict:
 
 @pytest.mark.parametrize("nd", [False, True])
 def test_resume_after_interrupt_reaches_the_same_result(tmp_path, nd):
-    straight_model = _RaiseAt(tiny_model(nd=nd), 0, RuntimeError("never"))  # same wrapper, never raises
+    straight_model = CallAt(tiny_model(nd=nd), 0, raising(RuntimeError("never")))  # same wrapper, never raises
     straight = run(tiny_config(tmp_path / "straight", epochs=2), model=straight_model, progress=False)
 
     config = tiny_config(tmp_path / "resumed", epochs=2)
     # Interrupt at the first training step of epoch 2 (4 steps per epoch).
     with pytest.raises(KeyboardInterrupt):
-        run(config, model=_RaiseAt(tiny_model(nd=nd), 5, KeyboardInterrupt()), progress=False)
+        run(config, model=CallAt(tiny_model(nd=nd), 5, raising(KeyboardInterrupt())), progress=False)
     interrupted = json.loads((tmp_path / "resumed" / "runs" / f"{config.run_id}.json").read_text())
     assert interrupted["status"] == "interrupted" and len(interrupted["history"]) == 1
 
     # A different initialisation: the checkpoint must overwrite it.
-    resumed_model = _RaiseAt(tiny_model(nd=nd, seed=123), 0, RuntimeError("never"))
+    resumed_model = CallAt(tiny_model(nd=nd, seed=123), 0, raising(RuntimeError("never")))
     resumed = run(config, model=resumed_model, progress=False)
     assert resumed["status"] == "completed" and resumed["resumed_at_epochs"] == [1]
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
@@ -214,8 +201,8 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
 
 def test_completed_checkpoint_resumes_to_the_end_without_training(tmp_path):
     config = tiny_config(tmp_path)
-    first = run(config, model=_RaiseAt(tiny_model(), 0, RuntimeError("never")), progress=False)
-    again = run(config, model=_RaiseAt(tiny_model(), 1, RuntimeError("must not train")), progress=False)
+    first = run(config, model=CallAt(tiny_model(), 0, raising(RuntimeError("never"))), progress=False)
+    again = run(config, model=CallAt(tiny_model(), 1, raising(RuntimeError("must not train"))), progress=False)
     assert again["status"] == "completed" and again["final"]["test_acc"] == first["final"]["test_acc"]
 
 
