@@ -37,6 +37,7 @@ _CHOICES = {
     "arch": lambda: __import__("ndlib.train", fromlist=["known_archs"]).known_archs(),
     "norm": lambda: ["bn", "nd", "none"],
     "dataset": lambda: sorted(__import__("ndlib.data", fromlist=["DATASETS"]).DATASETS),
+    "deconv_refresh_stats": lambda: list(__import__("ndlib.layers", fromlist=["REFRESH_STATS"]).REFRESH_STATS),
 }
 
 _HELP = {
@@ -45,6 +46,8 @@ _HELP = {
     "weight_decay": "default: the paper's, 1e-3 CIFAR / 1e-4 ImageNet",
     "deconv_refresh_every": "ND only: re-estimate the whitening every k-th training step "
                             "(default: every step, the paper's layer)",
+    "deconv_refresh_stats": "ND with --deconv-refresh-every > 1: whiten between refreshes with the running "
+                            "statistics (default) or the last refresh's estimate",
     "synthetic": "train on labelled SYNTHETIC data of the dataset's shape (smoke runs)",
     "device": "auto (CUDA if available), cpu, cuda or cuda:N",
     "num_threads": "torch CPU threads (default: torch's choice)",

@@ -51,7 +51,7 @@ from torch import nn
 
 from ndlib import distributed as dist_utils
 from ndlib.data import DATASETS, TensorLoader, dataset_info, imagenet_loaders, load_cifar, synthetic_arrays
-from ndlib.layers import finite_checks
+from ndlib.layers import REFRESH_STATS, finite_checks
 from ndlib.paths import checkpoints_dir, data_dir, runs_dir
 from ndlib.records import (
     SCHEMA_VERSION,
@@ -112,6 +112,7 @@ DECONV_OPTIONS = {
     "deconv_n_iter": "n_iter",
     "deconv_sampling_stride": "sampling_stride",
     "deconv_refresh_every": "refresh_every",
+    "deconv_refresh_stats": "refresh_stats",
 }
 
 
@@ -173,6 +174,7 @@ class TrainConfig:
     deconv_n_iter: int | None = None
     deconv_sampling_stride: int | None = None
     deconv_refresh_every: int | None = None
+    deconv_refresh_stats: str | None = None
     synthetic: bool = False
     synthetic_train_size: int = 512
     synthetic_test_size: int = 256
@@ -211,6 +213,12 @@ class TrainConfig:
         for name in ("batch_size", "deconv_block", "deconv_block_fc", "deconv_n_iter", "deconv_sampling_stride",
                      "deconv_refresh_every", "synthetic_image_size", "synthetic_num_classes", "num_threads"):
             _positive_int(name, getattr(self, name), allow_none=True)
+        if self.deconv_refresh_stats is not None:
+            if self.deconv_refresh_stats not in REFRESH_STATS:
+                raise ValueError(f"deconv_refresh_stats must be one of {REFRESH_STATS}, got {self.deconv_refresh_stats!r}")
+            if self.deconv_refresh_every in (None, 1):
+                raise ValueError("deconv_refresh_stats only applies between refreshes: set deconv_refresh_every > 1 "
+                                 "too (or leave deconv_refresh_stats unset)")
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
         _non_negative_float("lr", self.lr, positive=True)

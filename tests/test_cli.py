@@ -38,6 +38,13 @@ def test_invalid_value_is_a_usage_error_with_the_reason(capsys):
     assert info.value.code == 2 and "epochs must be a positive integer" in capsys.readouterr().err
 
 
+def test_refresh_stats_choice_is_checked_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--arch", "vgg16", "--norm", "nd", "--deconv-refresh-every", "4",
+              "--deconv-refresh-stats", "ema"])
+    assert info.value.code == 2 and "invalid choice: 'ema'" in capsys.readouterr().err
+
+
 def test_unknown_subcommand_fails():
     with pytest.raises(SystemExit) as info:
         main(["fly"])

@@ -624,6 +624,79 @@ def test_refresh_steps_use_the_batch_statistics_with_their_gradient():
     assert rel_err(layer(x), explicit_whitened_conv(layer, x, blocks, stats)) < 1e-10
 
 
+@pytest.mark.parametrize("case", ["conv", "conv-grouped-s2", "conv-1x1", "linear"])
+def test_refresh_stats_last_whitens_with_the_last_refresh_estimate(case):
+    """Between refreshes: the estimate of step k*(t//k) (a constant), not the running values;
+    the running values still move on refresh steps only, exactly as with "running"."""
+    build, shape = REFRESH_BUILDS[case]
+    k, steps = 3, 8
+    layer, rows = refresh_trace(build, shape, steps=steps, refresh_every=k, refresh_stats="last")
+    _, running = refresh_trace(build, shape, steps=steps, refresh_every=k)
+    assert [row["updated"] for row in rows] == [t % k == 0 for t in range(steps)]
+    for t, (row, other) in enumerate(zip(rows, running)):
+        for name in ("running_mean", "running_deconv", "num_batches_tracked"):
+            assert torch.equal(row["buffers"][name], other["buffers"][name]), (t, name)
+        refresh = rows[k * (t // k)]["buffers"]
+        # the last-estimate buffers hold the batch estimate of the last refresh step:
+        # running_t = lerp(running_{t-1}, estimate, m)  =>  estimate recovered from the buffers
+        previous = rows[k * (t // k) - 1]["buffers"] if t >= k else {
+            "running_mean": torch.zeros_like(refresh["running_mean"]),
+            "running_deconv": build().double().running_deconv}
+        m = layer.momentum
+        for name, last in (("running_mean", "last_mean"), ("running_deconv", "last_deconv")):
+            recovered = (refresh[name] - (1 - m) * previous[name]) / m
+            torch.testing.assert_close(row["buffers"][last], recovered, rtol=1e-9, atol=1e-12)
+        if t % k:
+            assert torch.equal(row["buffers"]["last_deconv"], rows[t - 1]["buffers"]["last_deconv"])
+            # not the running values (what evaluation mode, and "running", would use)
+            assert rel_err(row["out"], row["eval_out"]) > 1e-3
+        else:  # a refresh step is the same step in both modes
+            for key in ("out", "x_grad", "w_grad", "b_grad"):
+                assert torch.equal(row[key], other[key]), (t, key)
+
+
+def test_refresh_stats_last_output_is_the_fold_of_the_last_estimate():
+    layer = FastDeconv(4, 3, 3, padding=1, block=2, n_iter=3, refresh_every=4, refresh_stats="last").double().train()
+    g = torch.Generator().manual_seed(3)
+    first = torch.randn(2, 4, 7, 7, generator=g, dtype=torch.float64)
+    layer(first)  # step 0: refresh
+    mean, deconv = layer.batch_statistics(first)
+    later = torch.randn(2, 4, 7, 7, generator=g, dtype=torch.float64)
+    w, b = layer.folded_weight_and_bias(mean, deconv)
+    expected = torch.nn.functional.conv2d(later, w, b, padding=1)
+    assert rel_err(layer(later), expected) < 1e-12  # step 1 whitens `later` with step 0's estimate
+    assert not layer.last_deconv.requires_grad and not layer.last_mean.requires_grad
+
+
+def test_refresh_stats_last_buffers_exist_for_k_above_one_only_and_resume_exactly():
+    assert "last_deconv" not in FastDeconv(4, 4, 3, refresh_stats="last").state_dict()  # k=1: the paper's layer
+    assert "last_deconv" not in Delinear(6, 3, block=3, refresh_every=4).state_dict()  # "running": no new key
+    build, shape = REFRESH_BUILDS["linear"]
+    a = build(refresh_every=4, refresh_stats="last").double().train()
+    g = torch.Generator().manual_seed(4)
+    for _ in range(5):
+        a(torch.randn(*shape, generator=g, dtype=torch.float64))
+    b = build(refresh_every=4, refresh_stats="last").double().train()
+    b.load_state_dict(a.state_dict(), strict=True)
+    for _ in range(4):  # steps 5, 6, 7 between refreshes, 8 refreshes
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="refresh_stats must be one of"):
+        FastDeconv(4, 4, 3, refresh_every=2, refresh_stats="ema")
+    assert "refresh_stats='last'" in repr(Delinear(8, 2, refresh_every=4, refresh_stats="last"))
+
+
+def test_refresh_stats_last_frozen_steps_still_use_the_running_values():
+    layer = FastDeconv(3, 4, 3, padding=1, freeze=True, freeze_iter=2, refresh_every=2, refresh_stats="last").double()
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):  # steps 0..2: estimation window (t % 20 <= 2)
+        layer.train()(torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64))
+    assert layer.is_frozen()  # step 3 is frozen: the running values, whatever refresh_stats says
+    x = torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    expected = layer.eval()(x)
+    torch.testing.assert_close(layer.train()(x), expected, rtol=0, atol=0)
+
+
 def test_refresh_with_freeze_freezing_takes_precedence():
     """freeze=True, freeze_iter=4, refresh_every=3: estimate iff t % 40 <= 4 and t % 3 == 0."""
     layer = FastDeconv(3, 4, 3, padding=1, freeze=True, freeze_iter=4, refresh_every=3).double().train()

@@ -37,6 +37,10 @@ def test_paper_defaults_per_table():
         ({"batch_size": 0}, "batch_size"),
         ({"seed": -1}, "seed"),
         ({"device": "tpu"}, "device"),
+        ({"deconv_refresh_every": 0}, "deconv_refresh_every"),
+        ({"deconv_refresh_every": 4, "deconv_refresh_stats": "ema"}, "deconv_refresh_stats must be one of"),
+        ({"deconv_refresh_stats": "last"}, "set deconv_refresh_every > 1"),
+        ({"deconv_refresh_every": 1, "deconv_refresh_stats": "last"}, "set deconv_refresh_every > 1"),
     ],
 )
 def test_bad_config_raises_clear_error(overrides, message):
@@ -66,6 +70,21 @@ def test_run_id_names_the_cell_and_hashes_other_options():
     assert TrainConfig(arch="vgg16", norm="nd", lr=0.05).run_id == changed.run_id  # stable
     assert TrainConfig(arch="vgg16", norm="nd", batch_size=128).run_id == base.run_id  # default made explicit
     assert "-syn-" in TrainConfig(arch="vgg16", synthetic=True).run_id
+
+
+def test_refresh_options_reach_the_model_and_name_the_run():
+    from ndlib.layers import FastDeconv
+    from ndlib.train import create_model
+
+    running = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4)
+    last = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_stats="last")
+    ids = {TrainConfig(arch="vgg16", norm="nd").run_id, running.run_id, last.run_id}
+    assert len(ids) == 3  # the paper's layer and the two refresh modes never share a record
+    assert last.deconv_options() == {"refresh_every": 4, "refresh_stats": "last"}
+    with torch.device("meta"):
+        model = create_model(last)
+    layers = [m for m in model.modules() if isinstance(m, FastDeconv)]
+    assert layers and all((m.refresh_every, m.refresh_stats) == (4, "last") for m in layers)
 
 
 def test_config_round_trips_through_dict():
