@@ -15,7 +15,7 @@ from ndlib.report import CIFAR_EPOCHS
 
 __all__ = ["table1_figure", "reproduction_vs_paper_figure", "timing_ratio_figure",
            "learning_curves_figure", "reproduction_difference_figure", "one_epoch_figure",
-           "nd_gain_figure", "SOURCES", "NORM_PALETTE"]
+           "nd_gain_figure", "bench_sweep_figure", "SOURCES", "NORM_PALETTE"]
 
 SOURCES: tuple[str, ...] = ("paper", "reproduction", "ours")
 SOURCE_TITLES = {
@@ -357,4 +357,32 @@ def nd_gain_figure(gains: pd.DataFrame, titles: dict[str, str] | None = None) ->
     fig.legend(handles, labels, loc="upper center", ncol=3, frameon=False, fontsize=8,
                bbox_to_anchor=(0.5, 1.0))
     fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return fig
+
+
+def bench_sweep_figure(sweep: pd.DataFrame, median_target: float, max_target: float, machine: str = "") -> Figure:
+    """Our benchmarked ND / BN step-time ratio per architecture (median over rounds, with the
+    range of the per-round ratios), against the targets: dotted = the median target, dashed =
+    the largest allowed; architectures without a measurement say so."""
+    _require(sweep, ["arch", "ratio_nd_bn", "ratio_min", "ratio_max"], "the benchmark sweep")
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(sweep), 2) + 1.2))
+    y = list(range(len(sweep)))
+    for i, row in enumerate(sweep.itertuples()):
+        if pd.isna(row.ratio_nd_bn):
+            ax.text(1.0, i, "  not measured", va="center", color="0.35", fontsize=9)
+            continue
+        over = row.ratio_nd_bn > max_target
+        ax.barh(i, row.ratio_nd_bn, color="#C44E52" if over else NORM_PALETTE["ND"], alpha=0.85)
+        if pd.notna(row.ratio_min) and pd.notna(row.ratio_max):
+            ax.plot([row.ratio_min, row.ratio_max], [i, i], color="0.2", linewidth=1.2)
+    ax.set_yticks(y, sweep["arch"].tolist())
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="0.4", linewidth=1)
+    ax.axvline(median_target, color="0.3", linestyle=":", linewidth=1.2, label=f"median target {median_target:g}x")
+    ax.axvline(max_target, color="0.3", linestyle="--", linewidth=1.2, label=f"largest allowed {max_target:g}x")
+    ax.set_xlabel("training step time ND / BN (exact layer)")
+    ax.set_title(f"ND / BN per architecture{': ' + machine if machine else ''}", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
     return fig

@@ -731,9 +731,13 @@ def bench_summary(bench: pd.DataFrame, latest_only: bool = False) -> pd.DataFram
 
     Every benchmark is kept by default: runs of different code versions or machine loads are
     different measurements, and hiding the older ones would hide how the number moved.
-    ``latest_only=True`` keeps the newest per (device, threads, implementation, arch, batch).
+    ``latest_only=True`` keeps the newest per (device, threads, implementation, arch, batch,
+    ``refresh_every`` when recorded).
     """
     keys = ["device_type", "device_name", "num_threads", "implementation", "arch", "batch_size"]
+    if "refresh_every" in bench.columns:  # refresh_every = k > 1 is another layer: never "the latest" of k = 1
+        bench = bench.assign(refresh_every=bench["refresh_every"].fillna(1).astype(int))
+        keys.append("refresh_every")
     cols = keys + ["bn_step_s", "nd_step_s", "ratio_nd_bn", "torch_version", "created_at"]
     optional = [c for c in ("ratio_min", "ratio_max", "rounds", "git_commit", "note")
                 if c in bench.columns]

@@ -157,6 +157,8 @@ class TrainConfig:
     turns cuDNN autotuning off on a GPU.  ``amp`` uses bfloat16 autocast.
     ``checkpoint_interval_s``: a checkpoint is also written within an epoch every that many
     seconds (0: after every step), so a killed run loses at most that much work.
+    ``deconv_refresh_stats="running"`` is stored as None (the layers' default), so the same
+    computation always gets the same run id.
     """
 
     arch: str = "vgg16"
@@ -219,6 +221,8 @@ class TrainConfig:
             if self.deconv_refresh_every in (None, 1):
                 raise ValueError("deconv_refresh_stats only applies between refreshes: set deconv_refresh_every > 1 "
                                  "too (or leave deconv_refresh_stats unset)")
+            if self.deconv_refresh_stats == "running":  # the layers' default: one run id for one computation
+                object.__setattr__(self, "deconv_refresh_stats", None)
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
         _non_negative_float("lr", self.lr, positive=True)

@@ -145,3 +145,16 @@ def test_nd_gain_figure_one_panel_per_dataset_with_our_gain():
     assert texts(fig).count("ours: not run") == 9 + 10
     with pytest.raises(ValueError, match="empty"):
         plots.nd_gain_figure(gains.iloc[0:0])
+
+
+def test_bench_sweep_figure_marks_over_target_and_unmeasured_archs():
+    sweep = pd.DataFrame({"arch": ["a", "b", "c"], "ratio_nd_bn": [1.2, 2.4, float("nan")],
+                          "ratio_min": [1.1, 2.2, float("nan")], "ratio_max": [1.3, 2.6, float("nan")]})
+    fig = plots.bench_sweep_figure(sweep, 1.5, 2.0, machine="cpu, 2 threads")
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches]
+    assert len(bars) == 2 and bars[1].get_facecolor() != bars[0].get_facecolor()  # b is over 2.0x
+    assert any("not measured" in t.get_text() for t in ax.texts)
+    plt.close(fig)
+    with pytest.raises(ValueError, match="lacks the column"):
+        plots.bench_sweep_figure(pd.DataFrame({"arch": ["a"]}), 1.5, 2.0)

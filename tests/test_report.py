@@ -240,6 +240,12 @@ def test_bench_summary_keeps_every_benchmark_or_the_latest():
     assert len(latest) == 1 and latest.loc[0, "ratio_nd_bn"] == 3.0
     with pytest.raises(ValueError, match="lacks"):
         report.bench_summary(bench.drop(columns="nd_step_s"))
+    # a newer refresh_every benchmark is another layer, not the latest of the exact one
+    refreshed = pd.concat([bench.assign(refresh_every=1),
+                           bench.iloc[[1]].assign(bench_id="3", ratio_nd_bn=1.2, refresh_every=10,
+                                                  created_at="2026-11-25T22:00")], ignore_index=True)
+    latest = report.bench_summary(refreshed, latest_only=True).set_index("refresh_every")
+    assert latest.loc[1, "ratio_nd_bn"] == 3.0 and latest.loc[10, "ratio_nd_bn"] == 1.2
 
 
 def test_grid_command_quotes_and_lists():

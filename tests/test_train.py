@@ -80,6 +80,8 @@ def test_refresh_options_reach_the_model_and_name_the_run():
     last = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_stats="last")
     ids = {TrainConfig(arch="vgg16", norm="nd").run_id, running.run_id, last.run_id}
     assert len(ids) == 3  # the paper's layer and the two refresh modes never share a record
+    explicit = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_stats="running")
+    assert explicit == running and explicit.run_id == running.run_id  # the default spelled out: same run
     assert last.deconv_options() == {"refresh_every": 4, "refresh_stats": "last"}
     with torch.device("meta"):
         model = create_model(last)

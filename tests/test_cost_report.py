@@ -1,0 +1,99 @@
+"""The training-time chapter's tables: benchmark sweep vs targets, stage breakdown, refresh trade-off."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from ndlib import cost_report
+from ndlib.bench import BENCH_COLUMNS, STAGE_COLUMNS
+from ndlib.records import RUN_COLUMNS
+from ndlib.train import TrainConfig
+
+
+def bench_row(arch, ratio, created_at, **overrides):
+    row = {c: None for c in BENCH_COLUMNS}
+    row.update(bench_id=f"{arch}-{created_at}", arch=arch, batch_size=128, device_type="cpu", device_name="cpu x",
+               num_threads=2, implementation="ndlib", bn_step_s=1.0, nd_step_s=ratio, ratio_nd_bn=ratio,
+               ratio_min=ratio - 0.1, ratio_max=ratio + 0.1, rounds=5, steps_per_round=1, channels_last=False,
+               refresh_every=1, created_at=created_at)
+    row.update(overrides)
+    return row
+
+
+def test_sweep_takes_the_newest_qualifying_record_per_arch_and_judges_the_targets():
+    bench = pd.DataFrame([
+        bench_row("a", 3.0, "2026-01-01"), bench_row("a", 1.2, "2026-01-02"),  # newer wins
+        bench_row("a", 0.5, "2026-01-03", rounds=1),  # too few rounds
+        bench_row("a", 0.5, "2026-01-04", num_threads=1),  # other setting
+        bench_row("a", 0.5, "2026-01-05", refresh_every=10),  # not the exact layer
+        bench_row("a", 0.5, "2026-01-06", channels_last=True),
+        bench_row("b", 1.4, "2026-01-01"), bench_row("c", 2.5, "2026-01-01"),
+    ], columns=BENCH_COLUMNS)
+    sweep = cost_report.bench_sweep(bench, ["a", "b", "c"])
+    assert sweep["ratio_nd_bn"].tolist() == [1.2, 1.4, 2.5]
+    verdict = cost_report.sweep_verdict(sweep)
+    assert verdict["complete"] and verdict["median"] == pytest.approx(1.4) and verdict["max_arch"] == "c"
+    assert verdict["meets_median"] and not verdict["meets_max"] and verdict["over_max"] == ["c"]
+    assert cost_report.sweep_verdict(cost_report.bench_sweep(bench, ["a", "b"]))["meets_max"]
+    # an architecture without a measurement: listed, and no verdict on an incomplete sweep
+    partial = cost_report.sweep_verdict(cost_report.bench_sweep(bench, ["a", "b", "d"]))
+    assert partial["missing"] == ["d"] and not partial["complete"] and not partial["meets_median"]
+    empty = cost_report.bench_sweep(pd.DataFrame(columns=BENCH_COLUMNS), ["a"])
+    assert math.isnan(empty.loc[0, "ratio_nd_bn"])
+    with pytest.raises(ValueError, match="lack the columns"):
+        cost_report.bench_sweep(pd.DataFrame({"arch": ["a"]}), ["a"])
+
+
+def test_stage_breakdown_sums_forward_and_backward_of_the_stages_the_layer_runs():
+    rows = []
+    for layer in ("l1", "l2"):
+        for stage, seconds in (("patch_extraction", 1.0), ("center_covariance_fused", 2.0), ("centering", 50.0),
+                               ("covariance", 50.0), ("newton_schulz", 3.0), ("weight_folding", 0.5),
+                               ("convolution", 3.5)):
+            row = {c: None for c in STAGE_COLUMNS}
+            row.update(bench_id="x", arch="vgg16", layer=layer, stage=stage, forward_s=seconds / 2,
+                       backward_s=seconds / 2)
+            rows.append(row)
+    table = cost_report.stage_breakdown(pd.DataFrame(rows, columns=STAGE_COLUMNS), ["x", "missing"])
+    assert len(table) == 1 and table.loc[0, "layers"] == 2
+    assert table.loc[0, "Newton-Schulz"] == pytest.approx(6.0) and table.loc[0, "convolution"] == pytest.approx(7.0)
+    # the unfused centering/covariance (timed for information) are not counted twice
+    assert table.loc[0, "whitening_share"] == pytest.approx(13.0 / 20.0)
+    assert cost_report.stage_breakdown(pd.DataFrame(columns=STAGE_COLUMNS), ["x"]).empty
+
+
+def run_row(config: TrainConfig, status, test_acc=None, diverged_step=None, train_time_s=None):
+    row = {c: None for c in RUN_COLUMNS}
+    row.update(run_id=config.run_id, status=status, dataset=config.dataset, arch=config.arch, norm=config.norm,
+               epochs=config.epochs, seed=config.seed, test_acc=test_acc, diverged_step=diverged_step,
+               train_time_s=train_time_s, device_name="cpu x", num_threads=1, synthetic=False)
+    return row
+
+
+def test_refresh_tradeoff_finds_each_setting_by_its_run_id():
+    runs = pd.DataFrame([
+        run_row(TrainConfig(arch="vgg16", norm="bn"), "completed", 11.0, train_time_s=900.0),
+        run_row(TrainConfig(arch="vgg16", norm="nd"), "completed", 74.0, train_time_s=1800.0),
+        run_row(TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4), "diverged", diverged_step=18),
+        run_row(TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=16, deconv_refresh_stats="last"),
+                "completed", 70.5, train_time_s=1000.0),
+        run_row(TrainConfig(arch="vgg16", norm="nd", lr=0.05), "completed", 60.0),  # other option: not a setting
+    ], columns=RUN_COLUMNS)
+    bench = pd.DataFrame([bench_row("vgg16", 2.2, "2026-01-01"),
+                          bench_row("vgg16", 1.3, "2026-01-01", refresh_every=16)], columns=BENCH_COLUMNS)
+    table = cost_report.refresh_tradeoff(runs, bench, archs=["vgg16"]).set_index("setting")
+    assert table.loc["BN", "test_acc"] == 11.0 and math.isnan(table.loc["BN", "bench_ratio"])
+    assert table.loc["ND, exact (k = 1)", "bench_ratio"] == 2.2
+    assert table.loc["ND, k = 4, running statistics", "status"] == "diverged"
+    assert table.loc["ND, k = 4, running statistics", "diverged_step"] == 18
+    assert table.loc["ND, k = 16, last estimate", "test_acc"] == 70.5
+    assert table.loc["ND, k = 16, last estimate", "bench_ratio"] == 1.3  # same work per step in both modes
+    assert table.loc["ND, k = 4, last estimate", "status"] == "not run"
+    assert 60.0 not in table["test_acc"].tolist()
+    text = " ".join(cost_report.refresh_sentences(table.reset_index()))
+    assert "exact layer reached 74.00% and BN 11.00%" in text
+    assert "k = 4, running statistics diverged at step 18" in text
+    assert "k = 16, last estimate reached 70.50% (-3.50 points against the exact layer)" in text
+    assert cost_report.refresh_sentences(cost_report.refresh_tradeoff(runs.iloc[:0], bench, archs=["vgg16"])) == []
