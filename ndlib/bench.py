@@ -11,7 +11,11 @@ How the numbers are made fair on a shared machine:
 * every variant first runs ``warmup`` steps (allocator, oneDNN/cuDNN kernel choice);
 * then ``rounds`` rounds run the variants one after another (A/B/A/B; the order is reversed
   every other round, so no variant always runs right after another), ``steps`` steps each;
-* a variant's time in a round is the median of its steps; the record keeps every step;
+* a variant's time in a round is the median of its steps (the record keeps every step) -- or,
+  with ``refresh_every = k > 1``, their mean over whole refresh cycles: a round then runs a
+  multiple of ``k`` steps (``k`` by default), so it holds as many refresh steps as a training
+  run has per step, and the ratio is the amortised cost (a median would drop the refresh
+  step and time only the cheap steps in between);
 * ``bn_step_s`` / ``nd_step_s`` are medians over rounds, ``ratio_nd_bn`` is the median of the
   per-round ratios ``nd / bn`` (both of one round saw about the same machine load), and the
   smallest and largest per-round ratio give the spread;
@@ -68,7 +72,7 @@ VARIANTS = {"bn": ("bn", None), "nd": ("nd", "ndlib"), "nd_reference": ("nd", "r
 BENCH_COLUMNS = [
     "bench_id", "arch", "batch_size", "device_type", "device_name", "num_threads", "implementation",
     "bn_step_s", "nd_step_s", "ratio_nd_bn", "ratio_min", "ratio_max", "rounds", "steps_per_round",
-    "channels_last", "image_size", "refresh_every", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
+    "channels_last", "image_size", "refresh_every", "round_statistic", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
     "git_dirty", "created_at", "note", "file",
 ]
 STAGE_COLUMNS = [
@@ -87,7 +91,7 @@ class BenchConfig:
     threads: int | None = 2
     warmup: int = 1
     rounds: int = 5
-    steps: int = 1
+    steps: int | None = None  # default: 1, or refresh_every (one refresh cycle per round)
     implementations: tuple[str, ...] = ("ndlib", "reference")
     channels_last: bool = False
     image_size: int | None = None  # default: the architecture's input size
@@ -100,6 +104,8 @@ class BenchConfig:
     note: str = ""
 
     def __post_init__(self) -> None:
+        if self.steps is None and isinstance(self.refresh_every, int) and not isinstance(self.refresh_every, bool):
+            object.__setattr__(self, "steps", max(self.refresh_every, 1))
         for name in ("batch_size", "rounds", "steps", "num_classes", "stage_repeats", "refresh_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -111,6 +117,9 @@ class BenchConfig:
         unknown = sorted(set(self.implementations) - {"ndlib", "reference"})
         if unknown or not self.implementations:
             raise ValueError(f"implementations must be a non-empty subset of ('ndlib', 'reference'), got {self.implementations}")
+        if self.steps % self.refresh_every:
+            raise ValueError(f"steps must be a multiple of refresh_every ({self.refresh_every}), got {self.steps}: "
+                             "each round must time whole refresh cycles (leave --steps unset for one cycle)")
         if self.refresh_every != 1 and "reference" in self.implementations:
             raise ValueError("refresh_every applies to ndlib's layers only (the reference is the public code's exact "
                              "layer): use --implementations ndlib with --refresh-every")
@@ -119,6 +128,12 @@ class BenchConfig:
         if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
                                             or self.image_size <= 0):
             raise ValueError(f"image_size must be a positive int or None (the architecture's), got {self.image_size!r}")
+
+    @property
+    def round_statistic(self) -> str:
+        """How a round's steps combine into its time: ``"median"``, or ``"mean"`` (amortised over
+        whole refresh cycles) when ``refresh_every > 1``."""
+        return "mean" if self.refresh_every > 1 else "median"
 
 
 # --------------------------------------------------------------------------------------
@@ -146,6 +161,7 @@ def time_train_steps(
     steps: int = 1,
     lr: float = 0.01,
     log: Callable[[str], None] | None = None,
+    round_statistic: str = "median",
 ) -> dict[str, list[list[float]]]:
     """Interleaved train-step timing: ``{variant: [[step seconds] per round]}``.
 
@@ -155,6 +171,7 @@ def time_train_steps(
     """
     if not models:
         raise ValueError("time_train_steps needs at least one model")
+    combine = _ROUND_STATISTICS[round_statistic]
     device = images.device
     optimizers = {
         name: torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-3)
@@ -181,7 +198,7 @@ def time_train_steps(
             times[name].append(per_step)
         if log is not None:
             log(f"round {round_index + 1}/{rounds}: "
-                + ", ".join(f"{name} {statistics.median(times[name][-1]):.3f}s" for name in order))
+                + ", ".join(f"{name} {combine(times[name][-1]):.3f}s" for name in order))
     for model in models.values():
         for parameter in model.parameters():
             if not torch.isfinite(parameter).all():
@@ -189,9 +206,18 @@ def time_train_steps(
     return times
 
 
-def summarize(times: dict[str, list[list[float]]], baseline: str = "bn") -> dict[str, dict]:
-    """Per variant: median step time over rounds, and (vs ``baseline``) the per-round ratios."""
-    round_medians = {name: [statistics.median(r) for r in rounds] for name, rounds in times.items()}
+_ROUND_STATISTICS = {"median": statistics.median, "mean": statistics.fmean}
+
+
+def summarize(times: dict[str, list[list[float]]], baseline: str = "bn",
+              round_statistic: str = "median") -> dict[str, dict]:
+    """Per variant: median step time over rounds, and (vs ``baseline``) the per-round ratios.
+    A round's time is the ``round_statistic`` (median, or mean) of its steps; the key keeps
+    its historical name ``round_medians_s`` either way (the record's ``round_statistic`` says)."""
+    if round_statistic not in _ROUND_STATISTICS:
+        raise ValueError(f"round_statistic must be one of {sorted(_ROUND_STATISTICS)}, got {round_statistic!r}")
+    combine = _ROUND_STATISTICS[round_statistic]
+    round_medians = {name: [combine(r) for r in rounds] for name, rounds in times.items()}
     out = {}
     for name, medians in round_medians.items():
         entry = {"step_s": statistics.median(medians), "round_medians_s": medians}
@@ -385,12 +411,12 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         load_before = _load_avg()
         created_at = utc_now()
         times = time_train_steps(models, images, labels, warmup=config.warmup, rounds=config.rounds,
-                                 steps=config.steps, log=log)
+                                 steps=config.steps, log=log, round_statistic=config.round_statistic)
         stages = stage_breakdown(models["nd"], images, config.stage_repeats) if config.stages and "nd" in models else []
         load_after = _load_avg()
     finally:
         torch.set_num_threads(previous_threads)
-    summary = summarize(times)
+    summary = summarize(times, round_statistic=config.round_statistic)
     stamp = created_at.replace(":", "").replace("-", "").replace("+0000", "Z")
     refresh = f"-r{config.refresh_every}" if config.refresh_every != 1 else ""
     bench_id = f"{config.arch}-b{config.batch_size}-{device.type}-t{config.threads or 'auto'}{refresh}-{stamp}"
@@ -398,6 +424,7 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         "bench_id": bench_id,
         "kind": "train_step",
         "created_at": created_at,
+        "round_statistic": config.round_statistic,
         "finished_at": utc_now(),
         "arch": config.arch,
         "batch_size": config.batch_size,
@@ -480,6 +507,7 @@ def load_bench(root: str | Path | None = "results/bench") -> pd.DataFrame:
                 "rounds": len(entry["round_medians_s"]), "steps_per_round": record["config"]["steps"],
                 "channels_last": record["config"]["channels_last"], "image_size": record.get("image_size"),
                 "refresh_every": record["config"].get("refresh_every", 1),
+                "round_statistic": record.get("round_statistic", "median"),
                 "load_avg_before": record.get("load_avg_before"), "load_avg_after": record.get("load_avg_after"),
                 "torch_version": record["torch_version"], "git_commit": environment.get("git_commit"),
                 "git_dirty": environment.get("git_dirty"), "created_at": record["created_at"],
@@ -559,7 +587,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant first")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each gives one ND/BN ratio)")
-    parser.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="timed steps per variant per round (default 1; with --refresh-every k, k: "
+                             "a round then averages one whole refresh cycle)")
     parser.add_argument("--implementations", default="ndlib,reference",
                         help="which ND layers: ndlib, reference (the public algorithm) or both")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")

@@ -119,6 +119,7 @@ def test_load_bench_empty_and_bad_files(tmp_path):
     ({"image_size": -3}, "image_size"),
     ({"refresh_every": 0}, "refresh_every"),
     ({"refresh_every": 4}, "ndlib's layers only"),  # with the default implementations (reference included)
+    ({"refresh_every": 4, "steps": 6, "implementations": ("ndlib",)}, "multiple of refresh_every"),
 ])
 def test_bench_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -153,3 +154,17 @@ def test_refresh_every_builds_the_nd_model_with_it_and_names_the_record(tmp_path
     record = bench.run_bench(config, models={"bn": tiny("bn"), "nd": tiny("nd")}, log=None)
     assert "-r4-" in record["bench_id"]
     assert bench.load_bench(tmp_path)["refresh_every"].tolist() == [4]
+    # a round times one whole refresh cycle (4 steps), averaged: the refresh step is in the ratio
+    assert config.steps == 4 and record["round_statistic"] == "mean"
+    assert [len(r) for r in record["step_times_s"]["nd"]] == [4]
+    assert bench.load_bench(tmp_path)["round_statistic"].tolist() == ["mean"]
+    assert bench.BenchConfig(implementations=("ndlib",), refresh_every=4, steps=8).steps == 8
+    assert bench.BenchConfig().steps == 1 and bench.BenchConfig().round_statistic == "median"
+
+
+def test_summarize_mean_rounds_keep_the_expensive_step():
+    times = {"bn": [[1.0, 1.0, 1.0, 1.0]], "nd": [[4.0, 1.0, 1.0, 1.0]]}  # one refresh step, three cheap
+    assert bench.summarize(times)["nd"]["ratio"] == 1.0  # a median hides the refresh step
+    assert bench.summarize(times, round_statistic="mean")["nd"]["ratio"] == pytest.approx(7 / 4)
+    with pytest.raises(ValueError, match="round_statistic"):
+        bench.summarize(times, round_statistic="max")

@@ -17,7 +17,7 @@ def bench_row(arch, ratio, created_at, **overrides):
     row.update(bench_id=f"{arch}-{created_at}", arch=arch, batch_size=128, device_type="cpu", device_name="cpu x",
                num_threads=2, implementation="ndlib", bn_step_s=1.0, nd_step_s=ratio, ratio_nd_bn=ratio,
                ratio_min=ratio - 0.1, ratio_max=ratio + 0.1, rounds=5, steps_per_round=1, channels_last=False,
-               refresh_every=1, created_at=created_at)
+               refresh_every=1, round_statistic="median", created_at=created_at)
     row.update(overrides)
     return row
 
@@ -82,7 +82,10 @@ def test_refresh_tradeoff_finds_each_setting_by_its_run_id():
         run_row(TrainConfig(arch="vgg16", norm="nd", lr=0.05), "completed", 60.0),  # other option: not a setting
     ], columns=RUN_COLUMNS)
     bench = pd.DataFrame([bench_row("vgg16", 2.2, "2026-01-01"),
-                          bench_row("vgg16", 1.3, "2026-01-01", refresh_every=16)], columns=BENCH_COLUMNS)
+                          bench_row("vgg16", 1.3, "2026-01-01", refresh_every=16, round_statistic="mean"),
+                          # a median over single steps times only the cheap steps between refreshes: ignored
+                          bench_row("vgg16", 0.9, "2026-01-02", refresh_every=16, round_statistic="median")],
+                         columns=BENCH_COLUMNS)
     table = cost_report.refresh_tradeoff(runs, bench, archs=["vgg16"]).set_index("setting")
     assert table.loc["BN", "test_acc"] == 11.0 and math.isnan(table.loc["BN", "bench_ratio"])
     assert table.loc["ND, exact (k = 1)", "bench_ratio"] == 2.2
