@@ -48,6 +48,8 @@ _HELP = {
                             "(default: every step, the paper's layer)",
     "deconv_refresh_stats": "ND with --deconv-refresh-every > 1: whiten between refreshes with the running "
                             "statistics (default) or the last refresh's estimate",
+    "deconv_refresh_warmup": "ND with --deconv-refresh-every > 1: estimate on every one of the first N training "
+                             "steps, then every k-th (default 0)",
     "synthetic": "train on labelled SYNTHETIC data of the dataset's shape (smoke runs)",
     "device": "auto (CUDA if available), cpu, cuda or cuda:N",
     "num_threads": "torch CPU threads (default: torch's choice)",

@@ -47,14 +47,18 @@ _RUN_STAGES = {
     "convolution": "convolution",
 }
 
-#: ``(label, refresh_every, refresh_stats)`` of the refresh comparison; ``None`` = BN.
-REFRESH_SETTINGS: tuple[tuple[str, int | None, str | None], ...] = (
-    ("BN", None, None),
-    ("ND, exact (k = 1)", 1, None),
-    ("ND, k = 4, running statistics", 4, "running"),
-    ("ND, k = 16, running statistics", 16, "running"),
-    ("ND, k = 4, last estimate", 4, "last"),
-    ("ND, k = 16, last estimate", 16, "last"),
+#: ``(label, refresh_every, refresh_stats, refresh_warmup)`` of the refresh comparison;
+#: ``refresh_every=None`` is BN.  The warm-up of 100 steps mirrors the public code's
+#: ``freeze_iter = 100`` for its frozen first layer.
+REFRESH_SETTINGS: tuple[tuple[str, int | None, str | None, int], ...] = (
+    ("BN", None, None, 0),
+    ("ND, exact (k = 1)", 1, None, 0),
+    ("ND, k = 4, running statistics", 4, "running", 0),
+    ("ND, k = 16, running statistics", 16, "running", 0),
+    ("ND, k = 4, last estimate", 4, "last", 0),
+    ("ND, k = 16, last estimate", 16, "last", 0),
+    ("ND, k = 4, last estimate, 100 exact steps first", 4, "last", 100),
+    ("ND, k = 16, last estimate, 100 exact steps first", 16, "last", 100),
 )
 
 
@@ -145,24 +149,24 @@ def stage_breakdown(stages: pd.DataFrame, bench_ids: Sequence[str]) -> pd.DataFr
 
 
 def _run_id(arch: str, norm: str, dataset: str, epochs: int, seed: int, refresh_every: int | None,
-            refresh_stats: str | None) -> str:
+            refresh_stats: str | None, refresh_warmup: int = 0) -> str:
     from ndlib.train import TrainConfig
 
     options = {}
     if refresh_every not in (None, 1):
         options["deconv_refresh_every"] = refresh_every
-        if refresh_stats not in (None, "running"):
-            options["deconv_refresh_stats"] = refresh_stats
+        options["deconv_refresh_stats"] = refresh_stats
+        options["deconv_refresh_warmup"] = refresh_warmup
     return TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epochs, seed=seed, **options).run_id
 
 
 def refresh_tradeoff(runs: pd.DataFrame, bench: pd.DataFrame, archs: Sequence[str] = ("vgg16", "resnet18"),
                      dataset: str = "cifar10", epochs: int = 1, seed: int = 0, *, num_threads: int = 2,
-                     settings: Sequence[tuple[str, int | None, str | None]] = REFRESH_SETTINGS) -> pd.DataFrame:
+                     settings: Sequence[tuple[str, int | None, str | None, int]] = REFRESH_SETTINGS) -> pd.DataFrame:
     """One row per (arch, setting of :data:`REFRESH_SETTINGS`): the run of that exact
     configuration (paper's settings otherwise) and the benchmark of its step cost.
 
-    Columns: ``arch, setting, refresh_every, refresh_stats, run_id, status`` (``"not run"``
+    Columns: ``arch, setting, refresh_every, refresh_stats, refresh_warmup, run_id, status`` (``"not run"``
     when there is no record), ``diverged_step``, ``test_acc``, ``train_time_s``,
     ``device_name``, ``run_threads`` (the run's torch threads) and ``bench_ratio``: the
     newest CPU benchmark's ND/BN step ratio at that ``refresh_every`` (``num_threads``
@@ -170,15 +174,16 @@ def refresh_tradeoff(runs: pd.DataFrame, bench: pd.DataFrame, archs: Sequence[st
     the same work per step), with ``bench_id``.  ``"running"`` is what
     ``refresh_stats`` defaults to, so its run ids carry only ``refresh_every``.
     """
-    columns = ["arch", "setting", "refresh_every", "refresh_stats", "run_id", "status", "diverged_step",
+    columns = ["arch", "setting", "refresh_every", "refresh_stats", "refresh_warmup", "run_id", "status", "diverged_step",
                "test_acc", "train_time_s", "device_name", "run_threads", "bench_ratio", "bench_id"]
     by_id = runs.set_index("run_id") if not runs.empty else pd.DataFrame()
     rows = []
     for arch in archs:
-        for label, every, stats in settings:
+        for label, every, stats, warmup in settings:
             norm = "bn" if every is None else "nd"
-            run_id = _run_id(arch, norm, dataset, epochs, seed, every, stats)
+            run_id = _run_id(arch, norm, dataset, epochs, seed, every, stats, warmup)
             row = {"arch": arch, "setting": label, "refresh_every": every, "refresh_stats": stats,
+                   "refresh_warmup": warmup,
                    "run_id": run_id, "status": "not run", "diverged_step": np.nan, "test_acc": np.nan,
                    "train_time_s": np.nan, "device_name": "", "run_threads": np.nan,
                    "bench_ratio": np.nan, "bench_id": ""}

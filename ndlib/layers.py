@@ -64,7 +64,13 @@ One option is ours, off by default:
   second mode: measured on CIFAR-10, VGG-16 at the paper's learning rate 0.1 diverged within
   the first epoch with ``"running"`` and ``k = 4`` or ``16`` (the running ``D`` starts at the
   identity and, moving on refresh steps only, is still mostly identity when the weights have
-  grown); ``"last"`` never whitens with a matrix older than ``k - 1`` steps.  The step count is the ``num_batches_tracked`` buffer
+  grown); ``"last"`` never whitens with a matrix older than ``k - 1`` steps.
+
+  ``refresh_warmup=w`` makes the first ``w`` training steps all refresh steps (then ``t % k ==
+  0`` as before), the way the public code's frozen first layer estimates for its first
+  ``freeze_iter + 1`` iterations before it uses constants: early in training, at the paper's
+  learning rate, the weights (and so the statistics of the activations) move fastest, and
+  ``"last"`` without a warm-up diverged VGG-16 within 3 steps.  The step count is the ``num_batches_tracked`` buffer
   that freezing already uses (so no new state-dict key: old checkpoints load, and a resumed run
   refreshes on the same steps); ``refresh_every`` itself is a constructor option, like
   ``freeze_iter``.
@@ -154,6 +160,14 @@ def _check_positive_float(name: str, value) -> float:
     return value
 
 
+def _check_non_negative_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a non-negative int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
 def _check_refresh_stats(value) -> str:
     if value not in REFRESH_STATS:
         raise ValueError(f"refresh_stats must be one of {REFRESH_STATS}, got {value!r}")
@@ -234,6 +248,11 @@ class _StepCounter:
             mean, deconv = self.running_mean, self.running_deconv
         self._advance_step()
         return mean, deconv
+
+    def is_refresh_step(self, step: int) -> bool:
+        """Whether training step ``step`` estimates the statistics as far as ``refresh_every``
+        and ``refresh_warmup`` go: every step of the warm-up, then steps ``0, k, 2k, ...``."""
+        return self.refresh_every == 1 or step < self.refresh_warmup or step % self.refresh_every == 0
 
     def is_frozen(self) -> bool:  # overridden by FastDeconv (Delinear never freezes)
         return False
@@ -700,6 +719,8 @@ class FastDeconv(_StepCounter, nn.Conv2d):
             layer.  Freezing takes precedence (see the module docstring).
         refresh_stats: with ``refresh_every > 1``, what the steps between refreshes whiten with:
             ``"running"`` (the running mean and ``D``) or ``"last"`` (the last refresh's estimate).
+        refresh_warmup: with ``refresh_every > 1``, the first ``refresh_warmup`` training steps
+            all estimate (as the frozen first layer does for its first ``freeze_iter + 1``).
 
     Buffers: ``running_mean`` (``B*k*k`` for ``groups == 1``, else ``C*k*k``),
     ``running_deconv`` (``(B*k*k)^2``, or ``(groups, B*k*k, B*k*k)``) and
@@ -730,6 +751,7 @@ class FastDeconv(_StepCounter, nn.Conv2d):
         isqrt_method: str = "auto",
         refresh_every: int = 1,
         refresh_stats: str = "running",
+        refresh_warmup: int = 0,
         padding_mode: str = "zeros",
         device=None,
         dtype=None,
@@ -751,6 +773,7 @@ class FastDeconv(_StepCounter, nn.Conv2d):
         _check_positive_int("freeze_iter", freeze_iter)
         self.refresh_every = _check_positive_int("refresh_every", refresh_every)
         self.refresh_stats = _check_refresh_stats(refresh_stats)
+        self.refresh_warmup = _check_non_negative_int("refresh_warmup", refresh_warmup)
         if grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
         if self.kernel_size[0] != self.kernel_size[1]:
@@ -797,7 +820,7 @@ class FastDeconv(_StepCounter, nn.Conv2d):
         running statistics as constants."""
         if self.is_frozen():
             return False
-        return self.refresh_every == 1 or self.training_step() % self.refresh_every == 0
+        return self.is_refresh_step(self.training_step())
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -859,6 +882,8 @@ class FastDeconv(_StepCounter, nn.Conv2d):
             s += f", freeze=True, freeze_iter={self.freeze_iter}"
         if self.refresh_every != 1:
             s += f", refresh_every={self.refresh_every}, refresh_stats={self.refresh_stats!r}"
+            if self.refresh_warmup:
+                s += f", refresh_warmup={self.refresh_warmup}"
         return s
 
 
@@ -889,6 +914,7 @@ class Delinear(_StepCounter, nn.Linear):
         isqrt_method: str = "auto",
         refresh_every: int = 1,
         refresh_stats: str = "running",
+        refresh_warmup: int = 0,
         device=None,
         dtype=None,
     ) -> None:
@@ -903,6 +929,7 @@ class Delinear(_StepCounter, nn.Linear):
         self.isqrt_method = _check_isqrt_method(isqrt_method)
         self.refresh_every = _check_positive_int("refresh_every", refresh_every)
         self.refresh_stats = _check_refresh_stats(refresh_stats)
+        self.refresh_warmup = _check_non_negative_int("refresh_warmup", refresh_warmup)
         self.requested_block = block
         self.block = effective_block(in_features, block)
         factory = {"device": device, "dtype": dtype}
@@ -921,7 +948,7 @@ class Delinear(_StepCounter, nn.Linear):
 
     def estimates_statistics(self) -> bool:
         """Whether the next training step estimates the batch statistics (a refresh step)."""
-        return self.refresh_every == 1 or self.training_step() % self.refresh_every == 0
+        return self.is_refresh_step(self.training_step())
 
     def batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         X = x.reshape(-1, self.block)
@@ -950,6 +977,8 @@ class Delinear(_StepCounter, nn.Linear):
         s = super().extra_repr() + f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}"
         if self.refresh_every != 1:
             s += f", refresh_every={self.refresh_every}, refresh_stats={self.refresh_stats!r}"
+            if self.refresh_warmup:
+                s += f", refresh_warmup={self.refresh_warmup}"
         return s
 
 

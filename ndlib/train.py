@@ -113,6 +113,7 @@ DECONV_OPTIONS = {
     "deconv_sampling_stride": "sampling_stride",
     "deconv_refresh_every": "refresh_every",
     "deconv_refresh_stats": "refresh_stats",
+    "deconv_refresh_warmup": "refresh_warmup",
 }
 
 
@@ -157,8 +158,8 @@ class TrainConfig:
     turns cuDNN autotuning off on a GPU.  ``amp`` uses bfloat16 autocast.
     ``checkpoint_interval_s``: a checkpoint is also written within an epoch every that many
     seconds (0: after every step), so a killed run loses at most that much work.
-    ``deconv_refresh_stats="running"`` is stored as None (the layers' default), so the same
-    computation always gets the same run id.
+    ``deconv_refresh_stats="running"`` and ``deconv_refresh_warmup=0`` are stored as None (the
+    layers' defaults), so the same computation always gets the same run id.
     """
 
     arch: str = "vgg16"
@@ -177,6 +178,7 @@ class TrainConfig:
     deconv_sampling_stride: int | None = None
     deconv_refresh_every: int | None = None
     deconv_refresh_stats: str | None = None
+    deconv_refresh_warmup: int | None = None
     synthetic: bool = False
     synthetic_train_size: int = 512
     synthetic_test_size: int = 256
@@ -223,6 +225,15 @@ class TrainConfig:
                                  "too (or leave deconv_refresh_stats unset)")
             if self.deconv_refresh_stats == "running":  # the layers' default: one run id for one computation
                 object.__setattr__(self, "deconv_refresh_stats", None)
+        if self.deconv_refresh_warmup is not None:
+            if isinstance(self.deconv_refresh_warmup, bool) or not isinstance(self.deconv_refresh_warmup, int) \
+                    or self.deconv_refresh_warmup < 0:
+                raise ValueError(f"deconv_refresh_warmup must be a non-negative integer, got {self.deconv_refresh_warmup!r}")
+            if self.deconv_refresh_every in (None, 1):
+                raise ValueError("deconv_refresh_warmup only applies to refreshing layers: set deconv_refresh_every > 1 "
+                                 "too (or leave deconv_refresh_warmup unset)")
+            if self.deconv_refresh_warmup == 0:  # the layers' default
+                object.__setattr__(self, "deconv_refresh_warmup", None)
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
         _non_negative_float("lr", self.lr, positive=True)
@@ -606,6 +617,27 @@ def _numpy_state_from_json(values: list):
     return name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached
 
 
+_CELL_FIELDS = frozenset({"arch", "norm", "dataset", "epochs", "seed"})
+
+
+def _same_identity(saved_json: object, config: TrainConfig) -> bool:
+    """Whether a checkpoint's stored identity is ``config``'s.  A field added to
+    :class:`TrainConfig` after the checkpoint was written is absent from it: the checkpoint
+    matches when every such field has its default value in ``config`` (the run it was
+    written by could not have set it), so old checkpoints keep resuming."""
+    if not isinstance(saved_json, str):
+        return False
+    try:
+        saved = json.loads(saved_json)
+    except ValueError:
+        return False
+    current = config.identity()
+    if not isinstance(saved, dict) or set(saved) - set(current) or not _CELL_FIELDS <= set(saved):
+        return False
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return all(saved[k] == v if k in saved else v == defaults.get(k, object()) for k, v in current.items())
+
+
 def _load_checkpoint(path: Path, config: TrainConfig, device) -> dict | None:
     if not path.is_file():
         return None
@@ -614,7 +646,7 @@ def _load_checkpoint(path: Path, config: TrainConfig, device) -> dict | None:
     except Exception as error:  # a damaged file: name it and the fix
         raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it to start "
                          "the run over (or pass --no-resume)") from error
-    if state.get("identity_json") != json.dumps(config.identity(), sort_keys=True):
+    if not _same_identity(state.get("identity_json"), config):
         raise ValueError(f"checkpoint {path} belongs to a different configuration than run {config.run_id}; "
                          "delete it (or pass resume=False / --no-resume) to start over")
     return state

@@ -79,6 +79,8 @@ def test_refresh_tradeoff_finds_each_setting_by_its_run_id():
         run_row(TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4), "diverged", diverged_step=18),
         run_row(TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=16, deconv_refresh_stats="last"),
                 "completed", 70.5, train_time_s=1000.0),
+        run_row(TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_stats="last",
+                            deconv_refresh_warmup=100), "completed", 72.0),
         run_row(TrainConfig(arch="vgg16", norm="nd", lr=0.05), "completed", 60.0),  # other option: not a setting
     ], columns=RUN_COLUMNS)
     bench = pd.DataFrame([bench_row("vgg16", 2.2, "2026-01-01"),
@@ -94,6 +96,7 @@ def test_refresh_tradeoff_finds_each_setting_by_its_run_id():
     assert table.loc["ND, k = 16, last estimate", "test_acc"] == 70.5
     assert table.loc["ND, k = 16, last estimate", "bench_ratio"] == 1.3  # same work per step in both modes
     assert table.loc["ND, k = 4, last estimate", "status"] == "not run"
+    assert table.loc["ND, k = 4, last estimate, 100 exact steps first", "test_acc"] == 72.0
     assert 60.0 not in table["test_acc"].tolist()
     text = " ".join(cost_report.refresh_sentences(table.reset_index()))
     assert "exact layer reached 74.00% and BN 11.00%" in text

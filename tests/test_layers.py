@@ -686,6 +686,21 @@ def test_refresh_stats_last_buffers_exist_for_k_above_one_only_and_resume_exactl
     assert "refresh_stats='last'" in repr(Delinear(8, 2, refresh_every=4, refresh_stats="last"))
 
 
+@pytest.mark.parametrize("layer", ["conv", "linear"])
+def test_refresh_warmup_estimates_on_every_warmup_step_then_every_kth(layer):
+    build, shape = REFRESH_BUILDS[layer]
+    _, rows = refresh_trace(build, shape, steps=14, refresh_every=4, refresh_warmup=6, refresh_stats="last")
+    assert [r["updated"] for r in rows] == [t < 6 or t % 4 == 0 for t in range(14)]
+    _, plain = refresh_trace(build, shape, steps=6)
+    for a, b in zip(rows[:6], plain):  # the warm-up is the paper's layer, step for step
+        assert torch.equal(a["out"], b["out"]) and torch.equal(a["w_grad"], b["w_grad"])
+    with pytest.raises(ValueError, match="refresh_warmup must be a non-negative int"):
+        build(refresh_every=4, refresh_warmup=-1)
+    with pytest.raises(TypeError, match="refresh_warmup must be a non-negative int"):
+        build(refresh_every=4, refresh_warmup=2.5)
+    assert "refresh_warmup=6" in repr(build(refresh_every=4, refresh_warmup=6))
+
+
 def test_refresh_stats_last_frozen_steps_still_use_the_running_values():
     layer = FastDeconv(3, 4, 3, padding=1, freeze=True, freeze_iter=2, refresh_every=2, refresh_stats="last").double()
     g = torch.Generator().manual_seed(5)

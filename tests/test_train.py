@@ -1,6 +1,7 @@
 """Training loop: config validation, run ids, records, cosine schedule, divergence, failure, resume."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -41,6 +42,8 @@ def test_paper_defaults_per_table():
         ({"deconv_refresh_every": 4, "deconv_refresh_stats": "ema"}, "deconv_refresh_stats must be one of"),
         ({"deconv_refresh_stats": "last"}, "set deconv_refresh_every > 1"),
         ({"deconv_refresh_every": 1, "deconv_refresh_stats": "last"}, "set deconv_refresh_every > 1"),
+        ({"deconv_refresh_warmup": 100}, "set deconv_refresh_every > 1"),
+        ({"deconv_refresh_every": 4, "deconv_refresh_warmup": -1}, "deconv_refresh_warmup must be a non-negative"),
     ],
 )
 def test_bad_config_raises_clear_error(overrides, message):
@@ -82,6 +85,9 @@ def test_refresh_options_reach_the_model_and_name_the_run():
     assert len(ids) == 3  # the paper's layer and the two refresh modes never share a record
     explicit = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_stats="running")
     assert explicit == running and explicit.run_id == running.run_id  # the default spelled out: same run
+    assert TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_warmup=0).run_id == running.run_id
+    warm = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_warmup=100)
+    assert warm.run_id not in ids and warm.deconv_options()["refresh_warmup"] == 100
     assert last.deconv_options() == {"refresh_every": 4, "refresh_stats": "last"}
     with torch.device("meta"):
         model = create_model(last)
@@ -218,6 +224,28 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     (tmp_path / "runs" / f"{config.run_id}.json").unlink()  # no completed record: it would be kept
     with pytest.raises(ValueError, match="different configuration"):
         run(config, model=tiny_model(), progress=False)
+
+
+def test_checkpoint_written_before_a_config_field_existed_still_resumes(tmp_path):
+    """A field added to TrainConfig later is missing from old checkpoints: it matches its default only."""
+    config = tiny_config(tmp_path, epochs=2)
+    straight = run(config, model=tiny_model(), progress=False)
+    checkpoint = tmp_path / "checkpoints" / config.run_id / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    old_identity = {k: v for k, v in json.loads(state["identity_json"]).items() if k != "deconv_refresh_stats"}
+    state["identity_json"] = json.dumps(old_identity, sort_keys=True)
+    torch.save(state, checkpoint)
+    (tmp_path / "runs" / f"{config.run_id}.json").unlink()
+    resumed = run(config, model=tiny_model(), progress=False)  # the final checkpoint: nothing left to train
+    assert resumed["status"] == "completed" and resumed["final"]["test_acc"] == straight["final"]["test_acc"]
+    # the same old checkpoint is not one of a run that sets the new field
+    (tmp_path / "runs" / f"{config.run_id}.json").unlink()
+    other = dataclasses.replace(config, deconv_refresh_every=2, deconv_refresh_stats="last")
+    other_checkpoint = tmp_path / "checkpoints" / other.run_id / "last.pt"
+    other_checkpoint.parent.mkdir(parents=True)
+    other_checkpoint.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(ValueError, match="different configuration"):
+        run(other, model=tiny_model(), progress=False)
 
 
 def test_completed_checkpoint_resumes_to_the_end_without_training(tmp_path):
