@@ -123,8 +123,17 @@ def _weights(model: nn.Module) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+@pytest.fixture
+def python_sigint_handler():
+    """Python's usual SIGINT handler for the test, whatever the process inherited (a shell
+    starts background jobs with SIGINT ignored, and Python then keeps it ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_mid_epoch_records_interrupted_and_resume_is_exact(tmp_path, signum):
+def test_a_signal_mid_epoch_records_interrupted_and_resume_is_exact(tmp_path, signum, python_sigint_handler):
     straight_model = CallAt(tiny_model(nd=True))
     straight = run(tiny_config(tmp_path / "straight", epochs=2), model=straight_model, progress=False)
     config = tiny_config(tmp_path / "stopped", epochs=2, checkpoint_interval_s=0.0)
