@@ -104,9 +104,9 @@ class BenchConfig:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if self.steps is None and isinstance(self.refresh_every, int) and not isinstance(self.refresh_every, bool):
-            object.__setattr__(self, "steps", max(self.refresh_every, 1))
-        for name in ("batch_size", "rounds", "steps", "num_classes", "stage_repeats", "refresh_every"):
+        for name in ("refresh_every", "batch_size", "rounds", "steps", "num_classes", "stage_repeats"):
+            if name == "steps" and self.steps is None:  # one whole refresh cycle per round
+                object.__setattr__(self, "steps", self.refresh_every)
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")

@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ndlib.report import load_average_text, train_command
+
 __all__ = [
     "MEDIAN_TARGET",
     "MAX_TARGET",
@@ -94,14 +96,9 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
         chosen = chosen[chosen["round_statistic"] == "mean"]
     newest = chosen.sort_values("created_at").drop_duplicates("arch", keep="last")
     out = frame.merge(newest, on="arch", how="left").reindex(columns=columns)
-    out["load"] = [f"{_triplet(b)} → {_triplet(a)}" if isinstance(b, (list, tuple)) else ""
+    out["load"] = [f"{load_average_text(b)} → {load_average_text(a)}" if isinstance(b, (list, tuple)) else ""
                    for b, a in zip(out["load_avg_before"], out["load_avg_after"])]
     return out
-
-
-def _triplet(value) -> str:
-    """A load average ``[1 min, 5 min, 15 min]`` as ``"1.27 / 0.82 / 0.38"``."""
-    return " / ".join(f"{float(v):.2f}" for v in value) if isinstance(value, (list, tuple)) else ""
 
 
 def sweep_verdict(sweep: pd.DataFrame, median_target: float = MEDIAN_TARGET,
@@ -160,6 +157,19 @@ def _run_id(arch: str, norm: str, dataset: str, epochs: int, seed: int, refresh_
     return TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epochs, seed=seed, **options).run_id
 
 
+def _refresh_command(dataset: str, arch: str, norm: str, epochs: int, seed: int, refresh_every: int | None,
+                     refresh_stats: str | None, refresh_warmup: int) -> str:
+    """:func:`ndlib.report.train_command` plus the refresh flags of a setting."""
+    command = train_command(dataset, arch, norm, epochs, seed)
+    if refresh_every not in (None, 1):
+        command += f" --deconv-refresh-every {refresh_every}"
+        if refresh_stats not in (None, "running"):
+            command += f" --deconv-refresh-stats {refresh_stats}"
+        if refresh_warmup:
+            command += f" --deconv-refresh-warmup {refresh_warmup}"
+    return command
+
+
 def refresh_tradeoff(runs: pd.DataFrame, bench: pd.DataFrame, archs: Sequence[str] = ("vgg16", "resnet18"),
                      dataset: str = "cifar10", epochs: int = 1, seed: int = 0, *, num_threads: int = 2,
                      settings: Sequence[tuple[str, int | None, str | None, int]] = REFRESH_SETTINGS) -> pd.DataFrame:
@@ -171,11 +181,11 @@ def refresh_tradeoff(runs: pd.DataFrame, bench: pd.DataFrame, archs: Sequence[st
     ``device_name``, ``run_threads`` (the run's torch threads) and ``bench_ratio``: the
     newest CPU benchmark's ND/BN step ratio at that ``refresh_every`` (``num_threads``
     threads, ndlib layers; the benchmark does not depend on ``refresh_stats``: both modes do
-    the same work per step), with ``bench_id``.  ``"running"`` is what
+    the same work per step), with ``bench_id``, and ``command`` (what runs the setting).  ``"running"`` is what
     ``refresh_stats`` defaults to, so its run ids carry only ``refresh_every``.
     """
     columns = ["arch", "setting", "refresh_every", "refresh_stats", "refresh_warmup", "run_id", "status", "diverged_step",
-               "test_acc", "train_time_s", "device_name", "run_threads", "bench_ratio", "bench_id"]
+               "test_acc", "train_time_s", "device_name", "run_threads", "bench_ratio", "bench_id", "command"]
     by_id = runs.set_index("run_id") if not runs.empty else pd.DataFrame()
     rows = []
     for arch in archs:
@@ -186,7 +196,8 @@ def refresh_tradeoff(runs: pd.DataFrame, bench: pd.DataFrame, archs: Sequence[st
                    "refresh_warmup": warmup,
                    "run_id": run_id, "status": "not run", "diverged_step": np.nan, "test_acc": np.nan,
                    "train_time_s": np.nan, "device_name": "", "run_threads": np.nan,
-                   "bench_ratio": np.nan, "bench_id": ""}
+                   "bench_ratio": np.nan, "bench_id": "",
+                   "command": _refresh_command(dataset, arch, norm, epochs, seed, every, stats, warmup)}
             if run_id in by_id.index:
                 record = by_id.loc[run_id]
                 row.update(status=record["status"], device_name=record.get("device_name", ""),

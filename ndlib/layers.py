@@ -70,10 +70,12 @@ One option is ours, off by default:
   0`` as before), the way the public code's frozen first layer estimates for its first
   ``freeze_iter + 1`` iterations before it uses constants: early in training, at the paper's
   learning rate, the weights (and so the statistics of the activations) move fastest, and
-  ``"last"`` without a warm-up diverged VGG-16 within 3 steps.  The step count is the ``num_batches_tracked`` buffer
-  that freezing already uses (so no new state-dict key: old checkpoints load, and a resumed run
-  refreshes on the same steps); ``refresh_every`` itself is a constructor option, like
-  ``freeze_iter``.
+  ``"last"`` without a warm-up diverged VGG-16 within 3 steps.
+
+  The step count is the ``num_batches_tracked`` buffer that freezing already uses, so a resumed
+  run refreshes on the same steps and, with ``"running"``, the state dict has no new key (old
+  checkpoints load); ``refresh_every``, ``refresh_stats`` and ``refresh_warmup`` are constructor
+  options, like ``freeze_iter``.
 
 Mixed precision: under ``torch.autocast`` the statistics (covariance, Newton-Schulz, running
 averages) and the fold ``W' = W D`` run with autocast off, in the dtype of the layer's buffers
@@ -190,6 +192,9 @@ class _StepCounter:
     the layer's own ``add_(1)`` advances the cache, so the buffer is read once and then only
     after someone else changed it.  Layers that never ask (``refresh_every == 1`` without
     ``freeze``) never create the cache and run exactly the operations they always did.
+
+    It also holds what the two layers share about which statistics a step uses
+    (:meth:`step_statistics`: batch, last refresh's, or running).
     """
 
     num_batches_tracked: torch.Tensor
@@ -215,7 +220,7 @@ class _StepCounter:
         """The ``last_mean`` / ``last_deconv`` buffers of ``refresh_stats="last"`` (``k > 1`` only,
         so the paper's layer keeps its state-dict keys); persistent, so a resumed run whitens
         its first steps with the same statistics as the uninterrupted run."""
-        if self.refresh_every > 1 and self.refresh_stats == "last":
+        if self.uses_last_statistics():
             self.register_buffer("last_mean", self.running_mean.detach().clone())
             self.register_buffer("last_deconv", self.running_deconv.detach().clone())
 

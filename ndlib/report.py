@@ -88,6 +88,7 @@ __all__ = [
     "load_record_details",
     "run_costs",
     "channel_statistics",
+    "load_average_text",
 ]
 
 CIFAR_EPOCHS: tuple[int, ...] = (1, 20, 100)
@@ -1373,7 +1374,7 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
 # --------------------------------------------------------------------------- run costs
 
 
-def _load_triplet(value: object) -> str:
+def load_average_text(value: object) -> str:
     """A load-average list ``[1 min, 5 min, 15 min]`` as ``"1.27 / 0.82 / 0.38"``."""
     if not isinstance(value, (list, tuple)) or not value:
         return ""
@@ -1435,8 +1436,8 @@ def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
     out["train_s"] = pd.to_numeric(out["train_time_s"], errors="coerce")
     out["eval_s"] = pd.to_numeric(out["eval_time_s"], errors="coerce")
     out["wall_s"] = out["train_s"] + out["eval_s"]
-    out["load_start"] = out["load_avg_at_start"].map(_load_triplet)
-    out["load_end"] = out["load_avg_at_end"].map(_load_triplet)
+    out["load_start"] = out["load_avg_at_start"].map(load_average_text)
+    out["load_end"] = out["load_avg_at_end"].map(load_average_text)
     out["note"] = out["note"].fillna("") if "note" in out.columns else ""
     repro = published.reproduction_table1().assign(norm=lambda d: d["method"].str.lower())
     repro = (repro.groupby(_CELL).agg(repro_train_s=("train_time_s", "mean"),

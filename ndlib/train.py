@@ -217,23 +217,19 @@ class TrainConfig:
         for name in ("batch_size", "deconv_block", "deconv_block_fc", "deconv_n_iter", "deconv_sampling_stride",
                      "deconv_refresh_every", "synthetic_image_size", "synthetic_num_classes", "num_threads"):
             _positive_int(name, getattr(self, name), allow_none=True)
-        if self.deconv_refresh_stats is not None:
-            if self.deconv_refresh_stats not in REFRESH_STATS:
-                raise ValueError(f"deconv_refresh_stats must be one of {REFRESH_STATS}, got {self.deconv_refresh_stats!r}")
+        if self.deconv_refresh_stats is not None and self.deconv_refresh_stats not in REFRESH_STATS:
+            raise ValueError(f"deconv_refresh_stats must be one of {REFRESH_STATS}, got {self.deconv_refresh_stats!r}")
+        warmup = self.deconv_refresh_warmup
+        if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
+            raise ValueError(f"deconv_refresh_warmup must be a non-negative integer, got {warmup!r}")
+        for name, layer_default in (("deconv_refresh_stats", "running"), ("deconv_refresh_warmup", 0)):
+            if getattr(self, name) is None:
+                continue
             if self.deconv_refresh_every in (None, 1):
-                raise ValueError("deconv_refresh_stats only applies between refreshes: set deconv_refresh_every > 1 "
-                                 "too (or leave deconv_refresh_stats unset)")
-            if self.deconv_refresh_stats == "running":  # the layers' default: one run id for one computation
-                object.__setattr__(self, "deconv_refresh_stats", None)
-        if self.deconv_refresh_warmup is not None:
-            if isinstance(self.deconv_refresh_warmup, bool) or not isinstance(self.deconv_refresh_warmup, int) \
-                    or self.deconv_refresh_warmup < 0:
-                raise ValueError(f"deconv_refresh_warmup must be a non-negative integer, got {self.deconv_refresh_warmup!r}")
-            if self.deconv_refresh_every in (None, 1):
-                raise ValueError("deconv_refresh_warmup only applies to refreshing layers: set deconv_refresh_every > 1 "
-                                 "too (or leave deconv_refresh_warmup unset)")
-            if self.deconv_refresh_warmup == 0:  # the layers' default
-                object.__setattr__(self, "deconv_refresh_warmup", None)
+                raise ValueError(f"{name} only applies to refreshing layers: set deconv_refresh_every > 1 too "
+                                 f"(or leave {name} unset)")
+            if getattr(self, name) == layer_default:  # the layers' default: one run id for one computation
+                object.__setattr__(self, name, None)
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
         _non_negative_float("lr", self.lr, positive=True)

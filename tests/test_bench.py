@@ -120,6 +120,7 @@ def test_load_bench_empty_and_bad_files(tmp_path):
     ({"refresh_every": 0}, "refresh_every"),
     ({"refresh_every": 4}, "ndlib's layers only"),  # with the default implementations (reference included)
     ({"refresh_every": 4, "steps": 6, "implementations": ("ndlib",)}, "multiple of refresh_every"),
+    ({"refresh_every": "4", "implementations": ("ndlib",)}, "refresh_every must be a positive int"),
 ])
 def test_bench_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):

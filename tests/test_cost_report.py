@@ -97,6 +97,10 @@ def test_refresh_tradeoff_finds_each_setting_by_its_run_id():
     assert table.loc["ND, k = 16, last estimate", "bench_ratio"] == 1.3  # same work per step in both modes
     assert table.loc["ND, k = 4, last estimate", "status"] == "not run"
     assert table.loc["ND, k = 4, last estimate, 100 exact steps first", "test_acc"] == 72.0
+    assert table.loc["ND, k = 4, last estimate, 100 exact steps first", "command"].endswith(
+        "--seed 0 --deconv-refresh-every 4 --deconv-refresh-stats last --deconv-refresh-warmup 100")
+    assert table.loc["BN", "command"].endswith("--norm bn --dataset cifar10 --epochs 1 --seed 0")
+    assert "--deconv-refresh-stats" not in table.loc["ND, k = 16, running statistics", "command"]
     assert 60.0 not in table["test_acc"].tolist()
     text = " ".join(cost_report.refresh_sentences(table.reset_index()))
     assert "exact layer reached 74.00% and BN 11.00%" in text
