@@ -11,6 +11,9 @@ Like :mod:`ndlib.report`, every function takes DataFrames built from our records
 * :func:`stage_breakdown` sums a benchmark's per-layer stage times (forward + backward) into
   the stages the layer runs: patch extraction, centring + covariance, Newton-Schulz, the fold
   into the weight, and the convolution itself.
+* :func:`exact_floor` sets the sweep beside a FLOP floor of the exact layer: the matrix
+  products it cannot do without, at the convolutions' rate, and the measured time of the stages
+  that floor leaves out (:func:`floor_sentences` says what that means for the targets).
 * :func:`refresh_tradeoff` puts, per architecture, BN, the exact ND layer and ND with
   ``refresh_every = k`` (each way of whitening between refreshes) side by side: the run's
   status and test accuracy, its training time, and the benchmarked ND/BN step ratio.
@@ -27,10 +30,13 @@ from ndlib.report import load_average_text, train_command
 __all__ = [
     "MEDIAN_TARGET",
     "MAX_TARGET",
+    "FLOOR_MODEL_TOLERANCE",
     "REFRESH_SETTINGS",
     "bench_sweep",
     "sweep_verdict",
     "stage_breakdown",
+    "exact_floor",
+    "floor_sentences",
     "refresh_tradeoff",
     "refresh_sentences",
 ]
@@ -38,6 +44,10 @@ __all__ = [
 #: Issue 11's targets for the exact layer on the project's CPU (2 threads, batch 128).
 MEDIAN_TARGET = 1.5
 MAX_TARGET = 2.0
+
+#: :func:`floor_sentences` reasons from :func:`exact_floor` only for architectures whose
+#: floor plus measured outside stages is within this fraction of the measured ratio.
+FLOOR_MODEL_TOLERANCE = 0.15
 
 #: The stages a deconvolution layer runs, as ``--stages`` names them (the unfused "centering"
 #: and "covariance" are timed too, for information, but the layer runs the fused stage).
@@ -143,6 +153,100 @@ def stage_breakdown(stages: pd.DataFrame, bench_ids: Sequence[str]) -> pd.DataFr
     out = table.reset_index()
     out = out.sort_values("bench_id", key=lambda s: s.map(order)).reset_index(drop=True)
     return out[columns]
+
+
+def exact_floor(flops: pd.DataFrame, sweep: pd.DataFrame, breakdown: pd.DataFrame,
+                target: float = MEDIAN_TARGET) -> pd.DataFrame:
+    """How close the exact layer could come to BN, by a FLOP count, beside what it measures.
+
+    ``flops`` is :func:`ndlib.report.flop_overhead` (forward-pass GFLOP per architecture),
+    ``sweep`` :func:`bench_sweep` and ``breakdown`` :func:`stage_breakdown` of the same
+    benchmarks.  A training step of the exact layer cannot do without these matrix products:
+
+    * the convolutions, forward and the two backward products: ``3 conv``;
+    * the covariance ``X^T X``, at best as a symmetric product (half of the forward count, the
+      ``R F^2`` of a rank-k update) and its backward ``dX = X_c S`` (a general product,
+      ``2 R F^2``): ``1.5 covariance``;
+    * the fold ``W D``, forward and both backward products: ``3 fold``.
+
+    ``flop_floor = 1 + (1.5 covariance + 3 fold) / (3 conv)`` is the ND/BN ratio if those ran
+    at the convolutions' rate and nothing else cost anything: no Newton-Schulz, no patch
+    copies, no elementwise work, and no BN layers in the BN model.  It is a model, not a
+    bound: a BN model that spends much of its step outside its convolutions (DenseNet's many
+    BN layers, depthwise models) can measure below it.
+
+    ``outside_share`` is what the floor leaves out and the layer must still do, measured:
+    the patch extraction and Newton-Schulz stages (seconds, summed over layers) as a share of
+    the BN step.  ``floor_plus_outside`` adds the two.  ``outside_cut`` is the factor by which
+    those two stages would have to shrink for ``flop_floor + outside_share`` to reach
+    ``target`` (``inf`` where the floor alone is above it, ``NaN`` where already below or
+    not measured).  ``model_error = floor_plus_outside / ratio_nd_bn - 1`` says how well this
+    account describes the measurement: far from 0, the architecture's time goes elsewhere
+    (see :data:`FLOOR_MODEL_TOLERANCE`).
+    """
+    columns = ["arch", "ratio_nd_bn", "flop_floor", "outside_share", "floor_plus_outside", "model_error",
+               "outside_cut"]
+    frame = pd.DataFrame({"arch": list(sweep["arch"])}) if not sweep.empty else pd.DataFrame(columns=["arch"])
+    if "note" in flops.columns or frame.empty:
+        return frame.reindex(columns=columns)
+    _require(flops, ["arch", "conv_gflop", "covariance_gflop", "fold_gflop"], "the FLOP model")
+    _require(sweep, ["arch", "ratio_nd_bn", "bn_step_s"], "the sweep")
+    model = flops.set_index("arch")
+    floor = 1.0 + (1.5 * model["covariance_gflop"] + 3.0 * model["fold_gflop"]) / (3.0 * model["conv_gflop"])
+    out = frame.merge(sweep[["arch", "ratio_nd_bn", "bn_step_s"]], on="arch", how="left")
+    out["flop_floor"] = out["arch"].map(floor)
+    outside = pd.Series(dtype=float)
+    if not breakdown.empty:
+        _require(breakdown, ["arch", "patches", "Newton-Schulz"], "the stage breakdown")
+        outside = (breakdown["patches"] + breakdown["Newton-Schulz"]).groupby(breakdown["arch"]).last()
+    out["outside_share"] = out["arch"].map(outside) / out["bn_step_s"]
+    out["floor_plus_outside"] = out["flop_floor"] + out["outside_share"]
+    room = target - out["flop_floor"]
+    cut = out["outside_share"] / room.where(room > 0)
+    cut[(room <= 0) & out["outside_share"].notna()] = np.inf
+    cut[out["floor_plus_outside"] <= target] = np.nan
+    out["outside_cut"] = cut
+    out["model_error"] = out["floor_plus_outside"] / out["ratio_nd_bn"] - 1.0
+    return out[columns]
+
+
+def floor_sentences(floor: pd.DataFrame, target: float = MEDIAN_TARGET,
+                    tolerance: float = FLOOR_MODEL_TOLERANCE) -> list[str]:
+    """What :func:`exact_floor` says about the median target, from the table only.  The
+    architectures whose measurement the account misses by more than ``tolerance`` are named
+    and left out of the reasoning."""
+    known = floor.dropna(subset=["ratio_nd_bn", "flop_floor"])
+    if known.empty:
+        return []
+    sentences = [
+        f"Over the {len(known)} measured architectures the median FLOP floor is "
+        f"{known['flop_floor'].median():.2f}, against a measured median of {known['ratio_nd_bn'].median():.2f} "
+        f"and the target of {target:g}."]
+    both = known.dropna(subset=["outside_share"])
+    fits = both[both["model_error"].abs() <= tolerance]
+    misses = both[both["model_error"].abs() > tolerance]
+    if not both.empty:
+        sentences.append(
+            f"The floor plus the measured patch extraction and Newton-Schulz comes within {tolerance:.0%} of the "
+            f"measured ratio for {len(fits)} of the {len(both)} architectures with a stage breakdown"
+            + (": " + ", ".join(f"{r.arch} ({r.floor_plus_outside:.2f} against {r.ratio_nd_bn:.2f})"
+                               for r in fits.itertuples()) if len(fits) else "")
+            + "." + (" It does not describe " + ", ".join(
+                f"{r.arch} ({r.floor_plus_outside:.2f} against {r.ratio_nd_bn:.2f})" for r in misses.itertuples())
+                + ", whose time goes elsewhere (BN steps not dominated by convolution FLOPs, or "
+                "stages that overlap in a whole step)." if len(misses) else ""))
+    over = fits[fits["ratio_nd_bn"] > target].sort_values("ratio_nd_bn")
+    parts = []
+    for row in over.itertuples():
+        if np.isinf(row.outside_cut):
+            parts.append(f"{row.arch} (its floor, {row.flop_floor:.2f}, is above the target already)")
+        elif pd.notna(row.outside_cut):
+            parts.append(f"{row.arch} {row.outside_cut:.1f}x (they take {row.outside_share:.2f} of a BN step)")
+    if parts:
+        sentences.append("For those it describes that are above the target, patch extraction and "
+                         "Newton-Schulz would have to become this much cheaper, with the covariance and the "
+                         "fold already at the floor, to reach it: " + "; ".join(parts) + ".")
+    return sentences
 
 
 def _run_id(arch: str, norm: str, dataset: str, epochs: int, seed: int, refresh_every: int | None,

@@ -64,6 +64,34 @@ def test_stage_breakdown_sums_forward_and_backward_of_the_stages_the_layer_runs(
     assert cost_report.stage_breakdown(pd.DataFrame(columns=STAGE_COLUMNS), ["x"]).empty
 
 
+def test_exact_floor_counts_the_products_the_exact_layer_needs_and_what_it_leaves_out():
+    flops = pd.DataFrame({"arch": ["a", "b", "c", "d"], "conv_gflop": [100.0, 100.0, 10.0, 100.0],
+                          "covariance_gflop": [40.0, 40.0, 40.0, 2.0], "fold_gflop": [10.0, 10.0, 0.0, 0.0]})
+    sweep = pd.DataFrame({"arch": ["a", "b", "c", "d", "e"], "ratio_nd_bn": [1.8, 1.6, 2.0, 1.0, 1.5],
+                          "bn_step_s": [2.0, 2.0, 1.0, 1.0, 1.0]})
+    breakdown = pd.DataFrame({"arch": ["a", "c", "d"], "patches": [0.3, 0.1, 0.1], "Newton-Schulz": [0.5, 0.1, 0.1]})
+    floor = cost_report.exact_floor(flops, sweep, breakdown).set_index("arch")
+    # 1 + (1.5 * 40 + 3 * 10) / (3 * 100): symmetric covariance + its backward, fold forward + backward
+    assert floor.loc["a", "flop_floor"] == pytest.approx(1.3)
+    assert floor.loc["a", "outside_share"] == pytest.approx(0.4)  # (0.3 + 0.5) s of a 2 s BN step
+    assert floor.loc["a", "floor_plus_outside"] == pytest.approx(1.7)
+    assert floor.loc["a", "model_error"] == pytest.approx(1.7 / 1.8 - 1)
+    assert floor.loc["a", "outside_cut"] == pytest.approx(0.4 / 0.2)  # room to 1.5 is 0.2
+    assert math.isnan(floor.loc["b", "outside_share"]) and math.isnan(floor.loc["b", "outside_cut"])  # no breakdown
+    assert floor.loc["c", "flop_floor"] == pytest.approx(3.0) and math.isinf(floor.loc["c", "outside_cut"])
+    assert math.isnan(floor.loc["d", "outside_cut"])  # 1.01 + 0.2 is within the target already
+    assert math.isnan(floor.loc["e", "flop_floor"])  # no FLOP model for it
+    text = " ".join(cost_report.floor_sentences(floor.reset_index()))
+    assert "median FLOP floor is 1.30" in text and "measured median of 1.70" in text
+    # 'a' is described (1.70 against 1.80) and needs its outside stages 2x cheaper; 'c' (3.2 vs 2.0) is not described
+    assert "a (1.70 against 1.80)" in text and "a 2.0x" in text and "It does not describe c (3.20 against 2.00)" in text
+    assert "c (its floor" not in text
+    empty = cost_report.exact_floor(pd.DataFrame({"note": ["not available"]}), sweep, breakdown)
+    assert empty["flop_floor"].isna().all() and cost_report.floor_sentences(empty) == []
+    with pytest.raises(ValueError, match="lack the columns"):
+        cost_report.exact_floor(flops.drop(columns="fold_gflop"), sweep, breakdown)
+
+
 def run_row(config: TrainConfig, status, test_acc=None, diverged_step=None, train_time_s=None):
     row = {c: None for c in RUN_COLUMNS}
     row.update(run_id=config.run_id, status=status, dataset=config.dataset, arch=config.arch, norm=config.norm,
