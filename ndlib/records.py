@@ -65,7 +65,7 @@ SCHEMA_VERSION = 2
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic", "data_source",
     "test_acc", "test_top5", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
-    "peak_mem_mb", "device_type", "device_name", "num_threads", "torch_version", "git_commit", "git_dirty",
+    "peak_mem_mb", "device_type", "device_name", "num_threads", "keep_freed_memory", "torch_version", "git_commit", "git_dirty",
     "started_at", "finished_at", "epochs_done", "diverged_step", "error", "label", "note", "path",
 ]
 
@@ -316,6 +316,7 @@ def _summary_row(record: dict) -> dict:
         "device_type": env.get("device_type"),
         "device_name": env.get("device_name"),
         "num_threads": env.get("num_threads"),
+        "keep_freed_memory": bool(env.get("keep_freed_memory", False)),  # absent: written before it existed
         "torch_version": env.get("torch_version"),
         "git_commit": env.get("git_commit"),
         "git_dirty": env.get("git_dirty"),

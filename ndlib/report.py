@@ -102,7 +102,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic",
     "data_source", "test_acc", "test_top5", "train_acc", "train_loss", "train_time_s",
     "eval_time_s", "images_per_s", "peak_mem_mb", "device_type", "device_name", "num_threads",
-    "torch_version", "git_commit", "git_dirty", "started_at", "finished_at",
+    "keep_freed_memory", "torch_version", "git_commit", "git_dirty", "started_at", "finished_at",
 )
 HISTORY_COLUMNS: tuple[str, ...] = (
     "run_id", "epoch", "train_loss", "train_acc", "test_acc", "test_top5", "lr",
@@ -281,7 +281,7 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     _require_columns(runs, ["run_id", "status", "table", "dataset", "arch", "norm", "epochs",
                             "seed", "test_acc", "train_acc", "train_time_s", "synthetic"],
                      "the run records")
-    real, _ = split_synthetic(paper_settings_only(runs))
+    real, _ = split_synthetic(paper_settings_only(_with_memory_setting(runs)))
     real = real[_in_table(real, table)]
     if real.empty:
         return pd.DataFrame(columns=columns)
@@ -457,7 +457,7 @@ def table1_long(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     frames.append(repro.assign(source="reproduction", metric="as reported",
                                accuracy=repro["acc_pct"], paper_name=repro["arch"].map(names)))
     if not runs.empty:
-        real, _ = split_synthetic(paper_settings_only(runs))
+        real, _ = split_synthetic(paper_settings_only(_with_memory_setting(runs)))
         ours = real[_in_table(real, 1) & (real["dataset"] == dataset)
                     & (real["status"] == "completed") & real["arch"].isin(names.index)
                     & pd.to_numeric(real["epochs"], errors="coerce").isin(CIFAR_EPOCHS)]
@@ -683,22 +683,32 @@ def reproduction_timing() -> pd.DataFrame:
     return out
 
 
+def _with_memory_setting(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a boolean ``keep_freed_memory`` column (False where absent: frames or
+    records from before the setting existed)."""
+    if "keep_freed_memory" not in runs.columns:
+        return runs.assign(keep_freed_memory=False)
+    return runs.assign(keep_freed_memory=runs["keep_freed_memory"].fillna(False).astype(bool))
+
+
 def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
-    """Our training times: per (device, threads, synthetic, dataset, arch, epochs, options)
-    the mean wall seconds of BN and ND runs that completed, images/s, and the ratio ND / BN.
+    """Our training times: per (device, threads, memory setting, synthetic, dataset, arch,
+    epochs, options) the mean wall seconds of BN and ND runs that completed, images/s, and
+    the ratio ND / BN.
 
     The device stays in the key: a CPU ratio is never mixed with a GPU one.  So do the
     options (:func:`run_options`, ``""`` for the paper's settings): a run with a non-default
-    setting is never averaged with the paper's."""
-    keys = ["device_type", "device_name", "num_threads", "synthetic", "dataset", "arch", "epochs",
-            "options"]
+    setting is never averaged with the paper's.  So does ``keep_freed_memory``
+    (:mod:`ndlib.cpu_memory`), which changes a CPU step's time but not its result."""
+    keys = ["device_type", "device_name", "num_threads", "keep_freed_memory", "synthetic", "dataset", "arch",
+            "epochs", "options"]
     cols = keys + ["bn_train_s", "nd_train_s", "bn_images_per_s", "nd_images_per_s",
                    "ratio_nd_bn", "n_bn", "n_nd", "notes"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
-    _require_columns(runs, keys[:-1] + ["run_id", "status", "norm", "train_time_s",
-                                         "images_per_s"], "the run records")
-    done = runs[runs["status"] == "completed"].copy()
+    _require_columns(runs, [k for k in keys if k not in ("keep_freed_memory", "synthetic", "options")]
+                     + ["run_id", "status", "norm", "train_time_s", "images_per_s"], "the run records")
+    done = _with_memory_setting(runs[runs["status"] == "completed"].copy())
     done["options"] = done["run_id"].map(run_options)
     _, synthetic = split_synthetic(done)
     done["synthetic"] = done.index.isin(synthetic.index)
@@ -1142,20 +1152,20 @@ def equal_cost_verdicts(equal: pd.DataFrame, k: float = 2.0) -> pd.DataFrame:
 def epoch_cost(runs: pd.DataFrame, dataset: str = "cifar10", archs: Sequence[str] | None = None,
                epochs: int = 1) -> pd.DataFrame:
     """The measured cost of ND against BN, per (arch, seed) where both ran: completed real-data
-    runs with the paper's settings at ``epochs``, on the same machine (``device_name``) and
-    thread count, paired by seed.
+    runs with the paper's settings at ``epochs``, on the same machine (``device_name``), thread
+    count and memory setting (``keep_freed_memory``), paired by seed.
 
-    Columns: ``arch, seed, device_type, device_name, num_threads, bn_train_s, nd_train_s,
+    Columns: ``arch, seed, device_type, device_name, num_threads, keep_freed_memory, bn_train_s, nd_train_s,
     ratio_nd_bn`` (training seconds, summed over epochs), ``bn_double_train_s`` (BN at twice
     the epochs, same seed and machine, when it ran) and ``ratio_nd_bn_double``, and
     ``notes`` (the runs' recorded notes on the machine's load, which qualify the times).
     """
-    keys = ["arch", "seed", "device_type", "device_name", "num_threads"]
+    keys = ["arch", "seed", "device_type", "device_name", "num_threads", "keep_freed_memory"]
     columns = keys + ["bn_train_s", "nd_train_s", "ratio_nd_bn", "bn_double_train_s",
                       "ratio_nd_bn_double", "notes"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    real, _ = split_synthetic(paper_settings_only(runs))
+    real, _ = split_synthetic(paper_settings_only(_with_memory_setting(runs)))
     done = real[(real["status"] == "completed") & (real["dataset"] == dataset)
                 & _in_table(real, 1)].copy()
     if archs is not None:
@@ -1200,11 +1210,13 @@ def epoch_cost_summary(cost: pd.DataFrame) -> str:
         return ("No architecture has completed BN and ND runs of the same seed on one machine "
                 "yet, so the cost of an ND epoch against a BN epoch is not measured.")
     lines = []
-    for (arch, device, kind, threads), part in cost.groupby(
-            ["arch", "device_name", "device_type", "num_threads"], sort=False):
+    cost = _with_memory_setting(cost)
+    for (arch, device, kind, threads, kept), part in cost.groupby(
+            ["arch", "device_name", "device_type", "num_threads", "keep_freed_memory"], sort=False):
         ratio = part["ratio_nd_bn"]
         line = (f"* {_paper_names().get(arch, arch)} on {device} ({kind}, {threads} "
-                f"thread{'s' if threads != 1 else ''}): one ND epoch took {_span(ratio)} times the "
+                f"thread{'s' if threads != 1 else ''}{', freed memory kept' if kept else ''}): "
+                f"one ND epoch took {_span(ratio)} times the "
                 f"training time of one BN epoch (median {ratio.median():.2f}, {len(part)} seed "
                 f"pair{'s' if len(part) != 1 else ''})")
         double = part["ratio_nd_bn_double"].dropna()
@@ -1416,7 +1428,8 @@ def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
     for the same cell.
 
     Columns: ``run_id, status, dataset, arch, norm, epochs, seed, options`` (``""`` for the
-    paper's settings), ``synthetic``, ``device_type, device_name, num_threads, cpu_count``,
+    paper's settings), ``synthetic``, ``device_type, device_name, num_threads,
+    keep_freed_memory, cpu_count``,
     ``train_s, eval_s, wall_s`` (our seconds: training, evaluation, their sum, on that
     machine), ``load_start, load_end`` (load average over 1 / 5 / 15 minutes at the run's
     start and end, as text), ``note``; and the reproduction's mean seconds over its attempts
@@ -1424,12 +1437,12 @@ def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
     cell is not one of the paper's).
     """
     columns = ["run_id", "status", "dataset", "arch", "norm", "epochs", "seed", "options",
-               "synthetic", "device_type", "device_name", "num_threads", "cpu_count", "train_s",
+               "synthetic", "device_type", "device_name", "num_threads", "keep_freed_memory", "cpu_count", "train_s",
                "eval_s", "wall_s", "load_start", "load_end", "note", "repro_train_s",
                "repro_eval_s", "repro_device"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    out = runs.merge(details, on="run_id", how="left")
+    out = _with_memory_setting(runs).merge(details, on="run_id", how="left")
     _, synthetic = split_synthetic(out)
     out["synthetic"] = out.index.isin(synthetic.index)
     out["options"] = out["run_id"].map(run_options)

@@ -224,6 +224,25 @@ def test_our_timing_keeps_devices_apart_and_flags_synthetic():
     assert report.our_timing(frame()).empty
 
 
+def test_timing_never_mixes_runs_that_kept_freed_memory_with_runs_that_did_not():
+    runs = frame(make_run(run_id="b0", norm="bn", seed=0, train_time_s=100.0),
+                 make_run(run_id="n0", norm="nd", seed=0, train_time_s=180.0),
+                 make_run(run_id="b1", norm="bn", seed=1, train_time_s=80.0),
+                 make_run(run_id="n1", norm="nd", seed=1, train_time_s=150.0))
+    runs["keep_freed_memory"] = [False, False, True, True]
+    timing = report.our_timing(runs).set_index("keep_freed_memory")
+    assert timing.loc[False, "ratio_nd_bn"] == pytest.approx(1.8)
+    assert timing.loc[True, "ratio_nd_bn"] == pytest.approx(150.0 / 80.0)
+    runs["keep_freed_memory"] = [False, True, True, True]  # seed 0's pair is split: no ratio for it
+    cost = report.epoch_cost(runs)
+    assert list(cost["seed"]) == [1] and bool(cost.loc[0, "keep_freed_memory"])
+    assert "freed memory kept" in report.epoch_cost_summary(cost)
+    costs = report.run_costs(runs, report.record_details([]))
+    assert list(costs["keep_freed_memory"]) == [False, True, True, True]
+    # frames from before the setting existed count as not kept
+    assert not report.our_timing(runs.drop(columns="keep_freed_memory"))["keep_freed_memory"].any()
+
+
 def test_bench_summary_keeps_every_benchmark_or_the_latest():
     bench = pd.DataFrame([
         {"bench_id": "1", "arch": "vgg16", "batch_size": 128, "device_type": "cpu",

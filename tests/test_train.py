@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
+from ndlib import cpu_memory
 from ndlib.train import TrainConfig, run
 
 
@@ -67,7 +68,8 @@ def test_run_id_names_the_cell_and_hashes_other_options():
     base = TrainConfig(arch="vgg16", norm="nd", dataset="cifar10", epochs=1, seed=0)
     assert base.run_id == "t1-cifar10-vgg16-nd-e1-s0"
     # Placement does not change the id; a changed hyper-parameter does.
-    assert TrainConfig(arch="vgg16", norm="nd", device="cpu", num_threads=1, note="x").run_id == base.run_id
+    assert TrainConfig(arch="vgg16", norm="nd", device="cpu", num_threads=1, note="x",
+                       keep_freed_memory=False).run_id == base.run_id
     changed = TrainConfig(arch="vgg16", norm="nd", lr=0.05)
     assert changed.run_id.startswith("t1-cifar10-vgg16-nd-e1-s0-o") and changed.run_id != base.run_id
     assert TrainConfig(arch="vgg16", norm="nd", lr=0.05).run_id == changed.run_id  # stable
@@ -117,6 +119,7 @@ def test_run_writes_a_complete_record(tmp_path):
                 "cudnn_version", "device_name", "cpu_name", "num_threads"):
         assert key in on_disk["environment"]
     assert on_disk["environment"]["num_threads"] == 1 and on_disk["environment"]["deterministic"] is True
+    assert on_disk["environment"]["keep_freed_memory"] is cpu_memory.is_kept()
     for entry in on_disk["history"]:
         assert 0 <= entry["train_acc"] <= 100 and 0 <= entry["test_acc"] <= entry["test_top5"] <= 100
         assert entry["train_time_s"] > 0 and entry["eval_time_s"] > 0 and entry["images_per_s"] > 0
