@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ndlib import cpu_memory
 from ndlib import layers as nd_layers
 
 __all__ = [
@@ -72,7 +73,7 @@ VARIANTS = {"bn": ("bn", None), "nd": ("nd", "ndlib"), "nd_reference": ("nd", "r
 BENCH_COLUMNS = [
     "bench_id", "arch", "batch_size", "device_type", "device_name", "num_threads", "implementation",
     "bn_step_s", "nd_step_s", "ratio_nd_bn", "ratio_min", "ratio_max", "rounds", "steps_per_round",
-    "channels_last", "image_size", "refresh_every", "round_statistic", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
+    "channels_last", "keep_freed_memory", "image_size", "refresh_every", "round_statistic", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
     "git_dirty", "created_at", "note", "file",
 ]
 STAGE_COLUMNS = [
@@ -94,6 +95,7 @@ class BenchConfig:
     steps: int | None = None  # default: 1, or refresh_every (one refresh cycle per round)
     implementations: tuple[str, ...] = ("ndlib", "reference")
     channels_last: bool = False
+    keep_freed_memory: bool = False  # CPU: glibc keeps freed memory (ndlib.cpu_memory), as `ndlib train` does
     image_size: int | None = None  # default: the architecture's input size
     num_classes: int = 10
     stages: bool = False
@@ -407,6 +409,8 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         if config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = torch.randint(0, config.num_classes, (config.batch_size,), generator=generator).to(device)
+        if device.type == "cpu" and config.keep_freed_memory:
+            cpu_memory.keep_freed_memory()
         environment = environment_info(device)
         load_before = _load_avg()
         created_at = utc_now()
@@ -435,6 +439,8 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         "device_type": device.type,
         "device_name": environment["device_name"],
         "num_threads": torch.get_num_threads() if config.threads is None else config.threads,
+        # the process's state, not only the request: a process that kept freed memory once keeps it
+        "keep_freed_memory": cpu_memory.is_kept(),
         "torch_version": torch.__version__,
         "load_avg_before": load_before,
         "load_avg_after": load_after,
@@ -505,7 +511,8 @@ def load_bench(root: str | Path | None = "results/bench") -> pd.DataFrame:
                 "bn_step_s": summary["bn"]["step_s"], "nd_step_s": entry["step_s"],
                 "ratio_nd_bn": entry["ratio"], "ratio_min": entry["ratio_min"], "ratio_max": entry["ratio_max"],
                 "rounds": len(entry["round_medians_s"]), "steps_per_round": record["config"]["steps"],
-                "channels_last": record["config"]["channels_last"], "image_size": record.get("image_size"),
+                "channels_last": record["config"]["channels_last"],
+                "keep_freed_memory": bool(record.get("keep_freed_memory", False)), "image_size": record.get("image_size"),
                 "refresh_every": record["config"].get("refresh_every", 1),
                 "round_statistic": record.get("round_statistic", "median"),
                 "load_avg_before": record.get("load_avg_before"), "load_avg_after": record.get("load_avg_after"),
@@ -556,6 +563,7 @@ def _handle(args: argparse.Namespace) -> int:
             BenchConfig(arch=arch, batch_size=args.batch_size, device=args.device, threads=args.threads,
                         warmup=args.warmup, rounds=args.rounds, steps=args.steps,
                         implementations=implementations, channels_last=args.channels_last,
+                        keep_freed_memory=args.keep_freed_memory,
                         image_size=args.image_size, stages=args.stages, out_dir=args.out_dir, note=args.note,
                         refresh_every=args.refresh_every)
             for arch in archs
@@ -593,6 +601,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--implementations", default="ndlib,reference",
                         help="which ND layers: ndlib, reference (the public algorithm) or both")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="CPU: glibc keeps freed memory in the process, as `ndlib train` runs do (ndlib.cpu_memory)")
     parser.add_argument("--image-size", type=int, default=None, help="default: the architecture's")
     parser.add_argument("--stages", action="store_true", help="also time the stages of every ND layer")
     parser.add_argument("--out-dir", default=None, help="default: <project>/results/bench")

@@ -82,14 +82,16 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str = "cpu", num_threads: int = 2,
                 batch_size: int = 128, min_rounds: int = 5, implementation: str = "ndlib",
-                refresh_every: int = 1) -> pd.DataFrame:
+                refresh_every: int = 1, keep_freed_memory: bool = False) -> pd.DataFrame:
     """The newest benchmark per architecture in one setting, one row per arch in ``archs``
     (``NaN`` where none qualifies): ``arch, ratio_nd_bn, ratio_min, ratio_max, bn_step_s,
     nd_step_s, rounds, load_avg_before, load_avg_after, git_commit, created_at, bench_id,
     device_name`` and ``load`` (the load averages before and after, as text).
 
     Only records with the default image size, no channels_last and at least ``min_rounds``
-    rounds count: fewer rounds give a ratio too noisy to hold against a target.
+    rounds count: fewer rounds give a ratio too noisy to hold against a target.  The memory
+    setting (``keep_freed_memory``, :mod:`ndlib.cpu_memory`) must match too: it changes BN's
+    step more than ND's.
     """
     columns = ["arch", "ratio_nd_bn", "ratio_min", "ratio_max", "bn_step_s", "nd_step_s", "rounds",
                "load_avg_before", "load_avg_after", "git_commit", "created_at", "bench_id", "device_name"]
@@ -102,6 +104,10 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
                    & (bench["batch_size"] == batch_size) & (bench["implementation"] == implementation)
                    & (bench["refresh_every"].fillna(1).astype(int) == refresh_every)
                    & (bench["rounds"] >= min_rounds) & ~bench["channels_last"].astype(bool)]
+    if "keep_freed_memory" in chosen.columns:
+        chosen = chosen[chosen["keep_freed_memory"].fillna(False).astype(bool) == keep_freed_memory]
+    elif keep_freed_memory:
+        chosen = chosen.iloc[0:0]
     if refresh_every > 1 and "round_statistic" in chosen.columns:  # amortised over whole refresh cycles only
         chosen = chosen[chosen["round_statistic"] == "mean"]
     newest = chosen.sort_values("created_at").drop_duplicates("arch", keep="last")

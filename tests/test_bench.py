@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ndlib import bench
+from ndlib import bench, cpu_memory
 from ndlib import layers as nd
 from ndlib._reference import to_reference
 
@@ -71,6 +71,7 @@ def test_run_bench_writes_record_and_load_bench_reads_it(tmp_path):
     row = frame.set_index("implementation").loc["ndlib"]
     assert row["arch"] == "tiny" and row["batch_size"] == 4 and row["device_type"] == "cpu"
     assert row["num_threads"] == 1 and row["rounds"] == 2
+    assert row["keep_freed_memory"] == cpu_memory.is_kept() == stored["keep_freed_memory"]  # the process's state
     assert row["ratio_nd_bn"] == pytest.approx(record["summary"]["nd"]["ratio"])
     assert row["ratio_min"] <= row["ratio_nd_bn"] <= row["ratio_max"]
     stages = bench.load_stages(tmp_path)

@@ -29,6 +29,7 @@ def test_sweep_takes_the_newest_qualifying_record_per_arch_and_judges_the_target
         bench_row("a", 0.5, "2026-01-04", num_threads=1),  # other setting
         bench_row("a", 0.5, "2026-01-05", refresh_every=10),  # not the exact layer
         bench_row("a", 0.5, "2026-01-06", channels_last=True),
+        bench_row("a", 0.5, "2026-01-07", keep_freed_memory=True),  # another memory setting
         bench_row("b", 1.4, "2026-01-01"), bench_row("c", 2.5, "2026-01-01"),
     ], columns=BENCH_COLUMNS)
     sweep = cost_report.bench_sweep(bench, ["a", "b", "c"])
@@ -37,6 +38,8 @@ def test_sweep_takes_the_newest_qualifying_record_per_arch_and_judges_the_target
     assert verdict["complete"] and verdict["median"] == pytest.approx(1.4) and verdict["max_arch"] == "c"
     assert verdict["meets_median"] and not verdict["meets_max"] and verdict["over_max"] == ["c"]
     assert cost_report.sweep_verdict(cost_report.bench_sweep(bench, ["a", "b"]))["meets_max"]
+    kept = cost_report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True)
+    assert kept.loc[0, "ratio_nd_bn"] == 0.5 and math.isnan(kept.loc[1, "ratio_nd_bn"])
     # an architecture without a measurement: listed, and no verdict on an incomplete sweep
     partial = cost_report.sweep_verdict(cost_report.bench_sweep(bench, ["a", "b", "d"]))
     assert partial["missing"] == ["d"] and not partial["complete"] and not partial["meets_median"]
