@@ -20,7 +20,7 @@ Like :mod:`ndlib.report`, every function takes DataFrames built from our records
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 import pandas as pd
@@ -82,11 +82,15 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str = "cpu", num_threads: int = 2,
                 batch_size: int = 128, min_rounds: int = 5, implementation: str = "ndlib",
-                refresh_every: int = 1, keep_freed_memory: bool = False) -> pd.DataFrame:
+                refresh_every: int = 1, keep_freed_memory: bool = False,
+                with_stages: Collection[str] = ()) -> pd.DataFrame:
     """The newest benchmark per architecture in one setting, one row per arch in ``archs``
     (``NaN`` where none qualifies): ``arch, ratio_nd_bn, ratio_min, ratio_max, bn_step_s,
     nd_step_s, rounds, load_avg_before, load_avg_after, git_commit, created_at, bench_id,
-    device_name`` and ``load`` (the load averages before and after, as text).
+    device_name``, ``load`` (the load averages before and after, as text) and
+    ``stages_bench_id``: the newest benchmark of the same setting among ``with_stages`` (the
+    ids that have a stage breakdown, :func:`ndlib.bench.load_stages`), which is the sweep's
+    own where that one timed the stages.
 
     Only records with the default image size, no channels_last and at least ``min_rounds``
     rounds count: fewer rounds give a ratio too noisy to hold against a target.  The memory
@@ -97,7 +101,7 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
                "load_avg_before", "load_avg_after", "git_commit", "created_at", "bench_id", "device_name"]
     frame = pd.DataFrame({"arch": list(archs)})
     if bench.empty:
-        return frame.reindex(columns=columns + ["load"])
+        return frame.reindex(columns=columns + ["load", "stages_bench_id"])
     _require(bench, ["arch", "device_type", "num_threads", "batch_size", "implementation", "refresh_every",
                      "rounds", "channels_last", "created_at"], "the benchmark records")
     chosen = bench[(bench["device_type"] == device_type) & (bench["num_threads"] == num_threads)
@@ -110,8 +114,11 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
         chosen = chosen.iloc[0:0]
     if refresh_every > 1 and "round_statistic" in chosen.columns:  # amortised over whole refresh cycles only
         chosen = chosen[chosen["round_statistic"] == "mean"]
-    newest = chosen.sort_values("created_at").drop_duplicates("arch", keep="last")
+    chosen = chosen.sort_values("created_at")
+    newest = chosen.drop_duplicates("arch", keep="last")
+    timed = chosen[chosen["bench_id"].isin(list(with_stages))].drop_duplicates("arch", keep="last")
     out = frame.merge(newest, on="arch", how="left").reindex(columns=columns)
+    out["stages_bench_id"] = out["arch"].map(timed.set_index("arch")["bench_id"])
     out["load"] = [f"{load_average_text(b)} → {load_average_text(a)}" if isinstance(b, (list, tuple)) else ""
                    for b, a in zip(out["load_avg_before"], out["load_avg_after"])]
     return out

@@ -38,6 +38,12 @@ def test_sweep_takes_the_newest_qualifying_record_per_arch_and_judges_the_target
     assert verdict["complete"] and verdict["median"] == pytest.approx(1.4) and verdict["max_arch"] == "c"
     assert verdict["meets_median"] and not verdict["meets_max"] and verdict["over_max"] == ["c"]
     assert cost_report.sweep_verdict(cost_report.bench_sweep(bench, ["a", "b"]))["meets_max"]
+    # the stage breakdown: the sweep's own record where it has one, else the newest of the setting that has
+    staged = cost_report.bench_sweep(bench, ["a", "b", "c"], with_stages={"a-2026-01-01", "b-2026-01-01",
+                                                                         "a-2026-01-04"})
+    assert staged["stages_bench_id"].tolist()[:2] == ["a-2026-01-01", "b-2026-01-01"]
+    assert math.isnan(staged.loc[2, "stages_bench_id"])
+    assert staged.loc[0, "bench_id"] == "a-2026-01-02"  # the ratio stays the newest record's
     kept = cost_report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True)
     assert kept.loc[0, "ratio_nd_bn"] == 0.5 and math.isnan(kept.loc[1, "ratio_nd_bn"])
     # an architecture without a measurement: listed, and no verdict on an incomplete sweep
