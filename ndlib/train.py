@@ -600,6 +600,8 @@ class _Checkpointer:
             "history": list(self.record["history"]),
             "identity_json": json.dumps(self.config.identity(), sort_keys=True),
             "started_at": self.record["started_at"],
+            # whether every attempt so far kept freed memory (ndlib.cpu_memory): it changes step times
+            "keep_freed_memory": bool(self.record.get("environment", {}).get("keep_freed_memory", False)),
         }
         _save_atomic(state, self.path)
         self.last = time.monotonic()
@@ -805,6 +807,10 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                 start_epoch, global_step, within = _restore(state, model, optimizer, scheduler, train_loader)
                 record["history"] = list(state["history"])
                 record["started_at"] = state["started_at"]
+                # The record's times span every attempt: it kept freed memory only if all of them did
+                # (a checkpoint from before the setting existed was written by a run that did not).
+                record["environment"]["keep_freed_memory"] = bool(
+                    record["environment"]["keep_freed_memory"] and state.get("keep_freed_memory", False))
                 record["resumed_at_epochs"].append(start_epoch)
                 record["resumed_at_steps"].append(global_step)
             checkpointer = _Checkpointer(checkpoint_path, config, model, optimizer, scheduler, train_loader, record,

@@ -217,6 +217,20 @@ def test_resume_after_interrupt_reaches_the_same_result(tmp_path, nd):
         assert torch.equal(expected[name], got[name]), name
 
 
+def test_a_resumed_run_kept_freed_memory_only_if_every_attempt_did(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
+    checkpoint = tmp_path / "checkpoints" / config.run_id / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["keep_freed_memory"] is cpu_memory.is_kept()
+    del state["keep_freed_memory"]  # as written before the setting existed: that attempt did not keep it
+    torch.save(state, checkpoint)
+    resumed = run(config, model=CallAt(tiny_model(), 0, raising(RuntimeError("never"))), progress=False)
+    assert resumed["status"] == "completed" and resumed["resumed_at_epochs"] == [1]
+    assert resumed["environment"]["keep_freed_memory"] is False
+
+
 def test_checkpoint_of_another_configuration_is_refused(tmp_path):
     config = tiny_config(tmp_path)
     run(config, model=tiny_model(), progress=False)
