@@ -281,7 +281,7 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     _require_columns(runs, ["run_id", "status", "table", "dataset", "arch", "norm", "epochs",
                             "seed", "test_acc", "train_acc", "train_time_s", "synthetic"],
                      "the run records")
-    real, _ = split_synthetic(paper_settings_only(_with_memory_setting(runs)))
+    real, _ = split_synthetic(paper_settings_only(runs))
     real = real[_in_table(real, table)]
     if real.empty:
         return pd.DataFrame(columns=columns)
@@ -457,7 +457,7 @@ def table1_long(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
     frames.append(repro.assign(source="reproduction", metric="as reported",
                                accuracy=repro["acc_pct"], paper_name=repro["arch"].map(names)))
     if not runs.empty:
-        real, _ = split_synthetic(paper_settings_only(_with_memory_setting(runs)))
+        real, _ = split_synthetic(paper_settings_only(runs))
         ours = real[_in_table(real, 1) & (real["dataset"] == dataset)
                     & (real["status"] == "completed") & real["arch"].isin(names.index)
                     & pd.to_numeric(real["epochs"], errors="coerce").isin(CIFAR_EPOCHS)]

@@ -244,7 +244,7 @@ class TrainConfig:
         _non_negative_float("checkpoint_interval_s", self.checkpoint_interval_s)
         if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]', got {self.device!r}")
-        for name in ("synthetic", "amp", "channels_last", "download", "checkpoint"):
+        for name in ("synthetic", "amp", "channels_last", "download", "checkpoint", "keep_freed_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         # Resolve the table's paper defaults (frozen dataclass: set through object.__setattr__).
@@ -774,11 +774,13 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
 
     try:
         with _torch_settings(config, device) as deterministic, _sigterm_raises():
-            kept = device.type == "cpu" and config.keep_freed_memory and cpu_memory.keep_freed_memory()
+            if device.type == "cpu" and config.keep_freed_memory:
+                cpu_memory.keep_freed_memory()
+            # the process's state, not only the request: a process that kept freed memory once keeps it
             record["environment"] = {**environment_info(device), "deterministic": deterministic,
                                      "world_size": context.world_size, "amp": config.amp,
                                      "channels_last": config.channels_last,
-                                     "keep_freed_memory": bool(kept or cpu_memory.is_kept())}
+                                     "keep_freed_memory": cpu_memory.is_kept()}
             _seed_everything(config.seed)
             try:
                 train_loader, test_loader, source = _build_loaders(config, device, context)

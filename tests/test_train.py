@@ -326,6 +326,7 @@ def test_run_notebook_keeps_synthetic_records_out_of_the_project(tmp_path, monke
     ({"arch": "vgg16", "epoch": 1}, "unknown notebook parameter"),
     ({"arch": "vgg16", "norm": "batchnorm"}, "valid"),
     ({"arch": "vgg16", "synthetic": "yes"}, "True or False"),
+    ({"arch": "vgg16", "keep_freed_memory": "no"}, "keep_freed_memory must be True or False"),
 ])
 def test_run_notebook_rejects_bad_parameters(parameters, message):
     from ndlib.train import run_notebook
