@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import shlex
 import socket
@@ -32,8 +33,8 @@ from ndlib.paths import claims_dir
 from ndlib.records import read_record, record_path, utc_now
 from ndlib.train import TrainConfig, known_archs
 
-__all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "claim", "ClaimTaken", "run_grid", "slurm_script",
-           "add_parser"]
+__all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "CostEstimate", "estimate_cost", "claim", "ClaimTaken",
+           "run_grid", "slurm_script", "add_parser"]
 
 # What each table sweeps by default (spec sections 4 and 5).
 TABLE_DEFAULTS: dict[int, dict] = {
@@ -101,6 +102,97 @@ def run_status(config: TrainConfig) -> str:
         if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
             return "stale"
     return status
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """What a planned run should cost: ``seconds`` for all its epochs, scaled from ``per_epoch_s``.
+
+    ``source`` says where the per-epoch figure comes from: ``"runs"``, the median training +
+    evaluation time per epoch of ``n_records`` completed runs of the same model on the same kind
+    of device; ``"bench"``, the newest ``python -m ndlib bench`` step time times the steps of
+    an epoch (synthetic batches, training steps only: no data loading, no evaluation)."""
+
+    seconds: float
+    per_epoch_s: float
+    source: str
+    n_records: int
+    device_type: str
+    num_threads: int | None
+
+    def describe(self) -> str:
+        threads = "" if self.num_threads is None else \
+            f", {self.num_threads} thread{'s' if self.num_threads != 1 else ''}"
+        if self.source == "runs":
+            basis = (f"median of {self.n_records} completed run{'s' if self.n_records != 1 else ''}, "
+                     f"{self.device_type}{threads}")
+        else:
+            basis = f"bench step time x steps, {self.device_type}{threads}, no evaluation or data loading"
+        return f"~{self.seconds / 3600:.1f} h ({self.per_epoch_s / 60:.0f} min/epoch: {basis})"
+
+
+def _planned_device_type(config: TrainConfig) -> str:
+    if config.device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return config.device.split(":")[0]
+
+
+def _same_threads(frame, num_threads: int | None):
+    """Rows with ``num_threads`` (when given), else those of the most common thread count."""
+    threads = frame["num_threads"]
+    if num_threads is not None:
+        return frame[threads == num_threads]
+    if threads.notna().any():
+        return frame[threads == threads.mode().iloc[0]]
+    return frame
+
+
+def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
+    """The expected cost of ``config``, or None when nothing comparable was measured.
+
+    From ``runs`` (:func:`ndlib.records.load_runs`) first: the median per-epoch training +
+    evaluation seconds of the completed real-data runs of the same table, architecture and
+    norm on the same device type, times ``config.epochs``.  Both CIFAR datasets count for each
+    other (the same 50,000 + 10,000 images; only the classifier differs).  With
+    ``config.num_threads`` set, only runs with that thread count count; otherwise the thread
+    count with the most runs.  A run with non-default options (a ``-o`` suffix, e.g. a refresh
+    mode) is a different computation and does not count.
+
+    Failing that, from ``bench`` (:func:`ndlib.bench.load_bench`): the newest exact-layer
+    (``ndlib``, ``refresh_every`` 1) step time of the architecture at the run's batch size on
+    the same device type (and thread count, as above), times the steps of ``config.epochs``
+    epochs.  Never from another model or device: no estimate is better than a guess."""
+    device_type = _planned_device_type(config)
+    if runs is not None and len(runs):
+        done = runs[(runs["status"] == "completed") & ~runs["synthetic"].astype(bool)
+                    & (runs["table"] == config.table) & (runs["arch"] == config.arch)
+                    & (runs["norm"] == config.norm) & (runs["device_type"] == device_type)
+                    & ~runs["run_id"].astype(str).str.contains(r"-o[0-9a-f]{8}$", regex=True)
+                    & (runs["epochs_done"] > 0)]
+        done = _same_threads(done, config.num_threads)
+        if not done.empty:
+            per_epoch = float(((done["train_time_s"].astype(float) + done["eval_time_s"].fillna(0.0).astype(float))
+                               / done["epochs_done"].astype(float)).median())
+            threads = done["num_threads"].dropna()
+            return CostEstimate(per_epoch * config.epochs, per_epoch, "runs", len(done), device_type,
+                                int(threads.iloc[0]) if not threads.empty else None)
+    if bench is None or not len(bench) or config.norm not in ("bn", "nd"):
+        return None
+    rows = bench[(bench["arch"] == config.arch) & (bench["batch_size"] == config.batch_size)
+                 & (bench["device_type"] == device_type) & (bench["implementation"] == "ndlib")]
+    if "refresh_every" in rows.columns:
+        rows = rows[rows["refresh_every"].fillna(1).astype(int) == 1]
+    rows = _same_threads(rows, config.num_threads)
+    if rows.empty:
+        return None
+    newest = rows.sort_values("created_at").iloc[-1]
+    steps = math.ceil(DATASETS[config.dataset].num_train / config.batch_size)
+    per_epoch = float(newest[f"{config.norm}_step_s"]) * steps
+    threads = newest["num_threads"]
+    return CostEstimate(per_epoch * config.epochs, per_epoch, "bench", 1, device_type,
+                        None if threads != threads else int(threads))
 
 
 class ClaimTaken(RuntimeError):
@@ -257,9 +349,39 @@ def slurm_script(configs: Sequence[TrainConfig], *, job_name: str = "ndlib-grid"
 
 
 def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
+    """The plan, one line per run: its status, and for a run still to do whether it resumes
+    from a checkpoint and what it should cost (:func:`estimate_cost`); then the total."""
+    from ndlib.bench import load_bench
+    from ndlib.records import load_runs
+    from ndlib.train import checkpoint_file
+
+    records = {folder: load_runs(folder) for folder in {c.runs_dir for c in configs}}
+    bench = load_bench(None)
     print(f"{len(configs)} runs planned:", file=stream)
+    seconds = {"runs": 0.0, "bench": 0.0}
+    todo, unknown = 0, 0
     for config in configs:
-        print(f"  {run_status(config):<11} {config.run_id}", file=stream)
+        status = run_status(config)
+        line = f"  {status:<11} {config.run_id}"
+        if status != "completed":
+            todo += 1
+            if checkpoint_file(config).is_file():
+                line += "  [resumes from its checkpoint]"
+            estimate = estimate_cost(config, records[config.runs_dir], bench)
+            if estimate is None:
+                unknown += 1
+                line += "  no estimate (no completed run or benchmark of this model on this device)"
+            else:
+                seconds[estimate.source] += estimate.seconds
+                line += f"  {estimate.describe()}"
+        print(line, file=stream)
+    if todo:
+        parts = [f"~{seconds[source] / 3600:.1f} h {label}" for source, label in
+                 (("runs", "estimated from completed runs"), ("bench", "from benchmark step times"))
+                 if seconds[source]]
+        print(f"{todo} run{'s' if todo != 1 else ''} to do, one after another: " + (" + ".join(parts) or "no estimate")
+              + (f"; {unknown} without an estimate" if unknown and parts else "")
+              + " (a run resuming from its checkpoint costs less)", file=stream)
 
 
 def _grid(args: argparse.Namespace) -> int:

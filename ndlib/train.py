@@ -78,6 +78,7 @@ __all__ = [
     "DataUnavailable",
     "DeviceUnavailable",
     "run",
+    "checkpoint_file",
     "create_model",
     "DEFAULTS_BY_TABLE",
     "run_notebook",
@@ -531,7 +532,8 @@ def evaluate(model, loader, config: TrainConfig, device, context=dist_utils.Dist
 # --------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------
-def _checkpoint_file(config: TrainConfig) -> Path:
+def checkpoint_file(config: TrainConfig) -> Path:
+    """Where ``config``'s run keeps its resumable state: ``<checkpoint_dir>/<run_id>/last.pt``."""
     root = Path(config.checkpoint_dir) if config.checkpoint_dir else checkpoints_dir()
     return root / config.run_id / "last.pt"
 
@@ -801,7 +803,7 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
             total_steps = config.epochs * len(train_loader)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_factor(total_steps))
             start_epoch, global_step, within = 0, 0, None
-            checkpoint_path = _checkpoint_file(config)
+            checkpoint_path = checkpoint_file(config)
             state = _load_checkpoint(checkpoint_path, config, device) if (resume and config.checkpoint) else None
             if state is not None and rerun and _is_final(state, config):
                 state = None  # the finished run's weights: a rerun starts from scratch

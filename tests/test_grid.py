@@ -1,6 +1,7 @@
-"""Grid: plans, skipping completed runs, atomic claims, Slurm scripts."""
+"""Grid: plans, cost estimates, skipping completed runs, atomic claims, Slurm scripts."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -10,9 +11,11 @@ import sys
 
 import pytest
 
+import ndlib.cli
 import ndlib.train
 from ndlib.grid import ClaimTaken, claim, norms_for, plan, run_grid, run_status, slurm_script
 from ndlib.records import write_json_atomic
+from ndlib.train import TrainConfig
 
 
 def test_table1_plan_is_the_full_cross_product(tmp_path):
@@ -164,3 +167,89 @@ def test_a_live_running_record_is_not_retrained_and_a_dead_one_is(tmp_path, monk
     monkeypatch.setattr(ndlib.train, "run", _fake_run(calls))
     summary = run_grid(configs, claims=tmp_path / "claims", progress=False, stream=io.StringIO())
     assert calls == [dead.run_id] and summary.skipped_claimed == 1
+
+
+def _record(run_id, arch, norm, dataset="cifar10", *, threads=1, device="cpu", epochs=1, seconds=(600.0, 60.0),
+            status="completed", synthetic=False):
+    history = [{"epoch": e + 1, "train_time_s": seconds[0], "eval_time_s": seconds[1]} for e in range(epochs)]
+    return {"run_id": run_id, "status": status, "table": 1, "history": history, "final": {"test_acc": 50.0},
+            "config": {"arch": arch, "norm": norm, "dataset": dataset, "epochs": epochs, "seed": 0},
+            "data_source": {"kind": "synthetic" if synthetic else "npz", "synthetic": synthetic},
+            "environment": {"device_type": device, "num_threads": threads}}
+
+
+def _estimate_frames(tmp_path, records, bench_rows=()):
+    import pandas as pd
+
+    from ndlib.bench import BENCH_COLUMNS
+    from ndlib.records import load_runs
+
+    for record in records:
+        write_json_atomic(tmp_path / f"{record['run_id']}.json", record)
+    bench = pd.DataFrame([{c: row.get(c) for c in BENCH_COLUMNS} for row in bench_rows], columns=BENCH_COLUMNS)
+    return load_runs(tmp_path), bench
+
+
+def test_cost_estimate_is_the_median_epoch_of_comparable_completed_runs(tmp_path):
+    from ndlib.grid import estimate_cost
+
+    runs, bench = _estimate_frames(tmp_path, [
+        _record("t1-cifar10-vgg16-nd-e1-s0", "vgg16", "nd", seconds=(1000.0, 100.0)),
+        _record("t1-cifar100-vgg16-nd-e1-s1", "vgg16", "nd", "cifar100", seconds=(2000.0, 100.0)),  # CIFAR-100 counts
+        _record("t1-cifar10-vgg16-nd-e2-s0", "vgg16", "nd", epochs=2, seconds=(1600.0, 100.0)),  # per epoch: 1700
+        # none of these counts: another thread count, a refresh mode, synthetic, diverged, BN, GPU
+        _record("t1-cifar10-vgg16-nd-e1-s3", "vgg16", "nd", threads=2, seconds=(1.0, 1.0)),
+        _record("t1-cifar10-vgg16-nd-e1-s0-o1234abcd", "vgg16", "nd", seconds=(1.0, 1.0)),
+        _record("t1-cifar10-syn-vgg16-nd-e1-s0", "vgg16", "nd", synthetic=True, seconds=(1.0, 1.0)),
+        _record("t1-cifar10-vgg16-nd-e1-s4", "vgg16", "nd", status="diverged", seconds=(1.0, 1.0)),
+        _record("t1-cifar10-vgg16-bn-e1-s0", "vgg16", "bn", seconds=(1.0, 1.0)),
+        _record("t1-cifar10-vgg16-nd-e1-s5", "vgg16", "nd", device="cuda", seconds=(1.0, 1.0)),
+    ])
+    config = TrainConfig(arch="vgg16", norm="nd", dataset="cifar100", epochs=20, seed=2, device="cpu", num_threads=1)
+    estimate = estimate_cost(config, runs, bench)
+    assert estimate.source == "runs" and estimate.n_records == 3 and estimate.num_threads == 1
+    assert estimate.per_epoch_s == 1700.0 and estimate.seconds == 20 * 1700.0
+    assert "median of 3 completed runs, cpu, 1 thread" in estimate.describe()
+    # without a thread count, the most common one among the comparable runs (1 thread: 3 runs, 2 threads: 1)
+    assert estimate_cost(dataclasses.replace(config, num_threads=None), runs, bench).per_epoch_s == 1700.0
+    assert estimate_cost(dataclasses.replace(config, num_threads=2), runs, bench).per_epoch_s == 2.0
+    assert estimate_cost(dataclasses.replace(config, num_threads=4), runs, bench) is None
+    assert estimate_cost(dataclasses.replace(config, arch="resnet18"), runs, bench) is None  # never another model
+
+
+def test_cost_estimate_falls_back_to_the_newest_benchmark_of_the_model(tmp_path):
+    from ndlib.grid import estimate_cost
+
+    row = dict(arch="dpn92", batch_size=128, device_type="cpu", num_threads=2, implementation="ndlib",
+               bn_step_s=20.0, nd_step_s=30.0, refresh_every=1, created_at="2026-12-01T10:00:00+00:00")
+    runs, bench = _estimate_frames(tmp_path, [], [
+        row,
+        {**row, "bn_step_s": 10.0, "created_at": "2026-12-02T10:00:00+00:00"},  # the newest
+        {**row, "bn_step_s": 1.0, "refresh_every": 4, "created_at": "2026-12-03T10:00:00+00:00"},  # another layer
+        {**row, "bn_step_s": 1.0, "implementation": "reference", "created_at": "2026-12-03T10:00:00+00:00"},
+        {**row, "bn_step_s": 1.0, "batch_size": 64, "created_at": "2026-12-03T10:00:00+00:00"},
+    ])
+    config = TrainConfig(arch="dpn92", norm="bn", dataset="cifar10", epochs=2, device="cpu")
+    estimate = estimate_cost(config, runs, bench)
+    assert estimate.source == "bench" and estimate.per_epoch_s == 10.0 * 391 and estimate.seconds == 2 * 3910.0
+    assert "bench step time" in estimate.describe() and "no evaluation" in estimate.describe()
+    assert estimate_cost(dataclasses.replace(config, norm="nd"), runs, bench).per_epoch_s == 30.0 * 391
+    assert estimate_cost(dataclasses.replace(config, num_threads=1), runs, bench) is None
+
+
+def test_dry_run_prints_estimates_checkpoints_and_the_total(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_json_atomic(runs / "t1-cifar10-vgg16-bn-e1-s0.json",
+                      _record("t1-cifar10-vgg16-bn-e1-s0", "vgg16", "bn", seconds=(1700.0, 100.0)))
+    (tmp_path / "ckpt" / "t1-cifar10-vgg16-bn-e1-s1").mkdir(parents=True)
+    (tmp_path / "ckpt" / "t1-cifar10-vgg16-bn-e1-s1" / "last.pt").write_bytes(b"")
+    code = ndlib.cli.main(["grid", "--table", "1", "--epochs", "1", "--seeds", "0", "1", "--archs", "vgg16",
+                           "--datasets", "cifar10", "--norms", "bn", "--device", "cpu", "--num-threads", "1",
+                           "--runs-dir", str(runs), "--checkpoint-dir", str(tmp_path / "ckpt"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "completed   t1-cifar10-vgg16-bn-e1-s0\n" in out
+    assert ("missing     t1-cifar10-vgg16-bn-e1-s1  [resumes from its checkpoint]  ~0.5 h (30 min/epoch: median of "
+            "1 completed run, cpu, 1 thread)") in out
+    assert "1 run to do, one after another: ~0.5 h estimated from completed runs" in out
