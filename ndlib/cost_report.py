@@ -7,7 +7,9 @@ Like :mod:`ndlib.report`, every function takes DataFrames built from our records
 
 * :func:`bench_sweep` picks, per architecture, the newest benchmark of the exact layer in one
   setting (device, threads, batch, at least ``min_rounds`` interleaved rounds) and
-  :func:`sweep_verdict` checks the median and the largest ND/BN ratio against the targets.
+  :func:`sweep_verdict` checks the median and the largest ND/BN ratio against the targets;
+  :func:`memory_setting_comparison` sets the sweeps with and without freed memory kept
+  (:mod:`ndlib.cpu_memory`) side by side, and :func:`memory_setting_sentences` says what changed.
 * :func:`stage_breakdown` sums a benchmark's per-layer stage times (forward + backward) into
   the stages the layer runs: patch extraction, centring + covariance, Newton-Schulz, the fold
   into the weight, and the convolution itself.
@@ -34,6 +36,8 @@ __all__ = [
     "REFRESH_SETTINGS",
     "bench_sweep",
     "sweep_verdict",
+    "memory_setting_comparison",
+    "memory_setting_sentences",
     "stage_breakdown",
     "exact_floor",
     "floor_sentences",
@@ -140,6 +144,45 @@ def sweep_verdict(sweep: pd.DataFrame, median_target: float = MEDIAN_TARGET,
     verdict["meets_median"] = bool(complete and verdict["median"] <= median_target)
     verdict["meets_max"] = bool(complete and not verdict["over_max"])
     return verdict
+
+
+def memory_setting_comparison(default: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """Two :func:`bench_sweep` frames of one setting, without and with freed memory kept
+    (:mod:`ndlib.cpu_memory`), side by side per architecture: ``arch``, ``bn_step_s`` /
+    ``nd_step_s`` / ``ratio_nd_bn`` with the suffixes ``_default`` and ``_kept``, ``load_kept``
+    and ``created_at_kept``, and ``ratio_change`` (kept / default: above 1, keeping the memory
+    made ND's step dearer relative to BN's).  Only the architectures of ``default``, in its order."""
+    values = ["bn_step_s", "nd_step_s", "ratio_nd_bn"]
+    left = default[["arch", *values]].rename(columns={c: f"{c}_default" for c in values})
+    right = kept[["arch", *values, "load", "created_at"]].rename(
+        columns={**{c: f"{c}_kept" for c in values}, "load": "load_kept", "created_at": "created_at_kept"})
+    out = left.merge(right, on="arch", how="left")
+    out["ratio_change"] = out["ratio_nd_bn_kept"] / out["ratio_nd_bn_default"]
+    return out
+
+
+def memory_setting_sentences(comparison: pd.DataFrame, median_target: float = MEDIAN_TARGET,
+                             max_target: float = MAX_TARGET) -> list[str]:
+    """What :func:`memory_setting_comparison` shows, from the table only: how many ratios rose,
+    both medians over the architectures measured both ways, and the targets in the kept setting."""
+    both = comparison.dropna(subset=["ratio_nd_bn_default", "ratio_nd_bn_kept"])
+    if both.empty:
+        return []
+    rose = both[both["ratio_change"] > 1]
+    faster = lambda column: int((both[f"{column}_kept"] < both[f"{column}_default"]).sum())  # noqa: E731
+    sentences = [
+        f"Measured both ways: {len(both)} of {len(comparison)} architectures. With freed memory kept, the BN "
+        f"step was faster for {faster('bn_step_s')} of them and the ND step for {faster('nd_step_s')}; the "
+        f"ND/BN ratio rose for {len(rose)} and fell for {len(both) - len(rose)}.",
+        f"Median ND/BN ratio over those {len(both)}: {both['ratio_nd_bn_default'].median():.2f} with the default "
+        f"allocator, {both['ratio_nd_bn_kept'].median():.2f} with freed memory kept (target {median_target:g}).",
+    ]
+    over = both[both["ratio_nd_bn_kept"] > max_target]
+    sentences.append(
+        f"Above {max_target:g} with freed memory kept: "
+        + (", ".join(f"{r.arch} ({r.ratio_nd_bn_kept:.2f})" for r in over.itertuples()) if len(over) else "none")
+        + ".")
+    return sentences
 
 
 def stage_breakdown(stages: pd.DataFrame, bench_ids: Sequence[str]) -> pd.DataFrame:

@@ -55,6 +55,31 @@ def test_sweep_takes_the_newest_qualifying_record_per_arch_and_judges_the_target
         cost_report.bench_sweep(pd.DataFrame({"arch": ["a"]}), ["a"])
 
 
+def test_memory_setting_comparison_pairs_the_two_sweeps_by_architecture():
+    bench = pd.DataFrame([
+        bench_row("a", 1.8, "2026-01-01", bn_step_s=2.0, nd_step_s=3.6),
+        bench_row("a", 2.1, "2026-01-02", bn_step_s=1.6, nd_step_s=3.36, keep_freed_memory=True,
+                  load_avg_before=[1.5, 1.6, 1.7], load_avg_after=[1.8, 1.7, 1.7]),
+        bench_row("b", 1.5, "2026-01-01", bn_step_s=1.0, nd_step_s=1.5),
+        bench_row("b", 1.2, "2026-01-02", bn_step_s=1.0, nd_step_s=1.2, keep_freed_memory=True),
+        bench_row("c", 1.4, "2026-01-01"),  # measured one way only
+    ], columns=BENCH_COLUMNS)
+    default = cost_report.bench_sweep(bench, ["a", "b", "c"])
+    kept = cost_report.bench_sweep(bench, ["a", "b", "c"], keep_freed_memory=True)
+    both = cost_report.memory_setting_comparison(default, kept)
+    assert both["arch"].tolist() == ["a", "b", "c"]
+    assert both["ratio_nd_bn_default"].tolist() == [1.8, 1.5, 1.4]
+    assert both["ratio_nd_bn_kept"].tolist()[:2] == [2.1, 1.2] and math.isnan(both["ratio_nd_bn_kept"].iloc[2])
+    assert both["ratio_change"].iloc[0] == pytest.approx(2.1 / 1.8) and both["load_kept"].iloc[0].startswith("1.5")
+    sentences = " ".join(cost_report.memory_setting_sentences(both))
+    assert "Measured both ways: 2 of 3 architectures" in sentences
+    assert "the BN step was faster for 1 of them and the ND step for 2" in sentences
+    assert "the ND/BN ratio rose for 1 and fell for 1" in sentences
+    assert "1.65 with the default allocator, 1.65 with freed memory kept" in sentences
+    assert "Above 2 with freed memory kept: a (2.10)." in sentences
+    assert cost_report.memory_setting_sentences(cost_report.memory_setting_comparison(default, default.iloc[0:0])) == []
+
+
 def test_stage_breakdown_sums_forward_and_backward_of_the_stages_the_layer_runs():
     rows = []
     for layer in ("l1", "l2"):
