@@ -157,19 +157,24 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     norm on the same device type, times ``config.epochs``.  Both CIFAR datasets count for each
     other (the same 50,000 + 10,000 images; only the classifier differs).  With
     ``config.num_threads`` set, only runs with that thread count count; otherwise the thread
-    count with the most runs.  A run with non-default options (a ``-o`` suffix, e.g. a refresh
-    mode) is a different computation and does not count.
+    count with the most runs.  Only runs with the same non-default options count (the same
+    ``-o`` suffix of the run id, none for the paper's settings): a refresh mode, for one, is
+    another computation at another cost.
 
-    Failing that, from ``bench`` (:func:`ndlib.bench.load_bench`): the newest exact-layer
-    (``ndlib``, ``refresh_every`` 1) step time of the architecture at the run's batch size on
-    the same device type (and thread count, as above), times the steps of ``config.epochs``
-    epochs.  Never from another model or device: no estimate is better than a guess."""
+    Failing that, for the paper's settings only, from ``bench`` (:func:`ndlib.bench.load_bench`):
+    the newest exact-layer (``ndlib``, ``refresh_every`` 1) step time of the architecture at the
+    run's batch size on the same device type (and thread count, as above), times the steps of
+    ``config.epochs`` epochs.  Never from another model or device: no estimate is better than
+    a guess."""
+    from ndlib.report import run_options
+
     device_type = _planned_device_type(config)
+    options = run_options(config.run_id)
     if runs is not None and len(runs):
+        runs = runs[runs["run_id"].map(run_options) == options]
         done = runs[(runs["status"] == "completed") & ~runs["synthetic"].astype(bool)
                     & (runs["table"] == config.table) & (runs["arch"] == config.arch)
                     & (runs["norm"] == config.norm) & (runs["device_type"] == device_type)
-                    & ~runs["run_id"].astype(str).str.contains(r"-o[0-9a-f]{8}$", regex=True)
                     & (runs["epochs_done"] > 0)]
         done = _same_threads(done, config.num_threads)
         if not done.empty:
@@ -178,7 +183,7 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
             threads = done["num_threads"].dropna()
             return CostEstimate(per_epoch * config.epochs, per_epoch, "runs", len(done), device_type,
                                 int(threads.iloc[0]) if not threads.empty else None)
-    if bench is None or not len(bench) or config.norm not in ("bn", "nd"):
+    if bench is None or not len(bench) or config.norm not in ("bn", "nd") or options:
         return None
     rows = bench[(bench["arch"] == config.arch) & (bench["batch_size"] == config.batch_size)
                  & (bench["device_type"] == device_type) & (bench["implementation"] == "ndlib")]

@@ -192,6 +192,7 @@ def _estimate_frames(tmp_path, records, bench_rows=()):
 
 def test_cost_estimate_is_the_median_epoch_of_comparable_completed_runs(tmp_path):
     from ndlib.grid import estimate_cost
+    from ndlib.records import load_runs
 
     runs, bench = _estimate_frames(tmp_path, [
         _record("t1-cifar10-vgg16-nd-e1-s0", "vgg16", "nd", seconds=(1000.0, 100.0)),
@@ -215,6 +216,14 @@ def test_cost_estimate_is_the_median_epoch_of_comparable_completed_runs(tmp_path
     assert estimate_cost(dataclasses.replace(config, num_threads=2), runs, bench).per_epoch_s == 2.0
     assert estimate_cost(dataclasses.replace(config, num_threads=4), runs, bench) is None
     assert estimate_cost(dataclasses.replace(config, arch="resnet18"), runs, bench) is None  # never another model
+    # a run with options counts only for a plan with the same options
+    refresh = TrainConfig(arch="vgg16", norm="nd", dataset="cifar10", epochs=1, seed=0, device="cpu",
+                          num_threads=1, deconv_refresh_every=4)
+    assert estimate_cost(refresh, runs, bench) is None
+    write_json_atomic(tmp_path / f"{refresh.run_id}.json",
+                      _record(refresh.run_id, "vgg16", "nd", seconds=(500.0, 100.0)))
+    assert estimate_cost(refresh, load_runs(tmp_path), bench).per_epoch_s == 600.0
+    assert estimate_cost(config, load_runs(tmp_path), bench).per_epoch_s == 1700.0
 
 
 def test_cost_estimate_falls_back_to_the_newest_benchmark_of_the_model(tmp_path):
