@@ -61,6 +61,14 @@ def test_reproduction_vs_paper_figure_with_and_without_ours():
     fig = plots.reproduction_vs_paper_figure(cmp, ours)
     assert "no completed real-data runs yet" not in texts(fig)
     assert len(fig.axes[1].collections) >= 1
+    # a run of a cell the paper does not have (BN at 2 epochs: no paper value, no colour for
+    # its budget) is left out instead of failing the figure
+    extra = pd.DataFrame({"paper_test": [float("nan")], "train_acc": [12.0], "test_acc": [13.0], "epochs": [2]})
+    fig = plots.reproduction_vs_paper_figure(cmp, pd.concat([ours, extra], ignore_index=True))
+    offsets = [tuple(xy) for c in fig.axes[1].collections for xy in c.get_offsets()]
+    assert (74.18, 60.0) in offsets and (74.18, 70.0) in offsets and len(offsets) == 2
+    fig = plots.reproduction_vs_paper_figure(cmp, extra)
+    assert "no completed real-data run of a paper cell yet" in texts(fig)
 
 
 def test_timing_ratio_figure_one_panel_per_dataset():
