@@ -169,10 +169,11 @@ def memory_setting_sentences(comparison: pd.DataFrame, median_target: float = ME
     if both.empty:
         return []
     rose = both[both["ratio_change"] > 1]
-    faster = lambda column: int((both[f"{column}_kept"] < both[f"{column}_default"]).sum())  # noqa: E731
+    faster = {column: int((both[f"{column}_kept"] < both[f"{column}_default"]).sum())
+              for column in ("bn_step_s", "nd_step_s")}
     sentences = [
         f"Measured both ways: {len(both)} of {len(comparison)} architectures. With freed memory kept, the BN "
-        f"step was faster for {faster('bn_step_s')} of them and the ND step for {faster('nd_step_s')}; the "
+        f"step was faster for {faster['bn_step_s']} of them and the ND step for {faster['nd_step_s']}; the "
         f"ND/BN ratio rose for {len(rose)} and fell for {len(both) - len(rose)}.",
         f"Median ND/BN ratio over those {len(both)}: {both['ratio_nd_bn_default'].median():.2f} with the default "
         f"allocator, {both['ratio_nd_bn_kept'].median():.2f} with freed memory kept (target {median_target:g}).",

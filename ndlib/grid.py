@@ -162,10 +162,10 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     another computation at another cost.
 
     Failing that, for the paper's settings only, from ``bench`` (:func:`ndlib.bench.load_bench`):
-    the newest exact-layer (``ndlib``, ``refresh_every`` 1) step time of the architecture at the
-    run's batch size on the same device type (and thread count, as above), times the steps of
-    ``config.epochs`` epochs.  Never from another model or device: no estimate is better than
-    a guess."""
+    the newest exact-layer (``ndlib``, ``refresh_every`` 1, contiguous layout) step time of the
+    architecture at the run's batch size on the same device type (and thread count, as above),
+    times the steps of ``config.epochs`` epochs.  Never from another model or device: no
+    estimate is better than a guess."""
     from ndlib.report import run_options
 
     device_type = _planned_device_type(config)
@@ -189,6 +189,8 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
                  & (bench["device_type"] == device_type) & (bench["implementation"] == "ndlib")]
     if "refresh_every" in rows.columns:
         rows = rows[rows["refresh_every"].fillna(1).astype(int) == 1]
+    if "channels_last" in rows.columns:  # the training runs' default layout
+        rows = rows[~rows["channels_last"].fillna(False).astype(bool)]
     rows = _same_threads(rows, config.num_threads)
     if rows.empty:
         return None

@@ -129,15 +129,16 @@ def reproduction_vs_paper_figure(comparison: pd.DataFrame, ours: pd.DataFrame | 
     sns.move_legend(left, "lower right", fontsize=8, title_fontsize=8)
     right.set_title("Ours: training and test accuracy vs paper")
     right.set_ylabel("ours, final epoch (%)")
-    if ours is not None and not ours.empty:
+    if ours is None or ours.empty:
+        _say_empty(right, "no completed real-data runs yet")
+        ours = None
+    else:
         _require(ours, ["paper_test", "train_acc", "test_acc", "epochs"], "our runs")
         ours = ours.dropna(subset=["paper_test"])
         if ours.empty:
             _say_empty(right, "no completed real-data run of a paper cell yet")
-    if ours is None or ours.empty:
-        if not right.texts:
-            _say_empty(right, "no completed real-data runs yet")
-    else:
+            ours = None
+    if ours is not None:
         melted = ours.melt(id_vars=["paper_test", "epochs"], value_vars=["train_acc", "test_acc"],
                            var_name="measured on", value_name="accuracy")
         melted["measured on"] = melted["measured on"].map(

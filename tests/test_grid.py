@@ -237,6 +237,7 @@ def test_cost_estimate_falls_back_to_the_newest_benchmark_of_the_model(tmp_path)
         {**row, "bn_step_s": 1.0, "refresh_every": 4, "created_at": "2026-12-03T10:00:00+00:00"},  # another layer
         {**row, "bn_step_s": 1.0, "implementation": "reference", "created_at": "2026-12-03T10:00:00+00:00"},
         {**row, "bn_step_s": 1.0, "batch_size": 64, "created_at": "2026-12-03T10:00:00+00:00"},
+        {**row, "bn_step_s": 1.0, "channels_last": True, "created_at": "2026-12-03T10:00:00+00:00"},
     ])
     config = TrainConfig(arch="dpn92", norm="bn", dataset="cifar10", epochs=2, device="cpu")
     estimate = estimate_cost(config, runs, bench)
