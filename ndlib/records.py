@@ -64,7 +64,7 @@ SCHEMA_VERSION = 2
 
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic", "data_source",
-    "test_acc", "test_top5", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
+    "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
     "peak_mem_mb", "device_type", "device_name", "num_threads", "keep_freed_memory", "torch_version", "git_commit", "git_dirty",
     "started_at", "finished_at", "epochs_done", "diverged_step", "error", "label", "note", "path",
 ]
@@ -307,6 +307,7 @@ def _summary_row(record: dict) -> dict:
         "data_source": source.get("kind"),
         "test_acc": final.get("test_acc"),
         "test_top5": final.get("test_top5"),
+        "test_loss": final.get("test_loss"),
         "train_acc": final.get("train_acc"),
         "train_loss": final.get("train_loss"),
         "train_time_s": sum(h.get("train_time_s", 0.0) for h in history) if history else None,

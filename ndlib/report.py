@@ -100,7 +100,7 @@ REPRODUCTION_DEVICE = "Tesla V100-SXM2-16GB"
 # correctly shaped frame when nothing has been recorded yet.
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic",
-    "data_source", "test_acc", "test_top5", "train_acc", "train_loss", "train_time_s",
+    "data_source", "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s",
     "eval_time_s", "images_per_s", "peak_mem_mb", "device_type", "device_name", "num_threads",
     "keep_freed_memory", "torch_version", "git_commit", "git_dirty", "started_at", "finished_at",
 )
@@ -274,7 +274,7 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     """Per cell: test mean/std over the distinct seeds of completed real runs with the paper's
     settings (:func:`paper_settings_only`), their mean training seconds, and counts."""
     columns = ["dataset", "arch", "norm", "epochs", "ours_test_mean", "ours_test_std", "ours_n",
-               "ours_train_mean", "ours_seeds", "ours_train_time_mean", "ours_other_runs",
+               "ours_train_mean", "ours_test_loss_mean", "ours_seeds", "ours_train_time_mean", "ours_other_runs",
                "ours_other_detail"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
@@ -286,6 +286,9 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     if real.empty:
         return pd.DataFrame(columns=columns)
     real = real.assign(epochs=real["epochs"].astype(int))
+    if "test_loss" not in real.columns:  # a frame built before the column existed
+        real = real.assign(test_loss=np.nan)
+    real = real.assign(test_loss=pd.to_numeric(real["test_loss"], errors="coerce"))
     done = real[real["status"] == "completed"]
     # One value per seed: if a seed was run twice, the latest finished run counts.
     if "finished_at" in done.columns:
@@ -294,6 +297,7 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     cells = (done.groupby(_CELL)
              .agg(ours_test_mean=("test_acc", "mean"), ours_test_std=("test_acc", "std"),
                   ours_n=("seed", "nunique"), ours_train_mean=("train_acc", "mean"),
+                  ours_test_loss_mean=("test_loss", "mean"),
                   ours_seeds=("seed", lambda s: tuple(sorted(int(v) for v in s))),
                   ours_train_time_mean=("train_time_s", "mean"))
              .reset_index())
@@ -324,7 +328,8 @@ def table1(runs: pd.DataFrame, dataset: str, seeds: Sequence[int] = DEFAULT_SEED
 
     Columns: ``dataset, arch, paper_name, norm, epochs``; ours: ``ours_test_mean,
     ours_test_std, ours_n`` (distinct seeds of completed real-data runs),
-    ``ours_train_mean`` (final-epoch training accuracy), ``ours_other_runs`` (diverged /
+    ``ours_train_mean`` (final-epoch training accuracy), ``ours_test_loss_mean`` (mean test
+    cross-entropy after the last epoch), ``ours_other_runs`` (diverged /
     interrupted / failed / still running), ``ours_status`` ("not run", "k of n seeds", "done") and
     ``command`` (the grid command for the missing seeds, empty when done); published:
     ``paper_test`` (the paper's test accuracy), ``repro_mean, repro_std, repro_n`` (the
@@ -355,8 +360,8 @@ def table1(runs: pd.DataFrame, dataset: str, seeds: Sequence[int] = DEFAULT_SEED
     cells = cells.sort_values(["arch", "epochs", "norm"]).reset_index(drop=True)
     cells["arch"] = cells["arch"].astype(str)
     return cells[["dataset", "arch", "paper_name", "norm", "epochs", "ours_test_mean",
-                  "ours_test_std", "ours_n", "ours_train_mean", "ours_other_runs",
-                  "ours_other_detail", "ours_status", "command", "paper_test", "repro_mean",
+                  "ours_test_std", "ours_n", "ours_train_mean", "ours_test_loss_mean",
+                  "ours_other_runs", "ours_other_detail", "ours_status", "command", "paper_test", "repro_mean",
                   "repro_std", "repro_n"]]
 
 
@@ -825,6 +830,10 @@ def missing_commands(table: pd.DataFrame, seeds: Sequence[int] = DEFAULT_SEEDS) 
 
 #: Readable names of the datasets, for generated sentences.
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
+#: Classes of each dataset, as in ``ndlib.data.DATASETS`` (kept here so that this module needs
+#: no torch; a test checks the two agree): chance accuracy is ``100 / K`` %, and ``ln K`` is the
+#: test cross-entropy of a uniform guess.
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
 def _missing(value: object) -> bool:
@@ -896,7 +905,8 @@ def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, level: float = 0.
     frame at ``epochs`` (one row per dataset, architecture and norm, in the table's order).
 
     Columns: ``dataset, arch, paper_name, norm, epochs, paper_test, repro_mean, repro_std,
-    repro_n, ours_test_mean, ours_test_std, ours_n, ours_train_mean``; the differences
+    repro_n, ours_test_mean, ours_test_std, ours_n, ours_train_mean, ours_test_loss_mean``
+    (NaN where the table has no ``ours_test_loss_mean``); the differences
     ``repro_minus_paper``, ``ours_minus_paper`` and ``ours_minus_repro`` (points);
     ``ours_band``: the half-width of the ``level`` prediction interval of our seeds
     (:func:`prediction_factor` times their sd); ``ours_outside``: for a cell with at least
@@ -912,11 +922,13 @@ def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, level: float = 0.
     part = table[table["epochs"] == epochs]
     if part.empty:
         raise ValueError(f"no Table 1 rows for {epochs} epochs; the grid has {CIFAR_EPOCHS}")
+    if "ours_test_loss_mean" not in part.columns:
+        part = part.assign(ours_test_loss_mean=np.nan)
     out = part[["dataset", "arch", "paper_name", "norm", "epochs", "paper_test", "repro_mean",
                 "repro_std", "repro_n", "ours_test_mean", "ours_test_std", "ours_n",
-                "ours_train_mean"]].reset_index(drop=True)
+                "ours_train_mean", "ours_test_loss_mean"]].reset_index(drop=True)
     for column in ("paper_test", "repro_mean", "repro_std", "ours_test_mean", "ours_test_std",
-                   "ours_train_mean"):
+                   "ours_train_mean", "ours_test_loss_mean"):
         out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
     out["ours_n"] = out["ours_n"].map(_count)
     out["repro_minus_paper"] = out["repro_mean"] - out["paper_test"]
@@ -1253,7 +1265,8 @@ def first_layer_descriptions(archs: Iterable[str]) -> dict[str, str]:
 
 def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_threshold: float = 10.0,
                          k: float = 2.0, min_seeds: int = 3,
-                         first_layers: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+                         first_layers: Mapping[str, str] | None = None,
+                         near_chance: float = 2.0) -> dict[str, list[str]]:
     """The one-epoch discussion, generated from the frames so that it stays true as records
     arrive: Markdown bullets per section.
 
@@ -1269,8 +1282,10 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
       ``gap_threshold`` points, with ours (or "not run yet") and which one ours is closer to;
     * ``"explanations"``: measured quantities that bear on the gaps (the spread of the
       reproduction's attempts and of our seeds, our training accuracy over the epoch against
-      our test accuracy after it) and, for the architectures of the gaps, their ND first-layer
-      settings from ``first_layers`` (arch -> description), when given.
+      our test accuracy after it, our cells whose test accuracy stays below ``near_chance``
+      times chance, with their test loss against ``ln K``) and, for the architectures of the
+      gaps, their ND first-layer settings from ``first_layers`` (arch -> description), when
+      given.
     """
     out: dict[str, list[str]] = {"claims": [], "paper_values": [], "gaps": [], "explanations": []}
     agreement, gains = agreement.reset_index(drop=True), gains.reset_index(drop=True)
@@ -1366,6 +1381,7 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
             f"training: {lead.mean():+.2f} points on average, from {lead.min():+.2f} to "
             f"{lead.max():+.2f}). Of the paper's {len(agreement)} cells at this budget, the "
             f"reproduction's value is below the paper's in {below_paper}.")
+    out["explanations"] += _near_chance_sentences(ran, near_chance, name)
     gap_norms = set(gaps["norm"])
     if "bn" in gap_norms:
         out["explanations"].append("A BN model has no deconvolution layer, so the ND settings "
@@ -1381,6 +1397,43 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
                 "The ND first layers of the architectures with an ND gap: " + "; ".join(
                     f"{setting}: {', '.join(names)}" for setting, names in by_setting.items()) + ".")
     return out
+
+
+def _near_chance_sentences(ran: pd.DataFrame, multiple: float,
+                           name: Callable[[pd.Series], str]) -> list[str]:
+    """The cells of ``ran`` (agreement rows with runs of ours) whose mean test accuracy is
+    below ``multiple`` times chance (``100 / K`` %), each with its mean test loss against
+    ``ln K``, the test cross-entropy of a uniform guess; one sentence, or none without a
+    dataset of known ``K``."""
+    known = ran[ran["dataset"].isin(list(NUM_CLASSES))]
+    if known.empty:
+        return []
+    chance = known["dataset"].map(lambda d: 100.0 / NUM_CLASSES[d])
+    limits = ", ".join(f"{multiple * 100.0 / NUM_CLASSES[d]:g} % on {DATASET_TITLES.get(d, d)}"
+                       for d in dict.fromkeys(known["dataset"]))
+    low = known[known["ours_test_mean"] < multiple * chance]
+    if low.empty:
+        return [f"None of our cells ends the epoch below {multiple:g} times chance ({limits})."]
+    items = []
+    for _, row in low.iterrows():
+        classes = NUM_CLASSES[row["dataset"]]
+        uniform = math.log(classes)
+        loss = row.get("ours_test_loss_mean")
+        if _missing(loss):
+            loss_text = "test loss not recorded"
+        else:
+            side = "above" if loss > uniform else "below"
+            loss_text = f"test loss {loss:.2f} ({side} ln {classes} = {uniform:.2f})"
+        published_text = "".join(f", the {who} {row[column]:.2f}" for who, column in
+                                 (("paper", "paper_test"), ("reproduction", "repro_mean"))
+                                 if not _missing(row[column]))
+        items.append(f"{name(row)} {row['norm'].upper()}: ours {_mean_text(row)}, {loss_text}"
+                     f"{published_text}")
+    return [f"Our cells that end the epoch below {multiple:g} times chance ({limits}), with "
+            f"their mean test loss against ln K, the test cross-entropy of a uniform guess over "
+            f"the K classes: " + "; ".join(items) + ". A mean test loss near or above ln K means "
+            f"that after the epoch the network gives the true class no more log-probability, on "
+            f"average, than a uniform guess does: it had barely begun to learn."]
 
 
 # --------------------------------------------------------------------------- run costs

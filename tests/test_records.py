@@ -57,6 +57,7 @@ def test_records_load_into_one_row_per_run(tmp_path):
         (1, "cifar10", "vgg16", "bn", 2, 0)
     assert bool(row["synthetic"]) and row["data_source"] == "synthetic" and row["label"] == "synthetic smoke run"
     assert row["test_acc"] == record["final"]["test_acc"] and row["train_acc"] == record["final"]["train_acc"]
+    assert row["test_loss"] == record["final"]["test_loss"]
     assert row["train_time_s"] == pytest.approx(sum(h["train_time_s"] for h in record["history"]))
     assert row["device_type"] == "cpu" and row["num_threads"] == 1 and row["epochs_done"] == 2
     histories = load_histories(tmp_path / "runs")

@@ -522,6 +522,40 @@ def test_one_epoch_discussion_is_generated_from_the_frames():
     assert empty["paper_values"] == ["We have no run at this budget yet."]
 
 
+def test_one_epoch_discussion_names_cells_near_chance_with_their_test_loss():
+    """Below twice chance (20 % on CIFAR-10, 2 % on CIFAR-100), a cell is listed with its mean
+    test loss against ln K; cells above it, and the ND cell here, are not."""
+    runs = frame(*seeds_of("bn", [10.0, 12.0], test_loss=2.5), *seeds_of("nd", [74.0], test_loss=0.8),
+                 *seeds_of("bn", [1.5], dataset="cifar100", test_loss=4.5),
+                 *seeds_of("bn", [45.0], arch="resnet18", test_loss=1.5))
+    tables = [report.table1(runs, d) for d in ("cifar10", "cifar100")]
+    agreement = pd.concat([report.agreement_with_paper(t) for t in tables])
+    gains = pd.concat([report.nd_vs_bn(t) for t in tables]).query("epochs == 1")
+    assert cell(tables[0], "vgg16", "bn", 1)["ours_test_loss_mean"] == pytest.approx(2.5)
+    line = [t for t in report.one_epoch_discussion(agreement, gains)["explanations"]
+            if "times chance" in t]
+    assert len(line) == 1
+    assert "(20 % on CIFAR-10, 2 % on CIFAR-100)" in line[0]
+    assert "CIFAR-10 VGG-16 BN: ours 11.00 ± 1.41 (n=2), test loss 2.50 (above ln 10 = 2.30)" in line[0]
+    assert "CIFAR-100 VGG-16 BN: ours 1.50 (n=1), test loss 4.50 (below ln 100 = 4.61)" in line[0]
+    assert "ResNet-18" not in line[0] and "VGG-16 ND" not in line[0]
+    assert "the paper 14.12, the reproduction 14.38" in line[0]  # the published CIFAR-10 VGG-16 BN cell
+
+    above = frame(*seeds_of("bn", [45.0], arch="resnet18"))
+    table = report.table1(above, "cifar10")
+    text = report.one_epoch_discussion(report.agreement_with_paper(table),
+                                       report.nd_vs_bn(table).query("epochs == 1"))
+    assert "None of our cells ends the epoch below 2 times chance (20 % on CIFAR-10)." in text["explanations"]
+    assert not any("times chance" in t for t in report.one_epoch_discussion(
+        report.agreement_with_paper(report.table1(frame(), "cifar10")),
+        report.nd_vs_bn(report.table1(frame(), "cifar10")).query("epochs == 1"))["explanations"])
+
+
+def test_num_classes_agree_with_the_data_module():
+    from ndlib.data import DATASETS
+    assert report.NUM_CLASSES == {name: info.num_classes for name, info in DATASETS.items()}
+
+
 def test_nd_vs_bn_follows_the_paper_order_with_names_and_reproduction_error():
     gains = report.nd_vs_bn(report.table1(frame(), "cifar10")).query("epochs == 1")
     paper = published.paper_table1()
