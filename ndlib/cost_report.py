@@ -10,6 +10,8 @@ Like :mod:`ndlib.report`, every function takes DataFrames built from our records
   :func:`sweep_verdict` checks the median and the largest ND/BN ratio against the targets;
   :func:`memory_setting_comparison` sets the sweeps with and without freed memory kept
   (:mod:`ndlib.cpu_memory`) side by side, and :func:`memory_setting_sentences` says what changed.
+* :func:`measured_cost_sentences` states every ND/BN cost ratio we measured, each with its
+  machine: training runs and the benchmark sweeps (for the conclusions).
 * :func:`stage_breakdown` sums a benchmark's per-layer stage times (forward + backward) into
   the stages the layer runs: patch extraction, centring + covariance, Newton-Schulz, the fold
   into the weight, and the convolution itself.
@@ -27,7 +29,7 @@ from typing import Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from ndlib.report import load_average_text, train_command
+from ndlib.report import DATASET_TITLES, load_average_text, train_command
 
 __all__ = [
     "MEDIAN_TARGET",
@@ -38,6 +40,7 @@ __all__ = [
     "sweep_verdict",
     "memory_setting_comparison",
     "memory_setting_sentences",
+    "measured_cost_sentences",
     "stage_breakdown",
     "exact_floor",
     "floor_sentences",
@@ -91,7 +94,7 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
     """The newest benchmark per architecture in one setting, one row per arch in ``archs``
     (``NaN`` where none qualifies): ``arch, ratio_nd_bn, ratio_min, ratio_max, bn_step_s,
     nd_step_s, rounds, load_avg_before, load_avg_after, git_commit, created_at, bench_id,
-    device_name``, ``load`` (the load averages before and after, as text) and
+    device_name, device_type, num_threads, batch_size``, ``load`` (the load averages before and after, as text) and
     ``stages_bench_id``: the newest benchmark of the same setting among ``with_stages`` (the
     ids that have a stage breakdown, :func:`ndlib.bench.load_stages`), which is the sweep's
     own where that one timed the stages.
@@ -102,7 +105,8 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
     step more than ND's.
     """
     columns = ["arch", "ratio_nd_bn", "ratio_min", "ratio_max", "bn_step_s", "nd_step_s", "rounds",
-               "load_avg_before", "load_avg_after", "git_commit", "created_at", "bench_id", "device_name"]
+               "load_avg_before", "load_avg_after", "git_commit", "created_at", "bench_id", "device_name",
+               "device_type", "num_threads", "batch_size"]
     frame = pd.DataFrame({"arch": list(archs)})
     if bench.empty:
         return frame.reindex(columns=columns + ["load", "stages_bench_id"])
@@ -184,6 +188,74 @@ def memory_setting_sentences(comparison: pd.DataFrame, median_target: float = ME
         + (", ".join(f"{r.arch} ({r.ratio_nd_bn_kept:.2f})" for r in over.itertuples()) if len(over) else "none")
         + ".")
     return sentences
+
+
+def _machine_text(device_name: object, device_type: object, num_threads: object,
+                  keep_freed_memory: bool = False) -> str:
+    """E.g. ``"AMD EPYC (CPU, 1 thread, freed memory kept)"``."""
+    kind = str(device_type).upper() if isinstance(device_type, str) else "device unknown"
+    parts = [kind]
+    if kind == "CPU" and not pd.isna(num_threads) and int(num_threads) > 0:
+        parts.append(f"{int(num_threads)} thread{'s' if int(num_threads) != 1 else ''}")
+    if keep_freed_memory:
+        parts.append("freed memory kept")
+    return f"{device_name or 'unnamed machine'} ({', '.join(parts)})"
+
+
+def measured_cost_sentences(our_times: pd.DataFrame, sweep: pd.DataFrame,
+                            kept_sweep: pd.DataFrame | None = None,
+                            names: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Every ND/BN cost ratio we measured, one sentence each with its machine, and the notes
+    the runs recorded on the machine's load: ``(sentences, notes)``; a sentence cites its
+    notes by number (``notes[i - 1]``).
+
+    ``our_times`` is :func:`ndlib.report.our_timing`; only rows with a ratio, on real data and
+    with the paper's settings (empty ``options``) are stated.  ``sweep`` is the
+    :func:`bench_sweep` of the exact layer (default allocator); ``kept_sweep``, when given, the
+    same sweep with freed memory kept: its median is stated beside.  ``names`` maps an
+    architecture to its printed name (default: the architecture as it is)."""
+    names = names or {}
+    sentences: list[str] = []
+    notes: list[str] = []
+    if not our_times.empty:
+        usable = our_times[our_times["ratio_nd_bn"].notna() & ~our_times["synthetic"].astype(bool)
+                           & (our_times["options"].fillna("") == "")]
+        for row in usable.itertuples():
+            cited = []
+            for note in str(row.notes or "").splitlines():
+                if not note:
+                    continue
+                if note not in notes:
+                    notes.append(note)
+                cited.append(str(notes.index(note) + 1))
+            epochs = int(row.epochs)
+            machine = _machine_text(row.device_name, row.device_type, row.num_threads,
+                                    bool(row.keep_freed_memory))
+            sentences.append(
+                f"Training runs, {DATASET_TITLES.get(row.dataset, row.dataset)} "
+                f"{names.get(row.arch, row.arch)}, {epochs} epoch{'s' if epochs > 1 else ''}, on "
+                f"{machine}: ND took {row.ratio_nd_bn:.2f} times BN's training time"
+                + (f" (run notes {', '.join(cited)})" if cited else "") + ".")
+    verdict = sweep_verdict(sweep)
+    if verdict["n_measured"]:
+        measured = sweep.dropna(subset=["ratio_nd_bn"]).sort_values("ratio_nd_bn")
+        low, high = measured.iloc[0], measured.iloc[-1]
+        machines = ", ".join(sorted({_machine_text(*key) for key in zip(
+            measured["device_name"], measured["device_type"], measured["num_threads"])}))
+        batches = "/".join(str(int(b)) for b in sorted(set(measured["batch_size"].dropna())))
+        text = (f"Benchmarks of the exact layer on {machines}, training steps at batch {batches}, "
+                f"the newest per architecture ({verdict['n_measured']} of {verdict['n_archs']} "
+                f"architectures): an ND step took {low.ratio_nd_bn:.2f} "
+                f"({names.get(low.arch, low.arch)}) to {high.ratio_nd_bn:.2f} "
+                f"({names.get(high.arch, high.arch)}) times a BN step, median "
+                f"{verdict['median']:.2f}")
+        if kept_sweep is not None:
+            kept = sweep_verdict(kept_sweep)
+            if kept["n_measured"]:
+                text += (f"; with freed memory kept, median {kept['median']:.2f} over "
+                         f"{kept['n_measured']} architectures")
+        sentences.append(text + ".")
+    return sentences, notes
 
 
 def stage_breakdown(stages: pd.DataFrame, bench_ids: Sequence[str]) -> pd.DataFrame:

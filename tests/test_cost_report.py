@@ -169,3 +169,39 @@ def test_refresh_tradeoff_finds_each_setting_by_its_run_id():
     assert "k = 4, running statistics diverged at step 18" in text
     assert "k = 16, last estimate reached 70.50% (-3.50 points against the exact layer)" in text
     assert cost_report.refresh_sentences(cost_report.refresh_tradeoff(runs.iloc[:0], bench, archs=["vgg16"])) == []
+
+
+def test_measured_cost_sentences_name_each_machine_and_cite_the_run_notes():
+    def timing(arch, ratio, note, **extra):
+        row = {"device_type": "cpu", "device_name": "cpu x", "num_threads": 1, "keep_freed_memory": False,
+               "synthetic": False, "dataset": "cifar10", "arch": arch, "epochs": 1, "options": "",
+               "ratio_nd_bn": ratio, "notes": note}
+        row.update(extra)
+        return row
+
+    times = pd.DataFrame([
+        timing("a", 1.5, "busy"),
+        timing("b", 2.25, "busy\nquiet", keep_freed_memory=True, dataset="cifar100", epochs=20),
+        timing("c", 9.0, "", synthetic=True),  # smoke run: not stated
+        timing("d", 9.0, "", options="o1234"),  # other settings: not stated
+        timing("e", float("nan"), "busy"),  # one side missing: no ratio
+    ])
+    bench = pd.DataFrame([bench_row("a", 1.8, "2026-01-01"), bench_row("b", 1.2, "2026-01-01"),
+                          bench_row("a", 2.0, "2026-01-02", keep_freed_memory=True)], columns=BENCH_COLUMNS)
+    sweep = cost_report.bench_sweep(bench, ["a", "b"])
+    assert sweep["num_threads"].tolist() == [2, 2] and sweep["batch_size"].tolist() == [128, 128]
+    kept = cost_report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True)
+    lines, notes = cost_report.measured_cost_sentences(times, sweep, kept, names={"a": "Model A"})
+    assert notes == ["busy", "quiet"]
+    assert lines[0] == ("Training runs, CIFAR-10 Model A, 1 epoch, on cpu x (CPU, 1 thread): ND took "
+                        "1.50 times BN's training time (run notes 1).")
+    assert lines[1] == ("Training runs, CIFAR-100 b, 20 epochs, on cpu x (CPU, 1 thread, freed memory kept): "
+                        "ND took 2.25 times BN's training time (run notes 1, 2).")
+    assert len(lines) == 3
+    assert lines[2].startswith("Benchmarks of the exact layer on cpu x (CPU, 2 threads), training steps at "
+                               "batch 128, the newest per architecture (2 of 2 architectures): an ND step "
+                               "took 1.20 (b) to 1.80 (Model A) times a BN step, median 1.50")
+    assert lines[2].endswith("; with freed memory kept, median 2.00 over 1 architectures.")
+    empty_times = pd.DataFrame(columns=list(times.columns))
+    empty_bench = cost_report.bench_sweep(pd.DataFrame(columns=BENCH_COLUMNS), ["a"])
+    assert cost_report.measured_cost_sentences(empty_times, empty_bench) == ([], [])

@@ -508,7 +508,7 @@ def test_one_epoch_discussion_is_generated_from_the_frames():
     gains = report.nd_vs_bn(table).query("epochs == 1")
     text = report.one_epoch_discussion(agreement, gains, gap_threshold=10.0,
                                        first_layers={"resnet18": "an ordinary layer"})
-    assert set(text) == {"claims", "paper_values", "gaps", "explanations"}
+    assert set(text) == {"claims", "paper_values", "gaps", "summary", "explanations"}
     assert any("ND is ahead of BN in 1 of the 1" in line for line in text["claims"])
     assert any("VGG-16 BN" in line and "outside" in line for line in text["paper_values"])
     resnet_gap = [line for line in text["gaps"] if "ResNet-18 ND" in line]
@@ -640,3 +640,38 @@ def test_one_epoch_discussion_takes_frames_concatenated_over_datasets():
     text = report.one_epoch_discussion(agreement, gains)
     spread = [line for line in text["explanations"] if line.startswith("Our seeds of one BN cell")]
     assert spread and "up to 0.71 points" in spread[0] and "over 2 such cells" in spread[0]
+
+
+def test_gain_sentences_state_our_gain_beside_the_papers_only_where_both_sides_ran():
+    runs = frame(*seeds_of("bn", [10.0, 12.0]), *seeds_of("nd", [74.0, 76.0]),
+                 *seeds_of("nd", [70.0], arch="resnet18"), *seeds_of("bn", [40.0], arch="resnet18"),
+                 *seeds_of("nd", [50.0], arch="preact18"),  # one side only: no sentence
+                 *seeds_of("bn", [90.0], epochs=20), *seeds_of("nd", [93.0], epochs=20))
+    gains = report.nd_vs_bn(report.table1(runs, "cifar10"))
+    lines = report.gain_sentences(gains)
+    paper = published.paper_table1().query("dataset == 'cifar10'").set_index(["arch", "method", "epochs"])
+    vgg_paper = paper.loc[("vgg16", "ND", 1), "test_acc_pct"] - paper.loc[("vgg16", "BN", 1), "test_acc_pct"]
+    assert lines[0] == (f"CIFAR-10 VGG-16, 1 epoch (BN n=2, ND n=2): ND − BN +64.00 points (standard error "
+                        f"1.41: beyond 2 standard errors); the paper {vgg_paper:+.2f}.")
+    assert lines[1].startswith("CIFAR-10 ResNet-18, 1 epoch (BN n=1, ND n=1): ND − BN +30.00 points (one seed")
+    assert lines[2].startswith("CIFAR-10 VGG-16, 20 epochs (BN n=1, ND n=1): ND − BN +3.00 points")
+    assert len(lines) == 3 and not any("PreAct" in line for line in lines)
+    assert report.gain_sentences(report.nd_vs_bn(report.table1(frame(), "cifar10"))) == []
+
+
+def test_one_epoch_discussion_summary_collects_the_in_sum_sentences():
+    runs = frame(*seeds_of("bn", [10.0, 10.5, 11.0]), *seeds_of("nd", [74.0, 74.2, 74.4]),
+                 *seeds_of("nd", [58.0], arch="resnet18"))
+    table = report.table1(runs, "cifar10")
+    text = report.one_epoch_discussion(report.agreement_with_paper(table),
+                                       report.nd_vs_bn(table).query("epochs == 1"))
+    assert len(text["summary"]) == 3
+    assert text["summary"][0].startswith("ND is ahead of BN in 1 of the 1 architecture cells")
+    assert text["summary"][1] == ("1 of the 2 cells with at least 3 seeds put the paper's value outside "
+                                  "the prediction interval of our seeds.")
+    assert text["summary"][2] == ("5 cells differ by 10 points or more; we have run 1 of them, closer to "
+                                  "the paper in 0 and to the reproduction in 1.")
+    assert all(not line.startswith("In sum") for line in text["summary"])
+    nothing = report.table1(frame(), "cifar10")
+    assert report.one_epoch_discussion(report.agreement_with_paper(nothing),
+                                       report.nd_vs_bn(nothing).query("epochs == 1"))["summary"] == []
