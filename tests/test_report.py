@@ -541,6 +541,12 @@ def test_one_epoch_discussion_names_cells_near_chance_with_their_test_loss():
     assert "ResNet-18" not in line[0] and "VGG-16 ND" not in line[0]
     assert "the paper 14.12, the reproduction 14.38" in line[0]  # the published CIFAR-10 VGG-16 BN cell
 
+    unrecorded = frame(*seeds_of("bn", [10.0]))  # a record without a test loss
+    table = report.table1(unrecorded, "cifar10")
+    text = report.one_epoch_discussion(report.agreement_with_paper(table),
+                                       report.nd_vs_bn(table).query("epochs == 1"))
+    assert any("VGG-16 BN: ours 10.00 (n=1), test loss not recorded" in t for t in text["explanations"])
+
     above = frame(*seeds_of("bn", [45.0], arch="resnet18"))
     table = report.table1(above, "cifar10")
     text = report.one_epoch_discussion(report.agreement_with_paper(table),
