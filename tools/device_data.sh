@@ -38,10 +38,11 @@ stage)
     rm -rf "$stage_root/$dataset-1" "$stage_root/$dataset-2"
     mkdir -p "$stage_root/$dataset-1" "$stage_root/$dataset-2"
     cp "$source_dir/unpack.py" "$source_dir/$dataset"/meta.json "$source_dir/$dataset"/*.npy "$stage_root/$dataset-1/"
-    part=1
+    part=1; used=$(bytes_in "$stage_root/$dataset-1")
     for sheet in "$source_dir/$dataset"/*.webp; do
-        used=$(bytes_in "$stage_root/$dataset-$part")
-        if [ "$part" = 1 ] && [ $((used + $(stat -c %s "$sheet"))) -gt "$part_limit" ]; then part=2; fi
+        size=$(stat -c %s "$sheet")
+        if [ "$part" = 1 ] && [ $((used + size)) -gt "$part_limit" ]; then part=2; fi
+        if [ "$part" = 1 ]; then used=$((used + size)); fi
         cp "$sheet" "$stage_root/$dataset-$part/"
     done
     used2=$(bytes_in "$stage_root/$dataset-2")
