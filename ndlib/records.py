@@ -55,6 +55,9 @@ __all__ = [
     "load_records",
     "load_runs",
     "load_histories",
+    "TIMING_SETTINGS",
+    "training_segment",
+    "timing_settings_mixed",
 ]
 
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
@@ -65,8 +68,8 @@ SCHEMA_VERSION = 2
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic", "data_source",
     "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
-    "peak_mem_mb", "device_type", "device_name", "num_threads", "keep_freed_memory", "torch_version", "git_commit", "git_dirty",
-    "started_at", "finished_at", "epochs_done", "diverged_step", "error", "label", "note", "path",
+    "peak_mem_mb", "device_type", "device_name", "num_threads", "keep_freed_memory", "timing_mixed", "torch_version",
+    "git_commit", "git_dirty", "started_at", "finished_at", "epochs_done", "diverged_step", "error", "label", "note", "path",
 ]
 
 HISTORY_COLUMNS = [
@@ -290,6 +293,33 @@ def load_records(root: str | Path | None = None) -> list[dict]:
     return records
 
 
+#: The settings that change how long a training step takes, without changing its result: a run
+#: whose training segments (its first start and each resume) differ in one of them has a
+#: training time that belongs to no single setting.
+TIMING_SETTINGS = ("device_type", "device_name", "num_threads", "keep_freed_memory", "world_size")
+
+
+def training_segment(environment: dict, from_step: int) -> dict:
+    """One training segment of a run, for the record's ``segments`` list: the global step it
+    started from, when, and the :data:`TIMING_SETTINGS` it ran under (from the record's
+    ``environment`` as the process measured it)."""
+    return {"from_step": int(from_step), "started_at": utc_now(),
+            **{key: environment.get(key) for key in TIMING_SETTINGS}}
+
+
+def timing_settings_mixed(record: dict) -> bool:
+    """Whether the record's training time mixes settings: True when two of its ``segments``
+    (one per start or resume, :func:`training_segment`) differ in a :data:`TIMING_SETTINGS`
+    value, e.g. a run started at 1 thread and resumed at 2.  Its accuracy is unaffected; its
+    time belongs to no single setting, so timing tables leave it out.  A segment whose settings
+    are unknown (resumed from a checkpoint written before segments were recorded) and records
+    without segments (written before they existed) count as not mixed: nothing says they are."""
+    known = {tuple(segment.get(key) for key in TIMING_SETTINGS)
+             for segment in record.get("segments") or []
+             if any(segment.get(key) is not None for key in TIMING_SETTINGS)}
+    return len(known) > 1
+
+
 def _summary_row(record: dict) -> dict:
     config, final, env = record.get("config", {}), record.get("final") or {}, record.get("environment", {})
     history = record.get("history", [])
@@ -318,6 +348,7 @@ def _summary_row(record: dict) -> dict:
         "device_name": env.get("device_name"),
         "num_threads": env.get("num_threads"),
         "keep_freed_memory": bool(env.get("keep_freed_memory", False)),  # absent: written before it existed
+        "timing_mixed": timing_settings_mixed(record),
         "torch_version": env.get("torch_version"),
         "git_commit": env.get("git_commit"),
         "git_dirty": env.get("git_dirty"),

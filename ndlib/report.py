@@ -103,7 +103,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic",
     "data_source", "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s",
     "eval_time_s", "images_per_s", "peak_mem_mb", "device_type", "device_name", "num_threads",
-    "keep_freed_memory", "torch_version", "git_commit", "git_dirty", "started_at", "finished_at",
+    "keep_freed_memory", "timing_mixed", "torch_version", "git_commit", "git_dirty", "started_at", "finished_at",
 )
 HISTORY_COLUMNS: tuple[str, ...] = (
     "run_id", "epoch", "train_loss", "train_acc", "test_acc", "test_top5", "lr",
@@ -273,7 +273,8 @@ def _reproduction_cells() -> pd.DataFrame:
 
 def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     """Per cell: test mean/std over the distinct seeds of completed real runs with the paper's
-    settings (:func:`paper_settings_only`), their mean training seconds, and counts."""
+    settings (:func:`paper_settings_only`), their mean training seconds (of the runs that
+    trained under one setting throughout, ``timing_mixed`` False), and counts."""
     columns = ["dataset", "arch", "norm", "epochs", "ours_test_mean", "ours_test_std", "ours_n",
                "ours_train_mean", "ours_test_loss_mean", "ours_seeds", "ours_train_time_mean", "ours_other_runs",
                "ours_other_detail"]
@@ -295,6 +296,9 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     if "finished_at" in done.columns:
         done = done.sort_values("finished_at")
     done = done.drop_duplicates(_CELL + ["seed"], keep="last")
+    # A run's accuracy counts; its time only where it ran under one setting throughout.
+    done = done.assign(train_time_s=pd.to_numeric(done["train_time_s"], errors="coerce")
+                       .where(~_mixed_timing(done)))
     cells = (done.groupby(_CELL)
              .agg(ours_test_mean=("test_acc", "mean"), ours_test_std=("test_acc", "std"),
                   ours_n=("seed", "nunique"), ours_train_mean=("train_acc", "mean"),
@@ -697,6 +701,21 @@ def _with_memory_setting(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(keep_freed_memory=runs["keep_freed_memory"].fillna(False).astype(bool))
 
 
+def _mixed_timing(runs: pd.DataFrame) -> pd.Series:
+    """Per row, whether the run's training time mixes settings (``timing_mixed``: it was resumed
+    under other threads, another machine or memory setting, :func:`ndlib.records.timing_settings_mixed`);
+    False where the column is absent (frames built before it existed)."""
+    if "timing_mixed" not in runs.columns:
+        return pd.Series(False, index=runs.index)
+    return runs["timing_mixed"].astype("boolean").fillna(False).astype(bool)
+
+
+def _single_setting_times(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` without the runs whose training time mixes settings (:func:`_mixed_timing`):
+    their accuracy counts, but their time belongs to no one machine setting."""
+    return runs[~_mixed_timing(runs)]
+
+
 def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
     """Our training times: per (device, threads, memory setting, synthetic, dataset, arch,
     epochs, options) the mean wall seconds of BN and ND runs that completed, images/s, and
@@ -705,7 +724,8 @@ def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
     The device stays in the key: a CPU ratio is never mixed with a GPU one.  So do the
     options (:func:`run_options`, ``""`` for the paper's settings): a run with a non-default
     setting is never averaged with the paper's.  So does ``keep_freed_memory``
-    (:mod:`ndlib.cpu_memory`), which changes a CPU step's time but not its result."""
+    (:mod:`ndlib.cpu_memory`), which changes a CPU step's time but not its result.  A run
+    resumed under other settings (``timing_mixed``) has no single setting and is left out."""
     keys = ["device_type", "device_name", "num_threads", "keep_freed_memory", "synthetic", "dataset", "arch",
             "epochs", "options"]
     cols = keys + ["bn_train_s", "nd_train_s", "bn_images_per_s", "nd_images_per_s",
@@ -714,7 +734,7 @@ def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     _require_columns(runs, [k for k in keys if k not in ("keep_freed_memory", "synthetic", "options")]
                      + ["run_id", "status", "norm", "train_time_s", "images_per_s"], "the run records")
-    done = _with_memory_setting(runs[runs["status"] == "completed"].copy())
+    done = _with_memory_setting(_single_setting_times(runs[runs["status"] == "completed"]).copy())
     done["options"] = done["run_id"].map(run_options)
     _, synthetic = split_synthetic(done)
     done["synthetic"] = done.index.isin(synthetic.index)
@@ -1166,7 +1186,8 @@ def epoch_cost(runs: pd.DataFrame, dataset: str = "cifar10", archs: Sequence[str
                epochs: int = 1) -> pd.DataFrame:
     """The measured cost of ND against BN, per (arch, seed) where both ran: completed real-data
     runs with the paper's settings at ``epochs``, on the same machine (``device_name``), thread
-    count and memory setting (``keep_freed_memory``), paired by seed.
+    count and memory setting (``keep_freed_memory``), paired by seed.  Runs whose time mixes
+    settings (resumed under others, ``timing_mixed``) are left out.
 
     Columns: ``arch, seed, device_type, device_name, num_threads, keep_freed_memory, bn_train_s, nd_train_s,
     ratio_nd_bn`` (training seconds, summed over epochs), ``bn_double_train_s`` (BN at twice
@@ -1178,7 +1199,7 @@ def epoch_cost(runs: pd.DataFrame, dataset: str = "cifar10", archs: Sequence[str
                       "ratio_nd_bn_double", "notes"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    real, _ = split_synthetic(paper_settings_only(_with_memory_setting(runs)))
+    real, _ = split_synthetic(paper_settings_only(_with_memory_setting(_single_setting_times(runs))))
     done = real[(real["status"] == "completed") & (real["dataset"] == dataset)
                 & _in_table(real, 1)].copy()
     if archs is not None:
@@ -1517,7 +1538,8 @@ def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
 
     Columns: ``run_id, status, dataset, arch, norm, epochs, seed, options`` (``""`` for the
     paper's settings), ``synthetic``, ``device_type, device_name, num_threads,
-    keep_freed_memory, cpu_count``,
+    keep_freed_memory, cpu_count`` (the settings of the run's last segment),
+    ``timing_mixed`` (True when it was resumed under other settings, so its times mix them),
     ``train_s, eval_s, wall_s`` (our seconds: training, evaluation, their sum, on that
     machine), ``load_start, load_end`` (load average over 1 / 5 / 15 minutes at the run's
     start and end, as text), ``note``; and the reproduction's mean seconds over its attempts
@@ -1525,7 +1547,8 @@ def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
     cell is not one of the paper's).
     """
     columns = ["run_id", "status", "dataset", "arch", "norm", "epochs", "seed", "options",
-               "synthetic", "device_type", "device_name", "num_threads", "keep_freed_memory", "cpu_count", "train_s",
+               "synthetic", "device_type", "device_name", "num_threads", "keep_freed_memory", "timing_mixed",
+               "cpu_count", "train_s",
                "eval_s", "wall_s", "load_start", "load_end", "note", "repro_train_s",
                "repro_eval_s", "repro_device"]
     if runs.empty:
@@ -1534,6 +1557,7 @@ def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
     _, synthetic = split_synthetic(out)
     out["synthetic"] = out.index.isin(synthetic.index)
     out["options"] = out["run_id"].map(run_options)
+    out["timing_mixed"] = _mixed_timing(out)
     out["train_s"] = pd.to_numeric(out["train_time_s"], errors="coerce")
     out["eval_s"] = pd.to_numeric(out["eval_time_s"], errors="coerce")
     out["wall_s"] = out["train_s"] + out["eval_s"]

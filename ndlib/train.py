@@ -64,6 +64,7 @@ from ndlib.records import (
     read_record,
     record_path,
     scrub_paths,
+    training_segment,
     utc_now,
     write_json_atomic,
 )
@@ -604,6 +605,8 @@ class _Checkpointer:
             "started_at": self.record["started_at"],
             # whether every attempt so far kept freed memory (ndlib.cpu_memory): it changes step times
             "keep_freed_memory": bool(self.record.get("environment", {}).get("keep_freed_memory", False)),
+            # the training segments so far (records.training_segment), as JSON for weights_only loading
+            "segments_json": json.dumps(self.record.get("segments", [])),
         }
         _save_atomic(state, self.path)
         self.last = time.monotonic()
@@ -655,6 +658,14 @@ def _load_checkpoint(path: Path, config: TrainConfig, device) -> dict | None:
         raise ValueError(f"checkpoint {path} belongs to a different configuration than run {config.run_id}; "
                          "delete it (or pass resume=False / --no-resume) to start over")
     return state
+
+
+def _earlier_segments(state: dict) -> list[dict]:
+    """The training segments a checkpoint's run had before this resume; a checkpoint written
+    before segments were recorded gives one segment from step 0 with its settings unknown."""
+    if state.get("segments_json"):
+        return list(json.loads(state["segments_json"]))
+    return [{"from_step": 0, "started_at": state.get("started_at"), "unknown_settings": True}]
 
 
 def _restore(state: dict, model, optimizer, scheduler, loader) -> tuple[int, int, _EpochProgress | None]:
@@ -783,6 +794,9 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                                      "world_size": context.world_size, "amp": config.amp,
                                      "channels_last": config.channels_last,
                                      "keep_freed_memory": cpu_memory.is_kept()}
+            # One segment per start or resume, with the settings that time it (records.TIMING_SETTINGS).
+            this_segment = training_segment(record["environment"], from_step=0)
+            record["segments"] = [this_segment]
             _seed_everything(config.seed)
             try:
                 train_loader, test_loader, source = _build_loaders(config, device, context)
@@ -817,6 +831,7 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                     record["environment"]["keep_freed_memory"] and state.get("keep_freed_memory", False))
                 record["resumed_at_epochs"].append(start_epoch)
                 record["resumed_at_steps"].append(global_step)
+                record["segments"] = _earlier_segments(state) + [dict(this_segment, from_step=global_step)]
             checkpointer = _Checkpointer(checkpoint_path, config, model, optimizer, scheduler, train_loader, record,
                                          enabled=config.checkpoint and context.is_main)
             write()

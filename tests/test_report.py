@@ -324,6 +324,26 @@ def test_nd_vs_bn_gains_and_standard_error():
     assert len(gains) == 30
 
 
+def test_a_run_resumed_under_other_settings_counts_for_accuracy_but_not_for_time():
+    runs = frame(make_run(run_id="b0", norm="bn", seed=0, train_time_s=100.0),
+                 make_run(run_id="n0", norm="nd", seed=0, train_time_s=180.0),
+                 make_run(run_id="b1", norm="bn", seed=1, train_time_s=90.0, test_acc=40.0),
+                 make_run(run_id="n1", norm="nd", seed=1, train_time_s=999.0, test_acc=70.0))
+    runs["timing_mixed"] = [False, False, False, True]  # n1 resumed at another thread count
+    timing = report.our_timing(runs).iloc[0]
+    assert timing["nd_train_s"] == pytest.approx(180.0) and timing["n_nd"] == 1 and timing["n_bn"] == 2
+    assert list(report.epoch_cost(runs)["seed"]) == [0]
+    cells = report.compare_cells(runs, [{"label": "ND", "dataset": "cifar10", "arch": "vgg16", "norm": "nd",
+                                          "epochs": 1}])
+    assert cells.loc[0, "ours_n"] == 2 and cells.loc[0, "ours_test_mean"] == pytest.approx(70.0)
+    assert cells.loc[0, "ours_train_time_mean"] == pytest.approx(180.0)
+    costs = report.run_costs(runs, report.record_details([])).set_index("run_id")
+    assert costs.loc["n1", "timing_mixed"] and not costs.loc["n0", "timing_mixed"]
+    assert costs.loc["n1", "train_s"] == pytest.approx(999.0)  # listed with its time, marked
+    # frames from before the column existed: nothing is mixed
+    assert report.our_timing(runs.drop(columns="timing_mixed")).iloc[0]["n_nd"] == 2
+
+
 def test_our_timing_and_train_vs_test_carry_run_notes():
     runs = frame(make_run(run_id="a", norm="bn"), make_run(run_id="b", norm="nd"))
     runs["note"] = ["shared machine", "shared machine"]

@@ -11,6 +11,7 @@ from torch import nn
 
 from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 from ndlib import cpu_memory
+from ndlib.records import load_runs, timing_settings_mixed
 from ndlib.train import TrainConfig, run
 
 
@@ -229,6 +230,53 @@ def test_a_resumed_run_kept_freed_memory_only_if_every_attempt_did(tmp_path):
     resumed = run(config, model=CallAt(tiny_model(), 0, raising(RuntimeError("never"))), progress=False)
     assert resumed["status"] == "completed" and resumed["resumed_at_epochs"] == [1]
     assert resumed["environment"]["keep_freed_memory"] is False
+
+
+def test_a_run_records_its_training_segments_and_whether_their_settings_mixed(tmp_path):
+    """Each start and resume is a segment with the settings that time it; resumed at another
+    thread count, the record's time mixes settings (its accuracy is exact either way)."""
+    never = RuntimeError("never")
+    straight = run(tiny_config(tmp_path / "straight", epochs=2), model=tiny_model(), progress=False)
+    assert [s["from_step"] for s in straight["segments"]] == [0]
+    assert straight["segments"][0]["num_threads"] == 1 and straight["segments"][0]["device_type"] == "cpu"
+    assert not timing_settings_mixed(straight)
+
+    same = tiny_config(tmp_path / "same", epochs=2)
+    with pytest.raises(KeyboardInterrupt):  # 4 steps per epoch: stopped at the first step of epoch 2
+        run(same, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
+    resumed_same = run(same, model=CallAt(tiny_model(), 0, raising(never)), progress=False)
+    assert [s["from_step"] for s in resumed_same["segments"]] == [0, 4]
+    assert not timing_settings_mixed(resumed_same)
+
+    config = tiny_config(tmp_path / "mixed", epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
+    more_threads = dataclasses.replace(config, num_threads=2)  # not part of the run's identity: it resumes
+    assert more_threads.run_id == config.run_id
+    mixed = run(more_threads, model=CallAt(tiny_model(), 0, raising(never)), progress=False)
+    assert mixed["status"] == "completed" and mixed["resumed_at_steps"] == [4]
+    assert [(s["from_step"], s["num_threads"]) for s in mixed["segments"]] == [(0, 1), (4, 2)]
+    assert timing_settings_mixed(mixed)
+    assert mixed["final"]["test_acc"] == straight["final"]["test_acc"]
+    (row,) = load_runs(tmp_path / "mixed" / "runs").itertuples()
+    assert row.timing_mixed and row.num_threads == 2
+
+
+def test_a_checkpoint_without_segments_resumes_with_its_first_settings_unknown(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
+    checkpoint = tmp_path / "checkpoints" / config.run_id / "last.pt"
+    state = torch.load(checkpoint, weights_only=True)
+    assert [s["from_step"] for s in json.loads(state["segments_json"])] == [0]
+    del state["segments_json"]  # as written before segments were recorded
+    torch.save(state, checkpoint)
+    resumed = run(dataclasses.replace(config, num_threads=2), model=CallAt(tiny_model(), 0, raising(RuntimeError("never"))),
+                  progress=False)
+    first, second = resumed["segments"]
+    assert first["unknown_settings"] and first["from_step"] == 0 and "num_threads" not in first
+    assert second["from_step"] == 4 and second["num_threads"] == 2
+    assert not timing_settings_mixed(resumed)  # nothing says the first segment differed
 
 
 def test_checkpoint_of_another_configuration_is_refused(tmp_path):
