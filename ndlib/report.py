@@ -1392,6 +1392,15 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
             f"reproduction in {int(counts.get('reproduction', 0))}.")
         if len(run):
             out["summary"].append(_sum_sentence(out["gaps"][-1]))
+            # Split by method: whether one side's baseline, not the other's, carries the dispute.
+            parts = []
+            for norm in NORMS:
+                side = run[run["norm"] == norm]["closer_to"].value_counts()
+                if side.sum():
+                    parts.append(f"{norm.upper()}, {int(side.sum())} cell{'s' if side.sum() != 1 else ''} "
+                                 f"run: closer to the paper in {int(side.get('paper', 0))} and to the "
+                                 f"reproduction in {int(side.get('reproduction', 0))}")
+            out["gaps"].append("By method: " + "; ".join(parts) + ".")
 
     # Measured quantities that bear on the gaps: how much one cell scatters.
     for norm in NORMS:

@@ -698,6 +698,7 @@ def test_one_epoch_discussion_summary_collects_the_in_sum_sentences():
     assert text["summary"][2] == ("5 cells differ by 10 points or more; we have run 1 of them, closer to "
                                   "the paper in 0 and to the reproduction in 1.")
     assert all(not line.startswith("In sum") for line in text["summary"])
+    assert text["gaps"][-1] == "By method: ND, 1 cell run: closer to the paper in 0 and to the reproduction in 1."
     nothing = report.table1(frame(), "cifar10")
     assert report.one_epoch_discussion(report.agreement_with_paper(nothing),
                                        report.nd_vs_bn(nothing).query("epochs == 1"))["summary"] == []
