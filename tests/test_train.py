@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -218,11 +219,17 @@ def test_resume_after_interrupt_reaches_the_same_result(tmp_path, nd):
         assert torch.equal(expected[name], got[name]), name
 
 
-def test_a_resumed_run_kept_freed_memory_only_if_every_attempt_did(tmp_path):
-    config = tiny_config(tmp_path, epochs=2)
+def _stop_at_second_epoch(config: TrainConfig) -> Path:
+    """Run ``config`` (4 steps per epoch) until a KeyboardInterrupt at the first step of epoch 2;
+    returns the checkpoint it left."""
     with pytest.raises(KeyboardInterrupt):
         run(config, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
-    checkpoint = tmp_path / "checkpoints" / config.run_id / "last.pt"
+    return Path(config.checkpoint_dir) / config.run_id / "last.pt"
+
+
+def test_a_resumed_run_kept_freed_memory_only_if_every_attempt_did(tmp_path):
+    config = tiny_config(tmp_path, epochs=2)
+    checkpoint = _stop_at_second_epoch(config)
     state = torch.load(checkpoint, weights_only=True)
     assert state["keep_freed_memory"] is cpu_memory.is_kept()
     del state["keep_freed_memory"]  # as written before the setting existed: that attempt did not keep it
@@ -242,15 +249,13 @@ def test_a_run_records_its_training_segments_and_whether_their_settings_mixed(tm
     assert not timing_settings_mixed(straight)
 
     same = tiny_config(tmp_path / "same", epochs=2)
-    with pytest.raises(KeyboardInterrupt):  # 4 steps per epoch: stopped at the first step of epoch 2
-        run(same, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
+    _stop_at_second_epoch(same)
     resumed_same = run(same, model=CallAt(tiny_model(), 0, raising(never)), progress=False)
     assert [s["from_step"] for s in resumed_same["segments"]] == [0, 4]
     assert not timing_settings_mixed(resumed_same)
 
     config = tiny_config(tmp_path / "mixed", epochs=2)
-    with pytest.raises(KeyboardInterrupt):
-        run(config, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
+    _stop_at_second_epoch(config)
     more_threads = dataclasses.replace(config, num_threads=2)  # not part of the run's identity: it resumes
     assert more_threads.run_id == config.run_id
     mixed = run(more_threads, model=CallAt(tiny_model(), 0, raising(never)), progress=False)
@@ -264,9 +269,7 @@ def test_a_run_records_its_training_segments_and_whether_their_settings_mixed(tm
 
 def test_a_checkpoint_without_segments_resumes_with_its_first_settings_unknown(tmp_path):
     config = tiny_config(tmp_path, epochs=2)
-    with pytest.raises(KeyboardInterrupt):
-        run(config, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
-    checkpoint = tmp_path / "checkpoints" / config.run_id / "last.pt"
+    checkpoint = _stop_at_second_epoch(config)
     state = torch.load(checkpoint, weights_only=True)
     assert [s["from_step"] for s in json.loads(state["segments_json"])] == [0]
     del state["segments_json"]  # as written before segments were recorded
