@@ -29,7 +29,7 @@ from typing import Collection, Sequence
 import numpy as np
 import pandas as pd
 
-from ndlib.report import DATASET_TITLES, load_average_text, train_command
+from ndlib.report import DATASET_TITLES, load_average_text, machine_instance_text, train_command
 
 __all__ = [
     "MEDIAN_TARGET",
@@ -191,10 +191,14 @@ def memory_setting_sentences(comparison: pd.DataFrame, median_target: float = ME
 
 
 def _machine_text(device_name: object, device_type: object, num_threads: object,
-                  keep_freed_memory: bool = False) -> str:
-    """E.g. ``"AMD EPYC (CPU, 1 thread, freed memory kept)"``."""
+                  keep_freed_memory: bool = False, machine_id: object = None) -> str:
+    """E.g. ``"AMD EPYC (CPU, 1 thread, freed memory kept)"``; with ``machine_id`` (a training
+    run's machine instance, ``""`` where not recorded) the instance comes first:
+    ``"AMD EPYC (instance 1a2b3c4d5e6f, CPU, 1 thread)"``."""
     kind = str(device_type).upper() if isinstance(device_type, str) else "device unknown"
     parts = [kind]
+    if machine_id is not None:
+        parts.insert(0, machine_instance_text(machine_id))
     if kind == "CPU" and not pd.isna(num_threads) and int(num_threads) > 0:
         parts.append(f"{int(num_threads)} thread{'s' if int(num_threads) != 1 else ''}")
     if keep_freed_memory:
@@ -230,7 +234,7 @@ def measured_cost_sentences(our_times: pd.DataFrame, sweep: pd.DataFrame,
                 cited.append(str(notes.index(note) + 1))
             epochs = int(row.epochs)
             machine = _machine_text(row.device_name, row.device_type, row.num_threads,
-                                    bool(row.keep_freed_memory))
+                                    bool(row.keep_freed_memory), getattr(row, "machine_id", None))
             sentences.append(
                 f"Training runs, {DATASET_TITLES.get(row.dataset, row.dataset)} "
                 f"{names.get(row.arch, row.arch)}, {epochs} epoch{'s' if epochs > 1 else ''}, on "

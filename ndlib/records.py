@@ -58,6 +58,8 @@ __all__ = [
     "TIMING_SETTINGS",
     "training_segment",
     "timing_settings_mixed",
+    "machine_id",
+    "record_machine_id",
 ]
 
 STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
@@ -68,7 +70,7 @@ SCHEMA_VERSION = 2
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic", "data_source",
     "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
-    "peak_mem_mb", "device_type", "device_name", "num_threads", "keep_freed_memory", "timing_mixed", "torch_version",
+    "peak_mem_mb", "device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory", "timing_mixed", "torch_version",
     "git_commit", "git_dirty", "started_at", "finished_at", "epochs_done", "diverged_step", "error", "label", "note", "path",
 ]
 
@@ -243,6 +245,24 @@ def _source_digest() -> str:
     return digest.hexdigest()
 
 
+_BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def machine_id() -> str | None:
+    """An anonymous identifier of the machine instance this process runs on: the first 12 hex
+    digits of the SHA-256 of the kernel's boot id (Linux), which changes at every boot.
+
+    Why: machines of one type (the same CPU name, core count and hostname) can differ
+    severalfold in speed when they are virtual machines on shared hosts, so a training time is
+    only comparable with another measured on the same instance.  Two runs with the same id ran
+    on one machine, with no reboot in between.  None where the system gives no boot id."""
+    try:
+        boot_id = _BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+    return hashlib.sha256(boot_id.encode()).hexdigest()[:12] if boot_id else None
+
+
 def environment_info(device) -> dict:
     """Versions, git state and hardware, for the record (what produced these numbers)."""
     import torch
@@ -274,6 +294,7 @@ def environment_info(device) -> dict:
         "cpu_count": os.cpu_count(),
         "num_threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
+        "machine_id": machine_id(),
         "platform": platform.platform(),
         "pid": os.getpid(),
         "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -296,7 +317,7 @@ def load_records(root: str | Path | None = None) -> list[dict]:
 #: The settings that change how long a training step takes, without changing its result: a run
 #: whose training segments (its first start and each resume) differ in one of them has a
 #: training time that belongs to no single setting.
-TIMING_SETTINGS = ("device_type", "device_name", "num_threads", "keep_freed_memory", "world_size")
+TIMING_SETTINGS = ("device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory", "world_size")
 
 
 def training_segment(environment: dict, from_step: int) -> dict:
@@ -309,15 +330,27 @@ def training_segment(environment: dict, from_step: int) -> dict:
 
 def timing_settings_mixed(record: dict) -> bool:
     """Whether the record's training time mixes settings: True when two of its ``segments``
-    (one per start or resume, :func:`training_segment`) differ in a :data:`TIMING_SETTINGS`
-    value, e.g. a run started at 1 thread and resumed at 2.  Its accuracy is unaffected; its
-    time belongs to no single setting, so timing tables leave it out.  A segment whose settings
-    are unknown (resumed from a checkpoint written before segments were recorded) and records
-    without segments (written before they existed) count as not mixed: nothing says they are."""
-    known = {tuple(segment.get(key) for key in TIMING_SETTINGS)
-             for segment in record.get("segments") or []
-             if any(segment.get(key) is not None for key in TIMING_SETTINGS)}
-    return len(known) > 1
+    (one per start or resume, :func:`training_segment`) both know a :data:`TIMING_SETTINGS`
+    value and differ in it, e.g. a run started at 1 thread and resumed at 2, or resumed on
+    another machine instance.  Its accuracy is unaffected; its time belongs to no single
+    setting, so timing tables leave it out.  An unknown value (a segment resumed from a
+    checkpoint written before segments were recorded, or before ``machine_id`` was) and
+    records without segments (written before they existed) count as not mixed: nothing says
+    they are."""
+    segments = record.get("segments") or []
+    for key in TIMING_SETTINGS:
+        if len({segment.get(key) for segment in segments if segment.get(key) is not None}) > 1:
+            return True
+    return False
+
+
+def record_machine_id(record: dict) -> str | None:
+    """The machine instance (:func:`machine_id`) a run's whole training time was measured on:
+    the id every training segment recorded, or None when any segment did not record one
+    (records and checkpoints written before the field existed) or when they differ."""
+    segments = record.get("segments") or []
+    ids = {segment.get("machine_id") for segment in segments}
+    return ids.pop() if len(ids) == 1 else None
 
 
 def _summary_row(record: dict) -> dict:
@@ -346,6 +379,7 @@ def _summary_row(record: dict) -> dict:
         "peak_mem_mb": max((h.get("peak_mem_mb") or 0.0 for h in history), default=None) if history else None,
         "device_type": env.get("device_type"),
         "device_name": env.get("device_name"),
+        "machine_id": record_machine_id(record),
         "num_threads": env.get("num_threads"),
         "keep_freed_memory": bool(env.get("keep_freed_memory", False)),  # absent: written before it existed
         "timing_mixed": timing_settings_mixed(record),

@@ -88,6 +88,7 @@ __all__ = [
     "record_details",
     "load_record_details",
     "run_costs",
+    "machine_instance_text",
     "channel_statistics",
     "load_average_text",
 ]
@@ -102,7 +103,7 @@ REPRODUCTION_DEVICE = "Tesla V100-SXM2-16GB"
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic",
     "data_source", "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s",
-    "eval_time_s", "images_per_s", "peak_mem_mb", "device_type", "device_name", "num_threads",
+    "eval_time_s", "images_per_s", "peak_mem_mb", "device_type", "device_name", "machine_id", "num_threads",
     "keep_freed_memory", "timing_mixed", "torch_version", "git_commit", "git_dirty", "started_at", "finished_at",
 )
 HISTORY_COLUMNS: tuple[str, ...] = (
@@ -701,6 +702,21 @@ def _with_memory_setting(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(keep_freed_memory=runs["keep_freed_memory"].fillna(False).astype(bool))
 
 
+def _with_machine_instance(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a string ``machine_id`` column (:func:`ndlib.records.machine_id`; ``""``
+    where the instance was not recorded: records from before the field, or frames without it).
+    Times are compared only within one instance: machines of one type can differ severalfold
+    in speed.  Unrecorded instances form one group of their own, as before the field existed."""
+    if "machine_id" not in runs.columns:
+        return runs.assign(machine_id="")
+    return runs.assign(machine_id=runs["machine_id"].fillna("").astype(str))
+
+
+def machine_instance_text(machine_id: str | None) -> str:
+    """``"instance 1a2b3c4d5e6f"``, or ``"instance not recorded"`` for runs from before the field."""
+    return f"instance {machine_id}" if isinstance(machine_id, str) and machine_id else "instance not recorded"
+
+
 def _mixed_timing(runs: pd.DataFrame) -> pd.Series:
     """Per row, whether the run's training time mixes settings (``timing_mixed``: it was resumed
     under other threads, another machine or memory setting, :func:`ndlib.records.timing_settings_mixed`);
@@ -717,24 +733,26 @@ def _single_setting_times(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
-    """Our training times: per (device, threads, memory setting, synthetic, dataset, arch,
-    epochs, options) the mean wall seconds of BN and ND runs that completed, images/s, and
-    the ratio ND / BN.
+    """Our training times: per (device, machine instance, threads, memory setting, synthetic,
+    dataset, arch, epochs, options) the mean wall seconds of BN and ND runs that completed,
+    images/s, and the ratio ND / BN.
 
-    The device stays in the key: a CPU ratio is never mixed with a GPU one.  So do the
+    The device stays in the key: a CPU ratio is never mixed with a GPU one.  So does the
+    machine instance (``machine_id``, ``""`` where not recorded): CPU machines of one name
+    have differed severalfold in speed, so BN on one and ND on another is no ratio.  So do the
     options (:func:`run_options`, ``""`` for the paper's settings): a run with a non-default
     setting is never averaged with the paper's.  So does ``keep_freed_memory``
     (:mod:`ndlib.cpu_memory`), which changes a CPU step's time but not its result.  A run
     resumed under other settings (``timing_mixed``) has no single setting and is left out."""
-    keys = ["device_type", "device_name", "num_threads", "keep_freed_memory", "synthetic", "dataset", "arch",
-            "epochs", "options"]
+    keys = ["device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory", "synthetic", "dataset",
+            "arch", "epochs", "options"]
     cols = keys + ["bn_train_s", "nd_train_s", "bn_images_per_s", "nd_images_per_s",
                    "ratio_nd_bn", "n_bn", "n_nd", "notes"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
-    _require_columns(runs, [k for k in keys if k not in ("keep_freed_memory", "synthetic", "options")]
+    _require_columns(runs, [k for k in keys if k not in ("machine_id", "keep_freed_memory", "synthetic", "options")]
                      + ["run_id", "status", "norm", "train_time_s", "images_per_s"], "the run records")
-    done = _with_memory_setting(_single_setting_times(runs[runs["status"] == "completed"]).copy())
+    done = _with_machine_instance(_with_memory_setting(_single_setting_times(runs[runs["status"] == "completed"]).copy()))
     done["options"] = done["run_id"].map(run_options)
     _, synthetic = split_synthetic(done)
     done["synthetic"] = done.index.isin(synthetic.index)
@@ -1185,21 +1203,23 @@ def equal_cost_verdicts(equal: pd.DataFrame, k: float = 2.0) -> pd.DataFrame:
 def epoch_cost(runs: pd.DataFrame, dataset: str = "cifar10", archs: Sequence[str] | None = None,
                epochs: int = 1) -> pd.DataFrame:
     """The measured cost of ND against BN, per (arch, seed) where both ran: completed real-data
-    runs with the paper's settings at ``epochs``, on the same machine (``device_name``), thread
-    count and memory setting (``keep_freed_memory``), paired by seed.  Runs whose time mixes
-    settings (resumed under others, ``timing_mixed``) are left out.
+    runs with the paper's settings at ``epochs``, on the same machine (``device_name`` and
+    instance, ``machine_id``: ``""`` where not recorded), thread count and memory setting
+    (``keep_freed_memory``), paired by seed.  Runs whose time mixes settings (resumed under
+    others, ``timing_mixed``) are left out.
 
-    Columns: ``arch, seed, device_type, device_name, num_threads, keep_freed_memory, bn_train_s, nd_train_s,
+    Columns: ``arch, seed, device_type, device_name, machine_id, num_threads, keep_freed_memory, bn_train_s, nd_train_s,
     ratio_nd_bn`` (training seconds, summed over epochs), ``bn_double_train_s`` (BN at twice
     the epochs, same seed and machine, when it ran) and ``ratio_nd_bn_double``, and
     ``notes`` (the runs' recorded notes on the machine's load, which qualify the times).
     """
-    keys = ["arch", "seed", "device_type", "device_name", "num_threads", "keep_freed_memory"]
+    keys = ["arch", "seed", "device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory"]
     columns = keys + ["bn_train_s", "nd_train_s", "ratio_nd_bn", "bn_double_train_s",
                       "ratio_nd_bn_double", "notes"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    real, _ = split_synthetic(paper_settings_only(_with_memory_setting(_single_setting_times(runs))))
+    real, _ = split_synthetic(paper_settings_only(_with_machine_instance(_with_memory_setting(
+        _single_setting_times(runs)))))
     done = real[(real["status"] == "completed") & (real["dataset"] == dataset)
                 & _in_table(real, 1)].copy()
     if archs is not None:
@@ -1245,10 +1265,11 @@ def epoch_cost_summary(cost: pd.DataFrame) -> str:
                 "yet, so the cost of an ND epoch against a BN epoch is not measured.")
     lines = []
     cost = _with_memory_setting(cost)
-    for (arch, device, kind, threads, kept), part in cost.groupby(
-            ["arch", "device_name", "device_type", "num_threads", "keep_freed_memory"], sort=False):
+    cost = _with_machine_instance(cost)
+    for (arch, device, instance, kind, threads, kept), part in cost.groupby(
+            ["arch", "device_name", "machine_id", "device_type", "num_threads", "keep_freed_memory"], sort=False):
         ratio = part["ratio_nd_bn"]
-        line = (f"* {_paper_names().get(arch, arch)} on {device} ({kind}, {threads} "
+        line = (f"* {_paper_names().get(arch, arch)} on {device} ({machine_instance_text(instance)}, {kind}, {threads} "
                 f"thread{'s' if threads != 1 else ''}{', freed memory kept' if kept else ''}): "
                 f"one ND epoch took {_span(ratio)} times the "
                 f"training time of one BN epoch (median {ratio.median():.2f}, {len(part)} seed "
@@ -1556,13 +1577,13 @@ def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
     cell is not one of the paper's).
     """
     columns = ["run_id", "status", "dataset", "arch", "norm", "epochs", "seed", "options",
-               "synthetic", "device_type", "device_name", "num_threads", "keep_freed_memory", "timing_mixed",
-               "cpu_count", "train_s",
+               "synthetic", "device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory",
+               "timing_mixed", "cpu_count", "train_s",
                "eval_s", "wall_s", "load_start", "load_end", "note", "repro_train_s",
                "repro_eval_s", "repro_device"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    out = _with_memory_setting(runs).merge(details, on="run_id", how="left")
+    out = _with_machine_instance(_with_memory_setting(runs)).merge(details, on="run_id", how="left")
     _, synthetic = split_synthetic(out)
     out["synthetic"] = out.index.isin(synthetic.index)
     out["options"] = out["run_id"].map(run_options)

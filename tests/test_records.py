@@ -89,3 +89,38 @@ def test_committed_records_are_valid(tmp_path):
     assert set(runs["status"]) <= {"running", "completed", "diverged", "interrupted", "failed"}
     for path in runs["path"]:
         assert os.path.basename(path).removesuffix(".json") == read_record(path)["run_id"]
+
+
+def test_machine_id_is_an_anonymous_digest_of_the_boot_id(tmp_path, monkeypatch):
+    import hashlib
+
+    from ndlib import records
+
+    boot = tmp_path / "boot_id"
+    boot.write_text("0b6a9c1e-1111-2222-3333-444455556666\n")
+    monkeypatch.setattr(records, "_BOOT_ID", boot)
+    expected = hashlib.sha256(b"0b6a9c1e-1111-2222-3333-444455556666").hexdigest()[:12]
+    assert records.machine_id() == expected
+    assert records.environment_info("cpu")["machine_id"] == expected
+    boot.write_text("another-boot")
+    assert records.machine_id() != expected  # a reboot or another machine: another instance
+    monkeypatch.setattr(records, "_BOOT_ID", tmp_path / "absent")
+    assert records.machine_id() is None  # a system without a boot id: not recorded
+
+
+def test_segments_on_two_machine_instances_mix_and_leave_the_instance_unknown():
+    from ndlib.records import record_machine_id, timing_settings_mixed
+
+    def segment(step, machine, threads=1):
+        return {"from_step": step, "device_type": "cpu", "device_name": "cpu-x", "machine_id": machine,
+                "num_threads": threads, "keep_freed_memory": True, "world_size": 1}
+
+    one = {"segments": [segment(0, "aaa"), segment(50, "aaa")]}
+    assert not timing_settings_mixed(one) and record_machine_id(one) == "aaa"
+    moved = {"segments": [segment(0, "aaa"), segment(50, "bbb")]}  # resumed on a replaced machine
+    assert timing_settings_mixed(moved) and record_machine_id(moved) is None
+    # a segment that did not record its instance (older code) says nothing either way
+    older = {"segments": [segment(0, None), segment(50, "bbb")]}
+    assert not timing_settings_mixed(older) and record_machine_id(older) is None
+    assert timing_settings_mixed({"segments": [segment(0, None), segment(50, "bbb", threads=2)]})
+    assert record_machine_id({}) is None and not timing_settings_mixed({})

@@ -520,6 +520,28 @@ def test_epoch_cost_pairs_bn_and_nd_of_a_seed_on_one_machine():
     assert report.epoch_cost(frame()).empty
 
 
+def test_times_from_two_machine_instances_are_never_paired():
+    """Machines of one name can differ severalfold in speed: a ratio needs one instance."""
+    runs = frame(make_run(run_id="b0", norm="bn", seed=0, train_time_s=100.0, machine_id="aaa"),
+                 make_run(run_id="n0", norm="nd", seed=0, train_time_s=40.0, machine_id="bbb"),
+                 make_run(run_id="b1", norm="bn", seed=1, train_time_s=110.0, machine_id="bbb"),
+                 make_run(run_id="n1", norm="nd", seed=1, train_time_s=130.0, machine_id="bbb"),
+                 make_run(run_id="b2", norm="bn", seed=2, train_time_s=90.0),  # instance not recorded
+                 make_run(run_id="n2", norm="nd", seed=2, train_time_s=180.0))
+    cost = report.epoch_cost(runs)
+    assert sorted(zip(cost["seed"], cost["machine_id"])) == [(1, "bbb"), (2, "")]
+    assert cost.set_index("seed").loc[1, "ratio_nd_bn"] == pytest.approx(130.0 / 110.0)
+    timing = report.our_timing(runs).set_index("machine_id")
+    assert timing.loc["aaa", "n_bn"] == 1 and timing.loc["aaa", "n_nd"] == 0
+    assert pd.isna(timing.loc["aaa", "ratio_nd_bn"])
+    assert timing.loc["bbb", "ratio_nd_bn"] == pytest.approx(((40.0 + 130.0) / 2) / 110.0)
+    assert timing.loc["", "ratio_nd_bn"] == pytest.approx(2.0)
+    summary = report.epoch_cost_summary(cost)
+    assert "instance bbb" in summary and "instance not recorded" in summary
+    costs = report.run_costs(runs, report.record_details([])).set_index("run_id")
+    assert costs.loc["n0", "machine_id"] == "bbb" and costs.loc["b2", "machine_id"] == ""
+
+
 def test_one_epoch_discussion_is_generated_from_the_frames():
     runs = frame(*seeds_of("bn", [10.0, 10.5, 11.0]), *seeds_of("nd", [74.0, 74.2, 74.4]),
                  *seeds_of("nd", [58.0], arch="resnet18"))

@@ -246,6 +246,7 @@ def test_a_run_records_its_training_segments_and_whether_their_settings_mixed(tm
     straight = run(tiny_config(tmp_path / "straight", epochs=2), model=tiny_model(), progress=False)
     assert [s["from_step"] for s in straight["segments"]] == [0]
     assert straight["segments"][0]["num_threads"] == 1 and straight["segments"][0]["device_type"] == "cpu"
+    assert straight["segments"][0]["machine_id"] == straight["environment"]["machine_id"]
     assert not timing_settings_mixed(straight)
 
     same = tiny_config(tmp_path / "same", epochs=2)
