@@ -253,7 +253,7 @@ def machine_id() -> str | None:
     digits of the SHA-256 of the kernel's boot id (Linux), which changes at every boot.
 
     Why: machines of one type (the same CPU name, core count and hostname) can differ
-    severalfold in speed when they are virtual machines on shared hosts, so a training time is
+    by about twofold in speed when they are virtual machines on shared hosts, so a training time is
     only comparable with another measured on the same instance.  Two runs with the same id ran
     on one machine, with no reboot in between.  None where the system gives no boot id."""
     try:

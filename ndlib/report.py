@@ -705,7 +705,7 @@ def _with_memory_setting(runs: pd.DataFrame) -> pd.DataFrame:
 def _with_machine_instance(runs: pd.DataFrame) -> pd.DataFrame:
     """``runs`` with a string ``machine_id`` column (:func:`ndlib.records.machine_id`; ``""``
     where the instance was not recorded: records from before the field, or frames without it).
-    Times are compared only within one instance: machines of one type can differ severalfold
+    Times are compared only within one instance: machines of one type can differ about twofold
     in speed.  Unrecorded instances form one group of their own, as before the field existed."""
     if "machine_id" not in runs.columns:
         return runs.assign(machine_id="")
@@ -739,7 +739,7 @@ def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
 
     The device stays in the key: a CPU ratio is never mixed with a GPU one.  So does the
     machine instance (``machine_id``, ``""`` where not recorded): CPU machines of one name
-    have differed severalfold in speed, so BN on one and ND on another is no ratio.  So do the
+    have differed about twofold in speed, so BN on one and ND on another is no ratio.  So do the
     options (:func:`run_options`, ``""`` for the paper's settings): a run with a non-default
     setting is never averaged with the paper's.  So does ``keep_freed_memory``
     (:mod:`ndlib.cpu_memory`), which changes a CPU step's time but not its result.  A run

@@ -521,7 +521,7 @@ def test_epoch_cost_pairs_bn_and_nd_of_a_seed_on_one_machine():
 
 
 def test_times_from_two_machine_instances_are_never_paired():
-    """Machines of one name can differ severalfold in speed: a ratio needs one instance."""
+    """Machines of one name can differ about twofold in speed: a ratio needs one instance."""
     runs = frame(make_run(run_id="b0", norm="bn", seed=0, train_time_s=100.0, machine_id="aaa"),
                  make_run(run_id="n0", norm="nd", seed=0, train_time_s=40.0, machine_id="bbb"),
                  make_run(run_id="b1", norm="bn", seed=1, train_time_s=110.0, machine_id="bbb"),
