@@ -120,7 +120,10 @@ def test_newton_schulz_matches_eigh_and_converges():
     A = spd_with_spectrum(torch.logspace(0, -2, 12))  # condition number 100
     reference = eigh_isqrt(A)
     errors = [rel_err(isqrt_newton_schulz(A, n), reference) for n in (1, 2, 4, 8, 16, 24)]
-    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+    # each step shrinks the error until it reaches float64 round-off, where it can tick up by
+    # an ulp depending on the matmul's reduction order (thread count): a CI run saw 1.94e-15 then 2.03e-15
+    converged = 1e-13
+    assert all(later < earlier or later < converged for earlier, later in zip(errors, errors[1:])), errors
     assert errors[0] > 0.5  # one iteration is far off: the test can tell
     assert errors[-1] < 1e-10
 
