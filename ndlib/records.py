@@ -70,7 +70,8 @@ SCHEMA_VERSION = 2
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic", "data_source",
     "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
-    "peak_mem_mb", "device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory", "timing_mixed", "torch_version",
+    "peak_mem_mb", "device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory", "timing_mixed",
+    "torch_version",
     "git_commit", "git_dirty", "started_at", "finished_at", "epochs_done", "diverged_step", "error", "label", "note", "path",
 ]
 

@@ -694,22 +694,18 @@ def reproduction_timing() -> pd.DataFrame:
     return out
 
 
-def _with_memory_setting(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with a boolean ``keep_freed_memory`` column (False where absent: frames or
-    records from before the setting existed)."""
-    if "keep_freed_memory" not in runs.columns:
-        return runs.assign(keep_freed_memory=False)
-    return runs.assign(keep_freed_memory=runs["keep_freed_memory"].fillna(False).astype(bool))
+def _with_timing_keys(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with the two keys every timing comparison groups by, filled in:
 
-
-def _with_machine_instance(runs: pd.DataFrame) -> pd.DataFrame:
-    """``runs`` with a string ``machine_id`` column (:func:`ndlib.records.machine_id`; ``""``
-    where the instance was not recorded: records from before the field, or frames without it).
-    Times are compared only within one instance: machines of one type can differ about twofold
-    in speed.  Unrecorded instances form one group of their own, as before the field existed."""
-    if "machine_id" not in runs.columns:
-        return runs.assign(machine_id="")
-    return runs.assign(machine_id=runs["machine_id"].fillna("").astype(str))
+    * ``keep_freed_memory`` as a bool (False where absent: records from before the setting);
+    * ``machine_id`` as a string (:func:`ndlib.records.machine_id`; ``""`` where the instance was
+      not recorded).  Times are compared only within one instance: machines of one type can
+      differ about twofold in speed.  Unrecorded instances form one group of their own, as
+      before the field existed."""
+    memory = (runs["keep_freed_memory"].fillna(False).astype(bool) if "keep_freed_memory" in runs.columns
+              else False)
+    machine = runs["machine_id"].fillna("").astype(str) if "machine_id" in runs.columns else ""
+    return runs.assign(keep_freed_memory=memory, machine_id=machine)
 
 
 def machine_instance_text(machine_id: str | None) -> str:
@@ -752,7 +748,7 @@ def our_timing(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     _require_columns(runs, [k for k in keys if k not in ("machine_id", "keep_freed_memory", "synthetic", "options")]
                      + ["run_id", "status", "norm", "train_time_s", "images_per_s"], "the run records")
-    done = _with_machine_instance(_with_memory_setting(_single_setting_times(runs[runs["status"] == "completed"]).copy()))
+    done = _with_timing_keys(_single_setting_times(runs[runs["status"] == "completed"]))
     done["options"] = done["run_id"].map(run_options)
     _, synthetic = split_synthetic(done)
     done["synthetic"] = done.index.isin(synthetic.index)
@@ -1218,8 +1214,7 @@ def epoch_cost(runs: pd.DataFrame, dataset: str = "cifar10", archs: Sequence[str
                       "ratio_nd_bn_double", "notes"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    real, _ = split_synthetic(paper_settings_only(_with_machine_instance(_with_memory_setting(
-        _single_setting_times(runs)))))
+    real, _ = split_synthetic(paper_settings_only(_with_timing_keys(_single_setting_times(runs))))
     done = real[(real["status"] == "completed") & (real["dataset"] == dataset)
                 & _in_table(real, 1)].copy()
     if archs is not None:
@@ -1264,13 +1259,12 @@ def epoch_cost_summary(cost: pd.DataFrame) -> str:
         return ("No architecture has completed BN and ND runs of the same seed on one machine "
                 "yet, so the cost of an ND epoch against a BN epoch is not measured.")
     lines = []
-    cost = _with_memory_setting(cost)
-    cost = _with_machine_instance(cost)
+    cost = _with_timing_keys(cost)
     for (arch, device, instance, kind, threads, kept), part in cost.groupby(
             ["arch", "device_name", "machine_id", "device_type", "num_threads", "keep_freed_memory"], sort=False):
         ratio = part["ratio_nd_bn"]
-        line = (f"* {_paper_names().get(arch, arch)} on {device} ({machine_instance_text(instance)}, {kind}, {threads} "
-                f"thread{'s' if threads != 1 else ''}{', freed memory kept' if kept else ''}): "
+        line = (f"* {_paper_names().get(arch, arch)} on {device} ({machine_instance_text(instance)}, {kind}, "
+                f"{threads} thread{'s' if threads != 1 else ''}{', freed memory kept' if kept else ''}): "
                 f"one ND epoch took {_span(ratio)} times the "
                 f"training time of one BN epoch (median {ratio.median():.2f}, {len(part)} seed "
                 f"pair{'s' if len(part) != 1 else ''})")
@@ -1583,7 +1577,7 @@ def run_costs(runs: pd.DataFrame, details: pd.DataFrame) -> pd.DataFrame:
                "repro_eval_s", "repro_device"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    out = _with_machine_instance(_with_memory_setting(runs)).merge(details, on="run_id", how="left")
+    out = _with_timing_keys(runs).merge(details, on="run_id", how="left")
     _, synthetic = split_synthetic(out)
     out["synthetic"] = out.index.isin(synthetic.index)
     out["options"] = out["run_id"].map(run_options)

@@ -181,7 +181,8 @@ def test_measured_cost_sentences_name_each_machine_and_cite_the_run_notes():
 
     times = pd.DataFrame([
         timing("a", 1.5, "busy"),
-        timing("b", 2.25, "busy\nquiet", keep_freed_memory=True, dataset="cifar100", epochs=20, machine_id="1a2b"),
+        timing("b", 2.25, "busy\nquiet", keep_freed_memory=True, dataset="cifar100", epochs=20,
+               machine_id="1a2b"),
         timing("c", 9.0, "", synthetic=True),  # smoke run: not stated
         timing("d", 9.0, "", options="o1234"),  # other settings: not stated
         timing("e", float("nan"), "busy"),  # one side missing: no ratio
@@ -193,10 +194,10 @@ def test_measured_cost_sentences_name_each_machine_and_cite_the_run_notes():
     kept = cost_report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True)
     lines, notes = cost_report.measured_cost_sentences(times, sweep, kept, names={"a": "Model A"})
     assert notes == ["busy", "quiet"]
-    assert lines[0] == ("Training runs, CIFAR-10 Model A, 1 epoch, on cpu x (instance not recorded, CPU, 1 thread): ND took "
-                        "1.50 times BN's training time (run notes 1).")
-    assert lines[1] == ("Training runs, CIFAR-100 b, 20 epochs, on cpu x (instance 1a2b, CPU, 1 thread, freed memory kept): "
-                        "ND took 2.25 times BN's training time (run notes 1, 2).")
+    assert lines[0] == ("Training runs, CIFAR-10 Model A, 1 epoch, on cpu x (instance not recorded, CPU, "
+                        "1 thread): ND took 1.50 times BN's training time (run notes 1).")
+    assert lines[1] == ("Training runs, CIFAR-100 b, 20 epochs, on cpu x (instance 1a2b, CPU, 1 thread, "
+                        "freed memory kept): ND took 2.25 times BN's training time (run notes 1, 2).")
     assert len(lines) == 3
     assert lines[2].startswith("Benchmarks of the exact layer on cpu x (CPU, 2 threads), training steps at "
                                "batch 128, the newest per architecture (2 of 2 architectures): an ND step "
