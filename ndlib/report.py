@@ -277,8 +277,8 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
     settings (:func:`paper_settings_only`), their mean training seconds (of the runs that
     trained under one setting throughout, ``timing_mixed`` False), and counts."""
     columns = ["dataset", "arch", "norm", "epochs", "ours_test_mean", "ours_test_std", "ours_n",
-               "ours_train_mean", "ours_test_loss_mean", "ours_seeds", "ours_train_time_mean", "ours_other_runs",
-               "ours_other_detail"]
+               "ours_train_mean", "ours_test_loss_mean", "ours_seed_results", "ours_seeds",
+               "ours_train_time_mean", "ours_other_runs", "ours_other_detail"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
     _require_columns(runs, ["run_id", "status", "table", "dataset", "arch", "norm", "epochs",
@@ -307,6 +307,12 @@ def _our_cells(runs: pd.DataFrame, table: int) -> pd.DataFrame:
                   ours_seeds=("seed", lambda s: tuple(sorted(int(v) for v in s))),
                   ours_train_time_mean=("train_time_s", "mean"))
              .reset_index())
+    # Each seed's own outcome, so that one failed seed is visible behind a cell's mean.
+    per_seed = {key: tuple(sorted((int(seed), float(acc), float(loss)) for seed, acc, loss in
+                                  zip(group["seed"], group["test_acc"], group["test_loss"])))
+                for key, group in done.groupby(_CELL)}
+    cells["ours_seed_results"] = [per_seed[tuple(key)] for key in
+                                  cells[_CELL].itertuples(index=False, name=None)]
     unfinished = real[real["status"] != "completed"]
     other = (unfinished.groupby(_CELL)
              .agg(ours_other_runs=("status", "size"),
@@ -335,7 +341,8 @@ def table1(runs: pd.DataFrame, dataset: str, seeds: Sequence[int] = DEFAULT_SEED
     Columns: ``dataset, arch, paper_name, norm, epochs``; ours: ``ours_test_mean,
     ours_test_std, ours_n`` (distinct seeds of completed real-data runs),
     ``ours_train_mean`` (final-epoch training accuracy), ``ours_test_loss_mean`` (mean test
-    cross-entropy after the last epoch), ``ours_other_runs`` (diverged /
+    cross-entropy after the last epoch), ``ours_seed_results`` (a tuple of ``(seed, test
+    accuracy, test loss)`` per seed, NaN without a completed run), ``ours_other_runs`` (diverged /
     interrupted / failed / still running), ``ours_status`` ("not run", "k of n seeds", "done") and
     ``command`` (the grid command for the missing seeds, empty when done); published:
     ``paper_test`` (the paper's test accuracy), ``repro_mean, repro_std, repro_n`` (the
@@ -366,7 +373,7 @@ def table1(runs: pd.DataFrame, dataset: str, seeds: Sequence[int] = DEFAULT_SEED
     cells = cells.sort_values(["arch", "epochs", "norm"]).reset_index(drop=True)
     cells["arch"] = cells["arch"].astype(str)
     return cells[["dataset", "arch", "paper_name", "norm", "epochs", "ours_test_mean",
-                  "ours_test_std", "ours_n", "ours_train_mean", "ours_test_loss_mean",
+                  "ours_test_std", "ours_n", "ours_train_mean", "ours_test_loss_mean", "ours_seed_results",
                   "ours_other_runs", "ours_other_detail", "ours_status", "command", "paper_test", "repro_mean",
                   "repro_std", "repro_n"]]
 
@@ -940,8 +947,8 @@ def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, level: float = 0.
     frame at ``epochs`` (one row per dataset, architecture and norm, in the table's order).
 
     Columns: ``dataset, arch, paper_name, norm, epochs, paper_test, repro_mean, repro_std,
-    repro_n, ours_test_mean, ours_test_std, ours_n, ours_train_mean, ours_test_loss_mean``
-    (NaN where the table has no ``ours_test_loss_mean``); the differences
+    repro_n, ours_test_mean, ours_test_std, ours_n, ours_train_mean, ours_test_loss_mean,
+    ours_seed_results`` (NaN where the table has no such column); the differences
     ``repro_minus_paper``, ``ours_minus_paper`` and ``ours_minus_repro`` (points);
     ``ours_band``: the half-width of the ``level`` prediction interval of our seeds
     (:func:`prediction_factor` times their sd); ``ours_outside``: for a cell with at least
@@ -957,11 +964,12 @@ def agreement_with_paper(table: pd.DataFrame, epochs: int = 1, level: float = 0.
     part = table[table["epochs"] == epochs]
     if part.empty:
         raise ValueError(f"no Table 1 rows for {epochs} epochs; the grid has {CIFAR_EPOCHS}")
-    if "ours_test_loss_mean" not in part.columns:
-        part = part.assign(ours_test_loss_mean=np.nan)
+    for optional in ("ours_test_loss_mean", "ours_seed_results"):
+        if optional not in part.columns:
+            part = part.assign(**{optional: np.nan})
     out = part[["dataset", "arch", "paper_name", "norm", "epochs", "paper_test", "repro_mean",
                 "repro_std", "repro_n", "ours_test_mean", "ours_test_std", "ours_n",
-                "ours_train_mean", "ours_test_loss_mean"]].reset_index(drop=True)
+                "ours_train_mean", "ours_test_loss_mean", "ours_seed_results"]].reset_index(drop=True)
     for column in ("paper_test", "repro_mean", "repro_std", "ours_test_mean", "ours_test_std",
                    "ours_train_mean", "ours_test_loss_mean"):
         out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
@@ -1471,8 +1479,10 @@ def _near_chance_sentences(ran: pd.DataFrame, multiple: float,
     limits = ", ".join(f"{multiple * 100.0 / NUM_CLASSES[d]:g} % on {DATASET_TITLES.get(d, d)}"
                        for d in dict.fromkeys(known["dataset"]))
     low = known[known["ours_test_mean"] < multiple * chance]
+    single = _single_seeds_near_chance(known[known["ours_test_mean"] >= multiple * chance],
+                                       multiple, name)
     if low.empty:
-        return [f"None of our cells ends the epoch below {multiple:g} times chance ({limits})."]
+        return [f"None of our cells ends the epoch below {multiple:g} times chance ({limits})."] + single
     items = []
     for _, row in low.iterrows():
         classes = NUM_CLASSES[row["dataset"]]
@@ -1492,7 +1502,33 @@ def _near_chance_sentences(ran: pd.DataFrame, multiple: float,
             f"their mean test loss against ln K, the test cross-entropy of a uniform guess over "
             f"the K classes: " + "; ".join(items) + ". A mean test loss near or above ln K means "
             f"that after the epoch the network gives the true class no more log-probability, on "
-            f"average, than a uniform guess does: it had barely begun to learn."]
+            f"average, than a uniform guess does: it had barely begun to learn."] + single
+
+
+def _single_seeds_near_chance(cells: pd.DataFrame, multiple: float,
+                              name: Callable[[pd.Series], str]) -> list[str]:
+    """The seeds below ``multiple`` times chance in ``cells`` whose mean is above it (their
+    ``ours_seed_results``), each with its test loss and the cell's other seeds: one sentence,
+    or none.  A mean hides such a seed, and it widens its cell's standard deviation."""
+    items = []
+    for _, row in cells.iterrows():
+        results = row.get("ours_seed_results")
+        if not isinstance(results, tuple):
+            continue
+        classes = NUM_CLASSES[row["dataset"]]
+        for seed, acc, loss in results:
+            if acc >= multiple * 100.0 / classes:
+                continue
+            loss_text = ("test loss not recorded" if _missing(loss) else
+                         f"test loss {loss:.2f} against ln {classes} = {math.log(classes):.2f}")
+            others = ", ".join(f"{a:.2f}" for s, a, _ in results if s != seed)
+            items.append(f"{name(row)} {row['norm'].upper()}, seed {seed}: {acc:.2f} %, "
+                         f"{loss_text} (the cell's other seeds: {others or 'none'})")
+    if not items:
+        return []
+    return [f"Single seeds below {multiple:g} times chance in cells whose mean is above it: "
+            + "; ".join(items) + ". Such a seed had barely begun to learn after the epoch; the "
+            "cell's mean hides it, and its standard deviation is wide because of it."]
 
 
 def gain_sentences(gains: pd.DataFrame, k: float = 2.0) -> list[str]:

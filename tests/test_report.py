@@ -590,6 +590,9 @@ def test_one_epoch_discussion_names_cells_near_chance_with_their_test_loss():
     assert any("VGG-16 BN: ours 10.00 (n=1), test loss not recorded" in t for t in text["explanations"])
 
     above = frame(*seeds_of("bn", [45.0], arch="resnet18"))
+    assert not any("Single seeds" in t for t in report.one_epoch_discussion(
+        report.agreement_with_paper(report.table1(above, "cifar10")),
+        report.nd_vs_bn(report.table1(above, "cifar10")).query("epochs == 1"))["explanations"])
     table = report.table1(above, "cifar10")
     text = report.one_epoch_discussion(report.agreement_with_paper(table),
                                        report.nd_vs_bn(table).query("epochs == 1"))
@@ -724,3 +727,23 @@ def test_one_epoch_discussion_summary_collects_the_in_sum_sentences():
     nothing = report.table1(frame(), "cifar10")
     assert report.one_epoch_discussion(report.agreement_with_paper(nothing),
                                        report.nd_vs_bn(nothing).query("epochs == 1"))["summary"] == []
+
+
+def test_one_epoch_discussion_names_a_single_seed_near_chance_behind_a_higher_mean():
+    """A cell whose mean is above twice chance but one of whose seeds is below it: that seed is
+    named with its own test loss and the cell's other seeds, and the cell is not listed among
+    the cells below twice chance."""
+    runs = frame(*(make_run(run_id=f"t1-cifar10-preact18-bn-e1-s{seed}", arch="preact18", norm="bn",
+                            seed=seed, test_acc=acc, test_loss=loss)
+                   for seed, acc, loss in ((0, 20.5, 2.1), (1, 44.7, 1.5), (2, 11.0, 2.3035))))
+    table = report.table1(runs, "cifar10")
+    assert cell(table, "preact18", "bn", 1)["ours_seed_results"] == (
+        (0, 20.5, 2.1), (1, 44.7, 1.5), (2, 11.0, 2.3035))
+    text = report.one_epoch_discussion(report.agreement_with_paper(table),
+                                       report.nd_vs_bn(table).query("epochs == 1"))["explanations"]
+    assert "None of our cells ends the epoch below 2 times chance (20 % on CIFAR-10)." in text
+    single = [t for t in text if t.startswith("Single seeds")]
+    assert len(single) == 1
+    assert ("CIFAR-10 PreAct-18 BN, seed 2: 11.00 %, test loss 2.30 against ln 10 = 2.30 "
+            "(the cell's other seeds: 20.50, 44.70)") in single[0]
+    assert "seed 0" not in single[0]  # 20.5 % is above twice chance
