@@ -360,7 +360,7 @@ def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
     from a checkpoint and what it should cost (:func:`estimate_cost`); then the total."""
     from ndlib.bench import load_bench
     from ndlib.records import load_runs
-    from ndlib.train import checkpoint_file
+    from ndlib.train import describe_checkpoint
 
     records = {folder: load_runs(folder) for folder in {c.runs_dir for c in configs}}
     bench = load_bench(None)
@@ -372,8 +372,9 @@ def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
         line = f"  {status:<11} {config.run_id}"
         if status != "completed":
             todo += 1
-            if checkpoint_file(config).is_file():
-                line += "  [resumes from its checkpoint]"
+            checkpoint = describe_checkpoint(config)
+            if checkpoint is not None:
+                line += f"  [{checkpoint}]"
             estimate = estimate_cost(config, records[config.runs_dir], bench)
             if estimate is None:
                 unknown += 1

@@ -80,6 +80,7 @@ __all__ = [
     "DeviceUnavailable",
     "run",
     "checkpoint_file",
+    "describe_checkpoint",
     "create_model",
     "DEFAULTS_BY_TABLE",
     "run_notebook",
@@ -537,6 +538,31 @@ def checkpoint_file(config: TrainConfig) -> Path:
     """Where ``config``'s run keeps its resumable state: ``<checkpoint_dir>/<run_id>/last.pt``."""
     root = Path(config.checkpoint_dir) if config.checkpoint_dir else checkpoints_dir()
     return root / config.run_id / "last.pt"
+
+
+def describe_checkpoint(config: TrainConfig) -> str | None:
+    """Where ``config``'s run would resume, in words; None when it has no checkpoint.
+
+    For planning (``grid --dry-run``): e.g. ``"resumes from its checkpoint: epoch 1 of 1,
+    26,752 training images in, step 209"``, or ``"resumes from its checkpoint: 1 of 2 epochs
+    done, step 391"``.  A checkpoint that cannot be read, or that another configuration wrote,
+    is said to be so with the fix, as the run itself would refuse it.  The file is memory-mapped
+    (``weights_only``), so describing a large checkpoint does not read its tensors."""
+    path = checkpoint_file(config)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a damaged or empty file
+        return f"checkpoint cannot be read ({type(error).__name__}): delete {path} to start the run over"
+    if not isinstance(state, dict) or not _same_identity(state.get("identity_json"), config):
+        return f"checkpoint belongs to another configuration: delete {path} to start the run over"
+    epochs_done, step = int(state.get("epoch", 0)), int(state.get("global_step", 0))
+    within = state.get("within_epoch")
+    if within:
+        return (f"resumes from its checkpoint: epoch {epochs_done + 1} of {config.epochs}, "
+                f"{int(within.get('seen', 0)):,} training images in, step {step}")
+    return f"resumes from its checkpoint: {epochs_done} of {config.epochs} epochs done, step {step}"
 
 
 def _save_atomic(state: dict, path: Path) -> None:

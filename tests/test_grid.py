@@ -260,6 +260,8 @@ def test_dry_run_prints_estimates_checkpoints_and_the_total(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "completed   t1-cifar10-vgg16-bn-e1-s0\n" in out
-    assert ("missing     t1-cifar10-vgg16-bn-e1-s1  [resumes from its checkpoint]  ~0.5 h (30 min/epoch: median of "
+    assert "missing     t1-cifar10-vgg16-bn-e1-s1  [checkpoint cannot be read (" in out  # an empty file
+    checkpoint = tmp_path / "ckpt" / "t1-cifar10-vgg16-bn-e1-s1" / "last.pt"
+    assert (f"): delete {checkpoint} to start the run over]  ~0.5 h (30 min/epoch: median of "
             "1 completed run, cpu, 1 thread)") in out
     assert "1 run to do, one after another: ~0.5 h estimated from completed runs" in out
