@@ -1485,14 +1485,7 @@ def _near_chance_sentences(ran: pd.DataFrame, multiple: float,
         return [f"None of our cells ends the epoch below {multiple:g} times chance ({limits})."] + single
     items = []
     for _, row in low.iterrows():
-        classes = NUM_CLASSES[row["dataset"]]
-        uniform = math.log(classes)
-        loss = row.get("ours_test_loss_mean")
-        if _missing(loss):
-            loss_text = "test loss not recorded"
-        else:
-            side = "above" if loss > uniform else "below"
-            loss_text = f"test loss {loss:.2f} ({side} ln {classes} = {uniform:.2f})"
+        loss_text = _loss_against_uniform(row.get("ours_test_loss_mean"), NUM_CLASSES[row["dataset"]])
         published_text = "".join(f", the {who} {row[column]:.2f}" for who, column in
                                  (("paper", "paper_test"), ("reproduction", "repro_mean"))
                                  if not _missing(row[column]))
@@ -1503,6 +1496,14 @@ def _near_chance_sentences(ran: pd.DataFrame, multiple: float,
             f"the K classes: " + "; ".join(items) + ". A mean test loss near or above ln K means "
             f"that after the epoch the network gives the true class no more log-probability, on "
             f"average, than a uniform guess does: it had barely begun to learn."] + single
+
+
+def _loss_against_uniform(loss: float, classes: int) -> str:
+    """``loss`` (a test cross-entropy) beside ``ln K``, that of a uniform guess over ``K`` classes."""
+    if _missing(loss):
+        return "test loss not recorded"
+    uniform = math.log(classes)
+    return f"test loss {loss:.2f} ({'above' if loss > uniform else 'below'} ln {classes} = {uniform:.2f})"
 
 
 def _single_seeds_near_chance(cells: pd.DataFrame, multiple: float,
@@ -1519,8 +1520,7 @@ def _single_seeds_near_chance(cells: pd.DataFrame, multiple: float,
         for seed, acc, loss in results:
             if acc >= multiple * 100.0 / classes:
                 continue
-            loss_text = ("test loss not recorded" if _missing(loss) else
-                         f"test loss {loss:.2f} against ln {classes} = {math.log(classes):.2f}")
+            loss_text = _loss_against_uniform(loss, classes)
             others = ", ".join(f"{a:.2f}" for s, a, _ in results if s != seed)
             items.append(f"{name(row)} {row['norm'].upper()}, seed {seed}: {acc:.2f} %, "
                          f"{loss_text} (the cell's other seeds: {others or 'none'})")
