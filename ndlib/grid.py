@@ -356,32 +356,38 @@ def slurm_script(configs: Sequence[TrainConfig], *, job_name: str = "ndlib-grid"
 
 
 def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
-    """The plan, one line per run: its status, and for a run still to do whether it resumes
-    from a checkpoint and what it should cost (:func:`estimate_cost`); then the total."""
+    """The plan, one line per run: its status, and for a run still to do where it resumes from
+    its checkpoint (:func:`ndlib.train.checkpoint_position`) and what is left of its cost
+    (:func:`estimate_cost`, times the share of training still to do); then the total."""
     from ndlib.bench import load_bench
     from ndlib.records import load_runs
-    from ndlib.train import describe_checkpoint
+    from ndlib.train import checkpoint_position
 
     records = {folder: load_runs(folder) for folder in {c.runs_dir for c in configs}}
     bench = load_bench(None)
     print(f"{len(configs)} runs planned:", file=stream)
     seconds = {"runs": 0.0, "bench": 0.0}
-    todo, unknown = 0, 0
+    todo, unknown, resuming = 0, 0, 0
     for config in configs:
         status = run_status(config)
         line = f"  {status:<11} {config.run_id}"
         if status != "completed":
             todo += 1
-            checkpoint = describe_checkpoint(config)
-            if checkpoint is not None:
-                line += f"  [{checkpoint}]"
+            position = checkpoint_position(config)
+            done = 0.0 if position is None else position.fraction_done
+            if position is not None:
+                line += f"  [{position.describe()}]"
             estimate = estimate_cost(config, records[config.runs_dir], bench)
             if estimate is None:
                 unknown += 1
                 line += "  no estimate (no completed run or benchmark of this model on this device)"
             else:
-                seconds[estimate.source] += estimate.seconds
-                line += f"  {estimate.describe()}"
+                seconds[estimate.source] += estimate.seconds * (1.0 - done)
+                if done > 0:
+                    resuming += 1
+                    line += f"  ~{estimate.seconds * (1.0 - done) / 3600:.1f} h left of {estimate.describe()}"
+                else:
+                    line += f"  {estimate.describe()}"
         print(line, file=stream)
     if todo:
         parts = [f"~{seconds[source] / 3600:.1f} h {label}" for source, label in
@@ -389,7 +395,8 @@ def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
                  if seconds[source]]
         print(f"{todo} run{'s' if todo != 1 else ''} to do, one after another: " + (" + ".join(parts) or "no estimate")
               + (f"; {unknown} without an estimate" if unknown and parts else "")
-              + " (a run resuming from its checkpoint costs less)", file=stream)
+              + (f" ({resuming} resuming: only the training after the checkpoint counts)" if resuming else ""),
+              file=stream)
 
 
 def _grid(args: argparse.Namespace) -> int:

@@ -80,6 +80,8 @@ __all__ = [
     "DeviceUnavailable",
     "run",
     "checkpoint_file",
+    "CheckpointPosition",
+    "checkpoint_position",
     "describe_checkpoint",
     "create_model",
     "DEFAULTS_BY_TABLE",
@@ -540,29 +542,79 @@ def checkpoint_file(config: TrainConfig) -> Path:
     return root / config.run_id / "last.pt"
 
 
-def describe_checkpoint(config: TrainConfig) -> str | None:
-    """Where ``config``'s run would resume, in words; None when it has no checkpoint.
+@dataclass(frozen=True)
+class CheckpointPosition:
+    """Where a run's checkpoint stands, for planning (``grid --dry-run``).
 
-    For planning (``grid --dry-run``): e.g. ``"resumes from its checkpoint: epoch 1 of 1,
-    26,752 training images in, step 209"``, or ``"resumes from its checkpoint: 1 of 2 epochs
-    done, step 391"``.  A checkpoint that cannot be read, or that another configuration wrote,
-    is said to be so with the fix, as the run itself would refuse it.  The file is memory-mapped
-    (``weights_only``), so describing a large checkpoint does not read its tensors."""
+    ``epochs_done`` whole epochs are behind it and ``images_in`` training images of the next
+    one (0 at an epoch's end); ``step`` is the optimizer step it resumes after.  ``problem``,
+    when set, says why the run would refuse the checkpoint, with the fix: the run then starts
+    over and nothing of it is done."""
+
+    epochs: int
+    num_train: int
+    batch_size: int
+    epochs_done: int = 0
+    images_in: int = 0
+    step: int = 0
+    problem: str | None = None
+
+    @property
+    def fraction_done(self) -> float:
+        """The share of the run's training behind the checkpoint, in [0, 1].
+
+        Counted in steps, ``(epochs_done + s / S) / epochs`` with ``s`` the steps into the
+        unfinished epoch and ``S = ceil(num_train / batch_size)`` the steps of an epoch, so that
+        it does not depend on how many processes shared the epoch."""
+        if self.problem is not None:
+            return 0.0
+        steps_per_epoch = math.ceil(self.num_train / self.batch_size)
+        within = min(max(self.step - self.epochs_done * steps_per_epoch, 0), steps_per_epoch)
+        return min((self.epochs_done + within / steps_per_epoch) / self.epochs, 1.0)
+
+    def describe(self) -> str:
+        if self.problem is not None:
+            return self.problem
+        if self.images_in:
+            return (f"resumes from its checkpoint: epoch {self.epochs_done + 1} of {self.epochs}, "
+                    f"{self.images_in:,} training images in, step {self.step}")
+        return f"resumes from its checkpoint: {self.epochs_done} of {self.epochs} epochs done, step {self.step}"
+
+
+def checkpoint_position(config: TrainConfig) -> CheckpointPosition | None:
+    """Where ``config``'s run would resume (:class:`CheckpointPosition`); None without a checkpoint.
+
+    A checkpoint that cannot be read, or that another configuration wrote, comes back with its
+    ``problem`` set, as the run itself would refuse it.  The file is memory-mapped
+    (``weights_only``), so reading the position of a large checkpoint does not read its tensors."""
     path = checkpoint_file(config)
     if not path.is_file():
         return None
+    num_train = config.synthetic_train_size if config.synthetic else DATASETS[config.dataset].num_train
+    blank = CheckpointPosition(config.epochs, num_train, config.batch_size)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # a damaged or empty file
-        return f"checkpoint cannot be read ({type(error).__name__}): delete {path} to start the run over"
+        return dataclasses.replace(blank, problem=f"checkpoint cannot be read ({type(error).__name__}): "
+                                                  f"delete {path} to start the run over")
     if not isinstance(state, dict) or not _same_identity(state.get("identity_json"), config):
-        return f"checkpoint belongs to another configuration: delete {path} to start the run over"
-    epochs_done, step = int(state.get("epoch", 0)), int(state.get("global_step", 0))
-    within = state.get("within_epoch")
-    if within:
-        return (f"resumes from its checkpoint: epoch {epochs_done + 1} of {config.epochs}, "
-                f"{int(within.get('seen', 0)):,} training images in, step {step}")
-    return f"resumes from its checkpoint: {epochs_done} of {config.epochs} epochs done, step {step}"
+        return dataclasses.replace(blank, problem=f"checkpoint belongs to another configuration: delete {path} "
+                                                  "to start the run over")
+    within = state.get("within_epoch") or {}
+    # ``seen`` counts the writing process's shard; checkpoints before world_size was kept: 1 process
+    images_in = int(within.get("seen", 0)) * int(state.get("world_size", 1))
+    return dataclasses.replace(blank, epochs_done=int(state.get("epoch", 0)), step=int(state.get("global_step", 0)),
+                               images_in=min(images_in, num_train))
+
+
+def describe_checkpoint(config: TrainConfig) -> str | None:
+    """Where ``config``'s run would resume, in words; None when it has no checkpoint.
+
+    E.g. ``"resumes from its checkpoint: epoch 1 of 1, 26,752 training images in, step 209"``,
+    ``"resumes from its checkpoint: 1 of 2 epochs done, step 391"``, or what is wrong with the
+    checkpoint and the fix (:func:`checkpoint_position`)."""
+    position = checkpoint_position(config)
+    return None if position is None else position.describe()
 
 
 def _save_atomic(state: dict, path: Path) -> None:
@@ -631,6 +683,8 @@ class _Checkpointer:
             "started_at": self.record["started_at"],
             # whether every attempt so far kept freed memory (ndlib.cpu_memory): it changes step times
             "keep_freed_memory": bool(self.record.get("environment", {}).get("keep_freed_memory", False)),
+            # the processes sharing each epoch: ``within_epoch["seen"]`` counts this one's shard only
+            "world_size": int(self.record.get("environment", {}).get("world_size", 1)),
             # the training segments so far (records.training_segment), as JSON for weights_only loading
             "segments_json": json.dumps(self.record.get("segments", [])),
         }

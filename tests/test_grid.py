@@ -264,4 +264,28 @@ def test_dry_run_prints_estimates_checkpoints_and_the_total(tmp_path, capsys):
     checkpoint = tmp_path / "ckpt" / "t1-cifar10-vgg16-bn-e1-s1" / "last.pt"
     assert (f"): delete {checkpoint} to start the run over]  ~0.5 h (30 min/epoch: median of "
             "1 completed run, cpu, 1 thread)") in out
-    assert "1 run to do, one after another: ~0.5 h estimated from completed runs" in out
+    assert "1 run to do, one after another: ~0.5 h estimated from completed runs\n" in out
+
+
+def test_dry_run_counts_only_what_a_resuming_run_has_left(tmp_path, capsys, monkeypatch):
+    import ndlib.train
+    from ndlib.train import CheckpointPosition
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_json_atomic(runs / "t1-cifar10-vgg16-bn-e1-s0.json",
+                      _record("t1-cifar10-vgg16-bn-e1-s0", "vgg16", "bn", seconds=(3500.0, 100.0)))
+    # seed 1 stopped 293 of its 391 steps in (three quarters); seed 2 has no checkpoint
+    positions = {"t1-cifar10-vgg16-bn-e1-s1": CheckpointPosition(1, 50_000, 128, 0, 37_504, 293)}
+    monkeypatch.setattr(ndlib.train, "checkpoint_position", lambda config: positions.get(config.run_id))
+    code = ndlib.cli.main(["grid", "--table", "1", "--epochs", "1", "--seeds", "0", "1", "2", "--archs", "vgg16",
+                           "--datasets", "cifar10", "--norms", "bn", "--device", "cpu", "--num-threads", "1",
+                           "--runs-dir", str(runs), "--checkpoint-dir", str(tmp_path / "ckpt"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert ("missing     t1-cifar10-vgg16-bn-e1-s1  [resumes from its checkpoint: epoch 1 of 1, 37,504 training "
+            "images in, step 293]  ~0.3 h left of ~1.0 h (60 min/epoch: median of 1 completed run, cpu, 1 thread)") in out
+    assert "missing     t1-cifar10-vgg16-bn-e1-s2  ~1.0 h (60 min/epoch" in out
+    # 0.25 h + 1 h
+    assert ("2 runs to do, one after another: ~1.3 h estimated from completed runs "
+            "(1 resuming: only the training after the checkpoint counts)") in out
