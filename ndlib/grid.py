@@ -382,12 +382,10 @@ def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
                 unknown += 1
                 line += "  no estimate (no completed run or benchmark of this model on this device)"
             else:
-                seconds[estimate.source] += estimate.seconds * (1.0 - done)
-                if done > 0:
-                    resuming += 1
-                    line += f"  ~{estimate.seconds * (1.0 - done) / 3600:.1f} h left of {estimate.describe()}"
-                else:
-                    line += f"  {estimate.describe()}"
+                left = estimate.seconds * (1.0 - done)
+                seconds[estimate.source] += left
+                resuming += done > 0
+                line += (f"  ~{left / 3600:.1f} h left of " if done > 0 else "  ") + estimate.describe()
         print(line, file=stream)
     if todo:
         parts = [f"~{seconds[source] / 3600:.1f} h {label}" for source, label in

@@ -82,7 +82,6 @@ __all__ = [
     "checkpoint_file",
     "CheckpointPosition",
     "checkpoint_position",
-    "describe_checkpoint",
     "create_model",
     "DEFAULTS_BY_TABLE",
     "run_notebook",
@@ -605,16 +604,6 @@ def checkpoint_position(config: TrainConfig) -> CheckpointPosition | None:
     images_in = int(within.get("seen", 0)) * int(state.get("world_size", 1))
     return dataclasses.replace(blank, epochs_done=int(state.get("epoch", 0)), step=int(state.get("global_step", 0)),
                                images_in=min(images_in, num_train))
-
-
-def describe_checkpoint(config: TrainConfig) -> str | None:
-    """Where ``config``'s run would resume, in words; None when it has no checkpoint.
-
-    E.g. ``"resumes from its checkpoint: epoch 1 of 1, 26,752 training images in, step 209"``,
-    ``"resumes from its checkpoint: 1 of 2 epochs done, step 391"``, or what is wrong with the
-    checkpoint and the fix (:func:`checkpoint_position`)."""
-    position = checkpoint_position(config)
-    return None if position is None else position.describe()
 
 
 def _save_atomic(state: dict, path: Path) -> None:

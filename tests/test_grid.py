@@ -284,7 +284,8 @@ def test_dry_run_counts_only_what_a_resuming_run_has_left(tmp_path, capsys, monk
     out = capsys.readouterr().out
     assert code == 0
     assert ("missing     t1-cifar10-vgg16-bn-e1-s1  [resumes from its checkpoint: epoch 1 of 1, 37,504 training "
-            "images in, step 293]  ~0.3 h left of ~1.0 h (60 min/epoch: median of 1 completed run, cpu, 1 thread)") in out
+            "images in, step 293]  ~0.3 h left of ~1.0 h (60 min/epoch: median of 1 completed run, cpu, "
+            "1 thread)") in out
     assert "missing     t1-cifar10-vgg16-bn-e1-s2  ~1.0 h (60 min/epoch" in out
     # 0.25 h + 1 h
     assert ("2 runs to do, one after another: ~1.3 h estimated from completed runs "

@@ -13,7 +13,7 @@ from torch import nn
 from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 from ndlib import cpu_memory
 from ndlib.records import load_runs, timing_settings_mixed
-from ndlib.train import TrainConfig, checkpoint_position, describe_checkpoint, run
+from ndlib.train import TrainConfig, checkpoint_position, run
 
 
 # --------------------------------------------------------------------------------------
@@ -227,17 +227,18 @@ def _stop_at_second_epoch(config: TrainConfig) -> Path:
     return Path(config.checkpoint_dir) / config.run_id / "last.pt"
 
 
-def test_describe_checkpoint_says_where_a_run_resumes_and_refuses_what_it_cannot_use(tmp_path):
+def test_checkpoint_position_says_where_a_run_resumes_and_refuses_what_it_cannot_use(tmp_path):
     at_epoch_end = tiny_config(tmp_path / "a", epochs=2)
-    assert describe_checkpoint(at_epoch_end) is None
+    assert checkpoint_position(at_epoch_end) is None
     checkpoint = _stop_at_second_epoch(at_epoch_end)
-    assert describe_checkpoint(at_epoch_end) == "resumes from its checkpoint: 1 of 2 epochs done, step 4"
+    assert checkpoint_position(at_epoch_end).describe() == "resumes from its checkpoint: 1 of 2 epochs done, step 4"
     assert checkpoint_position(at_epoch_end).fraction_done == 0.5  # 1 of 2 epochs
 
     mid_epoch = tiny_config(tmp_path / "b", epochs=2, checkpoint_interval_s=0)  # a checkpoint after every step
     with pytest.raises(KeyboardInterrupt):
         run(mid_epoch, model=CallAt(tiny_model(), 3, raising(KeyboardInterrupt())), progress=False)
-    assert describe_checkpoint(mid_epoch) == "resumes from its checkpoint: epoch 1 of 2, 32 training images in, step 2"
+    assert checkpoint_position(mid_epoch).describe() == (
+        "resumes from its checkpoint: epoch 1 of 2, 32 training images in, step 2")
     assert checkpoint_position(mid_epoch).fraction_done == 0.25  # 2 of the 4 steps of epoch 1 of 2
     # ``seen`` counts the writing process's shard: with 2 processes, twice the images were used
     mid_checkpoint = Path(mid_epoch.checkpoint_dir) / mid_epoch.run_id / "last.pt"
@@ -249,11 +250,11 @@ def test_describe_checkpoint_says_where_a_run_resumes_and_refuses_what_it_cannot
     state = torch.load(checkpoint, weights_only=True)
     state["identity_json"] = json.dumps({**json.loads(state["identity_json"]), "lr": 0.5}, sort_keys=True)
     torch.save(state, checkpoint)
-    assert describe_checkpoint(at_epoch_end) == (
+    assert checkpoint_position(at_epoch_end).describe() == (
         f"checkpoint belongs to another configuration: delete {checkpoint} to start the run over")
     assert checkpoint_position(at_epoch_end).fraction_done == 0.0  # the run would start over
     checkpoint.write_bytes(b"")
-    assert describe_checkpoint(at_epoch_end).startswith("checkpoint cannot be read (")
+    assert checkpoint_position(at_epoch_end).describe().startswith("checkpoint cannot be read (")
     assert checkpoint_position(at_epoch_end).fraction_done == 0.0
 
 
