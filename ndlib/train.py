@@ -36,6 +36,7 @@ import math
 import os
 import random
 import resource
+import shutil
 import signal
 import threading
 import time
@@ -993,8 +994,9 @@ def run_notebook(parameters: dict, *, progress: bool = False) -> dict:
 
     ``parameters`` holds TrainConfig fields plus ``records_dir`` ("" or None: ``results/runs``
     for real data; a fresh temporary folder for synthetic data, so smoke runs in CI never land
-    in the committed records).  Synthetic runs also keep their checkpoints in that temporary
-    folder.  ``rerun`` (default False) trains a configuration that already has a completed
+    in the committed records).  Such a run's checkpoints go to that folder too and are deleted
+    when it returns or fails: no later call could resume from a folder made for this one, and
+    each would leave a model's weights (~90 MB for VGG-16) in the temp dir.  ``rerun`` (default False) trains a configuration that already has a completed
     record again (otherwise that record is returned).  Unknown names or bad values raise
     ValueError naming them.
     """
@@ -1009,13 +1011,20 @@ def run_notebook(parameters: dict, *, progress: bool = False) -> dict:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {sorted(names | {'records_dir', 'rerun'})}")
+    scratch_checkpoints = None
     if values.get("synthetic") and records_dir is None:
         scratch = Path(tempfile.mkdtemp(prefix="ndlib-synthetic-"))
         records_dir = str(scratch / "runs")
-        values.setdefault("checkpoint_dir", str(scratch / "checkpoints"))
+        if not values.get("checkpoint_dir"):
+            scratch_checkpoints = scratch / "checkpoints"
+            values["checkpoint_dir"] = str(scratch_checkpoints)
     config = TrainConfig(**values, runs_dir=records_dir)
     stored = completed_record(config.run_id, config.runs_dir)
-    record = run(config, progress=progress, rerun=rerun)
+    try:
+        record = run(config, progress=progress, rerun=rerun)
+    finally:
+        if scratch_checkpoints is not None:
+            shutil.rmtree(scratch_checkpoints, ignore_errors=True)
     record["reused"] = stored is not None and not rerun  # the stored result, nothing trained
     record["record_path"] = str(record_path(config.run_id, config.runs_dir))
     return record

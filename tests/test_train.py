@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -397,12 +398,35 @@ def test_run_notebook_keeps_synthetic_records_out_of_the_project(tmp_path, monke
     parameters = dict(arch="vgg16", norm="bn", dataset="cifar10", epochs=1, seed=0, batch_size=16, synthetic=True,
                       synthetic_train_size=32, synthetic_test_size=16, synthetic_image_size=8, device="cpu",
                       num_threads=1, records_dir="")
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
     record = train_module.run_notebook(parameters)
     assert record["status"] == "completed" and record["label"] == "synthetic smoke run"
     assert not record["record_path"].startswith(str(runs_dir()))
+    (scratch,) = scratch_root.glob("ndlib-synthetic-*")
+    assert Path(record["record_path"]).is_file() and Path(record["record_path"]).is_relative_to(scratch)
+    assert not (scratch / "checkpoints").exists()  # the smoke run's weights are not left in the temp dir
     explicit = train_module.run_notebook({**parameters, "records_dir": str(tmp_path / "mine"),
                                           "checkpoint_dir": str(tmp_path / "ck")})
     assert explicit["record_path"] == str(tmp_path / "mine" / f"{record['run_id']}.json")
+    assert (tmp_path / "ck" / record["run_id"] / "last.pt").is_file()  # a folder the user names is kept
+
+
+def test_run_notebook_deletes_a_failed_smoke_runs_checkpoints(tmp_path, monkeypatch):
+    import ndlib.train as train_module
+
+    def crash(config, **_):
+        Path(config.checkpoint_dir, config.run_id).mkdir(parents=True)
+        Path(config.checkpoint_dir, config.run_id, "last.pt").write_bytes(b"weights")
+        raise RuntimeError("crashed mid-run")
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(train_module, "run", crash)
+    with pytest.raises(RuntimeError, match="crashed mid-run"):
+        train_module.run_notebook(dict(arch="vgg16", norm="bn", synthetic=True, device="cpu"))
+    (scratch,) = tmp_path.glob("ndlib-synthetic-*")
+    assert not (scratch / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("parameters, message", [
