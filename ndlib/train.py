@@ -996,8 +996,9 @@ def run_notebook(parameters: dict, *, progress: bool = False) -> dict:
     for real data; a fresh temporary folder for synthetic data, so smoke runs in CI never land
     in the committed records).  Such a run's checkpoints go to that folder too and are deleted
     when it returns or fails: no later call could resume from a folder made for this one, and
-    each would leave a model's weights (~90 MB for VGG-16) in the temp dir.  ``rerun`` (default False) trains a configuration that already has a completed
-    record again (otherwise that record is returned).  Unknown names or bad values raise
+    each would leave a model's weights (~90 MB for VGG-16) in the temp dir.  ``rerun``
+    (default False) trains a configuration that already has a completed record again
+    (otherwise that record is returned).  Unknown names or bad values raise
     ValueError naming them.
     """
     import tempfile
