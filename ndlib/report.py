@@ -1360,10 +1360,14 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
     else:
         ahead = int((both["ours_gain"] > 0).sum())
         paper_ahead = int((both["paper_gain"] > 0).sum())
+        missing = len(gains) - len(both)
+        coverage = (f"every one of the paper's {len(gains)} cells at this budget is run on both sides"
+                    if missing == 0 else
+                    f"{missing} of the paper's {len(gains)} cells at this budget "
+                    f"{'is' if missing == 1 else 'are'} not run on both sides yet")
         out["claims"].append(f"In sum: ND is ahead of BN in {ahead} of the {len(both)} "
                              f"architecture cells we have run on both sides (the paper: in "
-                             f"{paper_ahead} of those {len(both)}); {len(gains) - len(both)} of the "
-                             f"paper's {len(gains)} cells at this budget are not run on both sides yet.")
+                             f"{paper_ahead} of those {len(both)}); {coverage}.")
         out["summary"].append(_sum_sentence(out["claims"][-1]))
 
     # The paper's values.

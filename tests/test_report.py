@@ -716,6 +716,10 @@ def test_one_epoch_discussion_summary_collects_the_in_sum_sentences():
                                        report.nd_vs_bn(table).query("epochs == 1"))
     assert len(text["summary"]) == 3
     assert text["summary"][0].startswith("ND is ahead of BN in 1 of the 1 architecture cells")
+    assert text["summary"][0].endswith("; 9 of the paper's 10 cells at this budget are not run on both sides yet.")
+    vgg_only = report.nd_vs_bn(table).query("epochs == 1 and arch == 'vgg16'")
+    complete = report.one_epoch_discussion(report.agreement_with_paper(table), vgg_only)
+    assert complete["summary"][0].endswith("; every one of the paper's 1 cells at this budget is run on both sides.")
     assert text["summary"][1] == ("1 of the 2 cells with at least 3 seeds put the paper's value outside "
                                   "the prediction interval of our seeds.")
     assert text["summary"][2] == ("5 cells differ by 10 points or more; we have run 1 of them, closer to "
