@@ -717,9 +717,14 @@ def test_one_epoch_discussion_summary_collects_the_in_sum_sentences():
     assert len(text["summary"]) == 3
     assert text["summary"][0].startswith("ND is ahead of BN in 1 of the 1 architecture cells")
     assert text["summary"][0].endswith("; 9 of the paper's 10 cells at this budget are not run on both sides yet.")
-    vgg_only = report.nd_vs_bn(table).query("epochs == 1 and arch == 'vgg16'")
-    complete = report.one_epoch_discussion(report.agreement_with_paper(table), vgg_only)
-    assert complete["summary"][0].endswith("; every one of the paper's 1 cells at this budget is run on both sides.")
+    agreement = report.agreement_with_paper(table)
+    one_epoch = report.nd_vs_bn(table).query("epochs == 1")
+    complete = report.one_epoch_discussion(agreement, one_epoch.query("arch == 'vgg16'"))
+    assert complete["summary"][0].endswith("; every one of the paper's 1 cells at this budget is run "
+                                           "on both sides.")
+    one_short = report.one_epoch_discussion(agreement, one_epoch.query("arch in ['vgg16', 'resnet18']"))
+    assert one_short["summary"][0].endswith("; 1 of the paper's 2 cells at this budget is not run on both "
+                                            "sides yet.")
     assert text["summary"][1] == ("1 of the 2 cells with at least 3 seeds put the paper's value outside "
                                   "the prediction interval of our seeds.")
     assert text["summary"][2] == ("5 cells differ by 10 points or more; we have run 1 of them, closer to "
