@@ -23,7 +23,7 @@ from ndlib.cliargs import EXIT_CODES, ArgumentParser, add_config_arguments, conf
 __all__ = ["main", "build_parser", "add_config_arguments", "config_from_args", "SUBCOMMAND_MODULES",
            "EXIT_CODES"]
 
-SUBCOMMAND_MODULES = ("ndlib.cli", "ndlib.grid", "ndlib.bench", "ndlib.gpu_check")
+SUBCOMMAND_MODULES = ("ndlib.cli", "ndlib.grid", "ndlib.campaign", "ndlib.bench", "ndlib.gpu_check")
 
 
 def _summary(record: dict) -> dict:
@@ -33,7 +33,7 @@ def _summary(record: dict) -> dict:
 
 def _train(args: argparse.Namespace) -> int:
     from ndlib.distributed import context_from_env
-    from ndlib.grid import ClaimTaken, claim
+    from ndlib.claims import ClaimTaken, claim, claims_folder
     from ndlib.records import RecordWriteError, attempts_dir, completed_record, portable_path, record_path
     from ndlib.train import BadRunInput, run
 
@@ -55,7 +55,7 @@ def _train(args: argparse.Namespace) -> int:
     # claims (the other ranks are part of the same run).
     is_main = context_from_env().is_main
     try:
-        with claim(config.run_id) if is_main else contextlib.nullcontext():
+        with claim(config.run_id, claims_folder(config.runs_dir)) if is_main else contextlib.nullcontext():
             record = run(config, progress=not args.no_progress, resume=args.resume, rerun=args.rerun)
     except ClaimTaken as taken:
         print(f"not started: {taken}", file=sys.stderr)

@@ -7,21 +7,18 @@ record (a ``running``, ``failed``, ``interrupted`` or ``diverged`` record is rer
 a checkpoint resumes from it).
 
 Several workers may share the grid (e.g. two shells, or many Slurm tasks on a shared file
-system): before training, a worker *claims* the run by creating ``.claims/<run_id>.claim``
-with ``O_CREAT | O_EXCL`` -- atomic, so exactly one worker wins -- and removes it when done.
-A claim left by a dead process on the same host is taken over; on another host it must be
-removed by hand (its content says who made it).
+system): before training, a worker *claims* the run (:mod:`ndlib.claims`: an exclusive lock on
+``<runs_dir>/.claims/<run_id>.claim``, which the kernel drops when the worker dies) and skips
+runs that another live worker holds.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
 import os
 import shlex
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +26,12 @@ from typing import Iterator, Sequence
 
 from ndlib.cliargs import add_config_arguments, usage_error
 from ndlib.data import DATASETS
-from ndlib.paths import claims_dir
-from ndlib.records import read_record, record_path, utc_now
+from ndlib.claims import ClaimTaken, claim, claims_folder, holder
+from ndlib.records import machine_id, read_record, record_path
 from ndlib.train import TrainConfig, known_archs
 
-__all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "CostEstimate", "estimate_cost", "claim", "ClaimTaken",
-           "run_grid", "slurm_script", "add_parser"]
+__all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "CostEstimate", "estimate_cost", "run_grid",
+           "slurm_script", "add_parser"]
 
 # What each table sweeps by default (spec sections 4 and 5).
 TABLE_DEFAULTS: dict[int, dict] = {
@@ -85,23 +82,36 @@ def plan(table: int, epochs: Sequence[int] | None = None, seeds: Sequence[int] =
     return configs
 
 
-def run_status(config: TrainConfig) -> str:
+def run_status(config: TrainConfig, *, holding_claim: bool = False) -> str:
     """The status in the run's record, or ``missing``.
 
-    A ``running`` record whose process is alive on this host reads ``running``; one whose
-    process is gone (killed without a chance to record it) reads ``stale``.
+    A ``running`` record reads ``running`` while a worker holds the run's claim (or, for a
+    process started before claims lived beside the records, while the process that wrote it is
+    alive on this machine: same boot, :func:`~ndlib.records.machine_id`); otherwise the process
+    was killed without a chance to record it, and it reads ``stale``.  ``holding_claim``: the
+    caller holds the claim itself, so only the second test applies.
     """
     path = record_path(config.run_id, config.runs_dir)
     if not path.is_file():
         return "missing"
     record = read_record(path)
     status = str(record.get("status", "unknown"))
-    if status == "running":
+    if status == "running" and (holding_claim or holder(config.run_id, claims_folder(config.runs_dir)) is None):
         environment = record.get("environment") or {}
-        pid, host = environment.get("pid"), environment.get("hostname")
-        if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        pid, machine = environment.get("pid"), environment.get("machine_id")
+        if not (machine is not None and machine == machine_id() and isinstance(pid, int) and _pid_alive(pid)):
             return "stale"
     return status
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -202,50 +212,6 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
                         None if threads != threads else int(threads))
 
 
-class ClaimTaken(RuntimeError):
-    """Another live worker holds the claim."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextlib.contextmanager
-def claim(run_id: str, folder: str | Path | None = None) -> Iterator[Path]:
-    """Hold ``<folder>/<run_id>.claim`` while the block runs; :class:`ClaimTaken` if someone else does."""
-    folder = Path(folder) if folder is not None else claims_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{run_id}.claim"
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "claimed_at": utc_now()}
-    for attempt in range(2):
-        try:
-            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError):
-                owner = {}
-            stale = owner.get("host") == me["host"] and isinstance(owner.get("pid"), int) \
-                and not _pid_alive(owner["pid"])
-            if stale and attempt == 0:
-                path.unlink(missing_ok=True)
-                continue
-            raise ClaimTaken(f"{run_id} is claimed by {owner or 'an unknown worker'} ({path})") from None
-        with os.fdopen(handle, "w") as stream:
-            json.dump(me, stream)
-        break
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
 @dataclass
 class GridSummary:
     completed: int = 0
@@ -261,7 +227,8 @@ class GridSummary:
 
 def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None, progress: bool = True,
              stream=None) -> GridSummary:
-    """Train every configuration without a completed record, claiming each first.
+    """Train every configuration without a completed record, claiming each first (in ``claims``,
+    default: beside each run's records, :func:`ndlib.claims.claims_folder`).
 
     A completed record is never touched.  Missing data, a missing device or an unwritable runs
     folder stops the grid (:class:`~ndlib.train.BadRunInput`, :class:`~ndlib.records.RecordWriteError`)."""
@@ -281,8 +248,8 @@ def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None
         if bar is not None:
             bar.set_postfix_str(config.run_id)
         try:
-            with claim(config.run_id, claims):
-                status = run_status(config)
+            with claim(config.run_id, claims if claims is not None else claims_folder(config.runs_dir)):
+                status = run_status(config, holding_claim=True)
                 if status == "completed":  # finished by another worker meanwhile
                     summary.skipped_done += 1
                     continue

@@ -39,8 +39,3 @@ def data_dir() -> Path:
 def checkpoints_dir() -> Path:
     """Default checkpoint folder (git-ignored): ``<root>/checkpoints``."""
     return project_root() / "checkpoints"
-
-
-def claims_dir() -> Path:
-    """Folder of the grid's run claims (git-ignored): ``<root>/.claims``."""
-    return project_root() / ".claims"

@@ -150,15 +150,12 @@ def test_notebooks_are_thin_stripped_and_parameterised(name):
 
 
 def test_train_refuses_a_configuration_claimed_by_another_worker(tmp_path, tiny_models, monkeypatch, capsys):
-    import ndlib.grid
-    import ndlib.paths
-
-    monkeypatch.setattr(ndlib.grid, "claims_dir", lambda: tmp_path / "claims")
+    from ndlib.claims import claim, claims_folder
     from ndlib.train import TrainConfig
 
     run_id = TrainConfig(arch="vgg16", synthetic=True, synthetic_image_size=8, synthetic_train_size=32,
                          synthetic_test_size=16, batch_size=16).run_id
-    with ndlib.grid.claim(run_id, tmp_path / "claims"):
+    with claim(run_id, claims_folder(tmp_path / "runs")):  # claims live beside the runs they protect
         assert main(["train", "--arch", "vgg16", *TINY, *_dirs(tmp_path)]) == 1
     assert "claimed" in capsys.readouterr().err
 
@@ -173,9 +170,8 @@ def test_grid_refuses_to_run_under_torchrun(monkeypatch, capsys):
 
 def test_only_rank_zero_claims_under_torchrun(tmp_path, monkeypatch):
     """Rank 1 must not be refused by rank 0's claim (the run itself is stubbed out here)."""
-    import ndlib.grid
+    from ndlib.claims import claim, claims_folder
 
-    monkeypatch.setattr(ndlib.grid, "claims_dir", lambda: tmp_path / "claims")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     seen = []
@@ -185,6 +181,6 @@ def test_only_rank_zero_claims_under_torchrun(tmp_path, monkeypatch):
 
     run_id = TrainConfig(arch="vgg16", synthetic=True, synthetic_image_size=8, synthetic_train_size=32,
                          synthetic_test_size=16, batch_size=16).run_id
-    with ndlib.grid.claim(run_id, tmp_path / "claims"):  # held by "rank 0"
+    with claim(run_id, claims_folder(tmp_path / "runs")):  # held by "rank 0"
         assert main(["train", "--arch", "vgg16", *TINY, *_dirs(tmp_path)]) == 0
     assert seen == [run_id]

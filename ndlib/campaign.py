@@ -1,0 +1,429 @@
+"""A long measurement campaign kept in the repository: the ordered runs, lanes, a clean pause, status.
+
+A campaign is a TOML file under ``campaigns/`` (version-controlled, so the queue survives the
+machine).  It names runs in the order they should train::
+
+    name = "table1-e20"
+    [settings]                  # TrainConfig fields every run shares (what is computed)
+    amp = false
+    [[stage]]                   # expanded dataset -> arch -> seed -> epochs -> norm,
+    title = "1. VGG-16 and EfficientNet-B0, both datasets"     # so a BN/ND pair is adjacent
+    datasets = ["cifar10", "cifar100"]
+    archs = ["vgg16", "efficientnetb0"]
+    norms = ["bn", "nd"]
+    epochs = [20]
+    seeds = [0]
+
+``python -m ndlib campaign run`` starts ``--lanes`` worker processes (default 2, each with
+``--threads`` torch threads, default 1: on our 2-core machine two 1-thread runs gave 1.4x the
+throughput of one 2-thread run).  Each lane walks the list and trains the first run that has no
+finished record (``completed`` or ``diverged``) and that no other worker holds
+(:mod:`ndlib.claims`), resuming its checkpoint if there is one, then the next; a run that fails
+is recorded ``failed`` and left for the next start.  ``campaign pause`` asks every lane to stop
+right after its next checkpoint (a resume then loses nothing); ``campaign run`` clears the pause.
+``campaign status`` prints each run's state (done with its test accuracy, running with its lane,
+epoch and step, next), and what is left at our measured cost.  With ``--commit-to REPO`` each
+record that finishes is copied into ``REPO/results/runs/`` and committed there at once (only
+that file), so a result never lives only on one machine's disk.
+
+Machine-side settings (threads, device, folders, the note on the machine's load) come from the
+command line, never from the file: the same campaign runs anywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import signal
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from ndlib.claims import ClaimTaken, claim, claims_folder, holder
+from ndlib.grid import estimate_cost, run_status
+from ndlib.paths import project_root
+from ndlib.records import read_record, record_path
+from ndlib.train import _NON_IDENTITY, TrainConfig
+
+__all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pause_file", "is_paused", "next_run",
+           "work_lane", "status_lines", "commit_record", "FINISHED", "add_parser"]
+
+#: Record statuses that end a run for the campaign (a diverged run is a result: it diverges again).
+FINISHED = ("completed", "diverged")
+
+_STAGE_KEYS = {"title", "datasets", "archs", "norms", "epochs", "seeds"}
+_PLACEMENT = sorted(_NON_IDENTITY)  # never in a campaign file: they say where, not what
+
+
+class CampaignError(ValueError):
+    """A campaign file that cannot be used; the message names the file, the problem and the fix."""
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """The runs of one campaign file, in training order; ``stages[i]`` is the title of ``runs[i]``'s stage."""
+
+    name: str
+    path: Path
+    description: str
+    runs: tuple[TrainConfig, ...]
+    stages: tuple[str, ...]
+
+    @property
+    def runs_dir(self) -> str | None:
+        return self.runs[0].runs_dir if self.runs else None
+
+
+def default_campaign() -> Path:
+    """The campaign the project is running now: ``campaigns/table1-e20.toml``."""
+    return project_root() / "campaigns" / "table1-e20.toml"
+
+
+def _as_list(value, key: str, where: str) -> list:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise CampaignError(f"{where}: '{key}' is empty; list at least one value")
+    return values
+
+
+def load_campaign(path: str | Path, **placement) -> Campaign:
+    """Read a campaign file; ``placement`` (``num_threads``, ``runs_dir``, ``note``...) goes to every run."""
+    path = Path(path)
+    try:
+        spec = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise CampaignError(f"campaign file {path} not found; the project's campaigns are in campaigns/") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise CampaignError(f"campaign file {path} is not valid TOML ({error}); fix it or restore it from git") \
+            from None
+    unknown = set(spec) - {"name", "description", "settings", "stage"}
+    if unknown:
+        raise CampaignError(f"{path}: unknown keys {sorted(unknown)}; valid: description, name, settings, stage")
+    name = spec.get("name")
+    if not isinstance(name, str) or not name or "/" in name:
+        raise CampaignError(f"{path}: 'name' must be a short name without '/' (it names the pause file)")
+    settings = spec.get("settings", {})
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = sorted(set(settings) - (fields - _NON_IDENTITY - {"arch", "norm", "dataset", "epochs", "seed"}))
+    if bad:
+        raise CampaignError(f"{path}: [settings] may hold only what a run computes, not {bad} (stages give arch, "
+                            f"norm, dataset, epochs and seed; the command line gives {', '.join(_PLACEMENT)})")
+    stages = spec.get("stage")
+    if not isinstance(stages, list) or not stages:
+        raise CampaignError(f"{path}: no [[stage]] tables; a campaign lists its runs in stages")
+    runs: list[TrainConfig] = []
+    titles: list[str] = []
+    for number, stage in enumerate(stages, 1):
+        where = f"{path}, stage {number}"
+        unknown = set(stage) - _STAGE_KEYS
+        missing = {"datasets", "archs", "norms", "epochs"} - set(stage)
+        if unknown or missing:
+            raise CampaignError(f"{where}: " + (f"unknown keys {sorted(unknown)}" if unknown else
+                                                f"missing {sorted(missing)}") + f"; valid: {sorted(_STAGE_KEYS)}")
+        lists = {key: _as_list(stage.get(key, [0]), key, where) for key in _STAGE_KEYS - {"title"}}
+        for dataset in lists["datasets"]:
+            for arch in lists["archs"]:
+                for seed in lists["seeds"]:
+                    for epochs in lists["epochs"]:
+                        for norm in lists["norms"]:
+                            try:
+                                config = TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epochs,
+                                                     seed=seed, **settings, **placement)
+                            except (ValueError, TypeError) as error:
+                                raise CampaignError(f"{where}: {error}") from None
+                            runs.append(config)
+                            titles.append(str(stage.get("title", f"stage {number}")))
+    ids = [config.run_id for config in runs]
+    repeated = sorted({run_id for run_id in ids if ids.count(run_id) > 1})
+    if repeated:
+        raise CampaignError(f"{path}: runs listed more than once: {repeated}; list each run once")
+    if len({config.runs_dir for config in runs}) > 1:
+        raise CampaignError(f"{path}: all runs must share one runs folder")
+    return Campaign(name, path, str(spec.get("description", "")).strip(), tuple(runs), tuple(titles))
+
+
+# --------------------------------------------------------------------------------------
+# Pause
+# --------------------------------------------------------------------------------------
+def pause_file(campaign: Campaign) -> Path:
+    """``<runs_dir>/.campaigns/<name>.pause``: while it exists, lanes stop after their next checkpoint."""
+    return claims_folder(campaign.runs_dir).parent / ".campaigns" / f"{campaign.name}.pause"
+
+
+def is_paused(campaign: Campaign) -> bool:
+    return pause_file(campaign).exists()
+
+
+# --------------------------------------------------------------------------------------
+# One lane
+# --------------------------------------------------------------------------------------
+def next_run(campaign: Campaign, skip: set[str] = frozenset()) -> TrainConfig | None:
+    """The first run not finished, not held by another worker and not in ``skip``; None when none is left."""
+    folder = claims_folder(campaign.runs_dir)
+    for config in campaign.runs:
+        if config.run_id in skip or holder(config.run_id, folder) is not None:
+            continue
+        if run_status(config) not in (*FINISHED, "running"):
+            return config
+    return None
+
+
+def commit_record(record_file: Path, repo: str | Path, message: str) -> Path:
+    """Copy ``record_file`` into ``<repo>/results/runs/`` (unless it is there) and commit that file alone.
+
+    ``git commit --only`` leaves whatever else is staged or changed in ``repo`` as it was."""
+    repo = Path(repo).resolve()
+    target = repo / "results" / "runs" / record_file.name
+    if target.resolve() != record_file.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.copy")
+        shutil.copyfile(record_file, temp)
+        temp.replace(target)
+    relative = target.relative_to(repo).as_posix()
+    for command in (["git", "add", "--", relative], ["git", "commit", "--quiet", "--only", "-m", message, "--", relative]):
+        done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OSError(f"`{' '.join(command[:2])}` in {repo} failed: {(done.stderr or done.stdout).strip()}; "
+                          f"the record is at {target}: commit it by hand")
+    return target
+
+
+def _commit_message(campaign: Campaign, record: dict, lane: int) -> str:
+    final = record.get("final") or {}
+    history = record.get("history") or []
+    seconds = sum(float(entry.get("train_time_s", 0.0)) for entry in history)
+    environment = record.get("environment") or {}
+    accuracy = final.get("test_acc")
+    result = f"{accuracy:.2f} % test" if isinstance(accuracy, (int, float)) else "no test accuracy"
+    return (f"Run record: {record['run_id']}: {record['status']}, {result} after {len(history)} epochs "
+            f"(campaign {campaign.name}, lane {lane}). {environment.get('device_type', '?')} "
+            f"({environment.get('device_name', '?')}), {environment.get('num_threads', '?')} thread(s), "
+            f"{seconds:,.0f} s training")
+
+
+def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = None, stream: TextIO | None = None) -> int:
+    """Train the campaign's runs one after another until none is left or a pause is asked; an exit code.
+
+    0: nothing left or paused; 1: a run failed (recorded; the lane went on with the rest); 2: bad
+    input, an unwritable folder or a failed commit (the lane stops: every run would fail the same way)."""
+    from ndlib.records import RecordWriteError
+    from ndlib.train import BadRunInput, RunPaused, run
+
+    stream = stream if stream is not None else sys.stdout
+    say = lambda text: print(f"[lane {lane}] {text}", file=stream, flush=True)  # noqa: E731
+    tried: set[str] = set()
+    failed = 0
+    while True:
+        if is_paused(campaign):
+            say(f"paused ({pause_file(campaign).name}); `campaign run` continues")
+            return 1 if failed else 0
+        config = next_run(campaign, tried)
+        if config is None:
+            say("nothing left to train")
+            return 1 if failed else 0
+        tried.add(config.run_id)
+        try:
+            with claim(config.run_id, claims_folder(config.runs_dir), lane=lane, campaign=campaign.name):
+                status = run_status(config, holding_claim=True)
+                if status in (*FINISHED, "running"):
+                    continue  # finished meanwhile, or trained by a process outside the campaign
+                say(f"train {config.run_id}" + (" (resuming)" if status != "missing" else ""))
+                record = run(config, progress=False, pause_requested=lambda: is_paused(campaign))
+        except ClaimTaken:
+            continue
+        except RunPaused:
+            say(f"{config.run_id}: paused after its checkpoint")
+            return 1 if failed else 0
+        except (BadRunInput, RecordWriteError) as error:
+            say(f"stopped: {config.run_id}: {' '.join(str(error).split())}")
+            return 2
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # recorded as failed by run(); the next start tries it again
+            say(f"{config.run_id}: failed: {type(error).__name__}: {error}")
+            failed += 1
+            continue
+        final = record.get("final") or {}
+        say(f"{config.run_id}: {record['status']} test_acc={final.get('test_acc')}")
+        if commit_to is not None:
+            try:
+                target = commit_record(record_path(config.run_id, config.runs_dir), commit_to,
+                                       _commit_message(campaign, record, lane))
+            except OSError as error:
+                say(f"stopped: {error}")
+                return 2
+            say(f"committed {target.name} in {Path(commit_to).resolve().name}")
+
+
+# --------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------
+def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
+    """What ``campaign status`` prints: one line per run in order, then what is left and its cost."""
+    from ndlib.bench import load_bench
+    from ndlib.records import load_runs
+    from ndlib.train import checkpoint_position
+
+    records = load_runs(campaign.runs_dir)
+    bench = load_bench(None)
+    folder = claims_folder(campaign.runs_dir)
+    lines = [f"campaign {campaign.name} ({campaign.path.name}): {len(campaign.runs)} runs"
+             + ("; PAUSED: lanes stop after their next checkpoint (`campaign run` continues)"
+                if is_paused(campaign) else "")]
+    counts = {"done": 0, "running": 0, "waiting": 0}
+    left_s, unknown, marked_next, stage = 0.0, 0, False, None
+    for config, title in zip(campaign.runs, campaign.stages):
+        if title != stage:
+            lines.append(f"  {title}")
+            stage = title
+        status = run_status(config)
+        path = record_path(config.run_id, config.runs_dir)
+        record = read_record(path) if path.is_file() else {}
+        history = record.get("history") or []
+        if status in FINISHED:
+            counts["done"] += 1
+            final = record.get("final") or {}
+            accuracy = final.get("test_acc")
+            lines.append(f"    {status:<11} {config.run_id}  test {accuracy:.2f} %" if isinstance(accuracy, float)
+                         else f"    {status:<11} {config.run_id}")
+            continue
+        position = checkpoint_position(config)
+        done = 0.0 if position is None else position.fraction_done
+        estimate = estimate_cost(config, records, bench)
+        if estimate is None:
+            unknown += 1
+            cost = "no estimate"
+        else:
+            left_s += estimate.seconds * (1.0 - done)
+            cost = f"~{estimate.seconds * (1.0 - done) / 3600:.1f} h left"
+        where = ""
+        if history:
+            last = history[-1]
+            where = f"epoch {len(history)}/{config.epochs} done (test {last.get('test_acc', float('nan')):.2f} %)"
+        if position is not None and position.problem is None:
+            where += (", " if where else "") + f"checkpoint at step {position.step}"
+        if status == "running":
+            counts["running"] += 1
+            owner = holder(config.run_id, folder) or {}
+            pid = owner.get("pid", (record.get("environment") or {}).get("pid", "?"))
+            who = f"lane {owner['lane']}" if "lane" in owner else f"pid {pid}, outside the campaign"
+            lines.append(f"    running     {config.run_id}  [{who}; {where or 'first epoch'}]  {cost}")
+        else:
+            counts["waiting"] += 1
+            label = "next" if not marked_next else status
+            marked_next = True
+            lines.append(f"    {label:<11} {config.run_id}" + (f"  [{where}]" if where else "") + f"  {cost}")
+    lines.append(f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting; "
+                 f"~{left_s / 3600:.0f} h of training left, ~{left_s / 3600 / max(lanes, 1):.0f} h on {lanes} lanes"
+                 + (f" ({unknown} runs without an estimate)" if unknown else "")
+                 + " (estimates: ndlib.grid.estimate_cost, from our completed runs of each model)")
+    return lines
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+def _placement(args: argparse.Namespace) -> dict:
+    values = {"num_threads": args.threads, "runs_dir": args.runs_dir, "checkpoint_dir": args.checkpoint_dir,
+              "data_dir": args.data_dir, "device": args.device}
+    if getattr(args, "note", None):
+        values["note"] = args.note
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _lane_argv(args: argparse.Namespace, lane: int) -> list[str]:
+    argv = [sys.executable, "-m", "ndlib", "campaign", "lane", str(args.file), "--lane", str(lane)]
+    for flag in ("threads", "runs_dir", "checkpoint_dir", "data_dir", "device", "note", "commit_to"):
+        value = getattr(args, flag)
+        if value is not None and value != "":
+            argv += ["--" + flag.replace("_", "-"), str(value)]
+    return argv
+
+
+def _run_lanes(args: argparse.Namespace, campaign: Campaign) -> int:
+    """Start ``args.lanes`` lane processes and wait; SIGINT/SIGTERM is passed on (each records ``interrupted``)."""
+    pause_file(campaign).unlink(missing_ok=True)
+    for line in status_lines(campaign, args.lanes):
+        print(line, flush=True)
+    children = [subprocess.Popen(_lane_argv(args, lane)) for lane in range(1, args.lanes + 1)]
+
+    def pass_on(signum, frame):  # noqa: ARG001
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if any(code == 130 for code in codes):
+        print("campaign interrupted; `campaign run` resumes every run from its checkpoint", file=sys.stderr)
+        return 130
+    return max(codes) if codes else 0
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from ndlib.cliargs import EXIT_CODES, usage_error
+
+    prog = f"{args.parser.prog}"
+    if getattr(args, "lanes", 1) < 1 or getattr(args, "threads", 1) is not None and args.threads < 1:
+        return usage_error(prog, "--lanes and --threads must be at least 1")
+    try:
+        campaign = load_campaign(args.file, **_placement(args))
+    except CampaignError as error:
+        return usage_error(prog, error)
+    if not campaign.runs:
+        return usage_error(prog, f"{args.file} lists no runs")
+    try:
+        if args.action == "status":
+            for line in status_lines(campaign, args.lanes):
+                print(line)
+            return 0
+        if args.action == "pause":
+            path = pause_file(campaign)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("lanes stop after their next checkpoint; `campaign run` continues\n")
+            print(f"pause asked: every lane of {campaign.name} stops after its next checkpoint "
+                  f"(within --checkpoint-interval-s, or at the end of its epoch); `campaign run` continues")
+            return 0
+        if args.action == "lane":
+            return work_lane(campaign, args.lane, commit_to=args.commit_to)
+        return _run_lanes(args, campaign)
+    except KeyboardInterrupt:
+        return EXIT_CODES["interrupted"]
+    except (ValueError, OSError) as error:  # a damaged record, an unwritable folder
+        return usage_error(prog, error)
+
+
+def add_parser(subparsers) -> None:
+    """Register ``campaign``."""
+    parser = subparsers.add_parser(
+        "campaign", help="run, pause or show a campaign of runs listed in campaigns/*.toml",
+        description="Run a campaign's runs in order on several lanes (completed records skipped, checkpoints "
+                    "resumed, claims so two lanes never train one run), pause it cleanly, or show its status.")
+    parser.add_argument("action", choices=["run", "status", "pause", "lane"],
+                        help="run: start the lanes; status: done / running / next and the cost left; pause: lanes "
+                             "stop after their next checkpoint; lane: one lane (what `run` starts)")
+    parser.add_argument("file", nargs="?", default=None, help="campaign file (default: campaigns/table1-e20.toml)")
+    parser.add_argument("--lanes", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per lane (default 1)")
+    parser.add_argument("--lane", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--commit-to", metavar="REPO",
+                        help="copy each finished record into REPO/results/runs and commit it there at once")
+    parser.add_argument("--note", default="", help="free text for every record: the machine and its load")
+    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--runs-dir", default=None, help="default: <project>/results/runs")
+    parser.add_argument("--checkpoint-dir", default=None, help="default: <project>/checkpoints")
+    parser.add_argument("--data-dir", default=None, help="default: <project>/data")
+    parser.set_defaults(handler=_handle_with_default, parser=parser)
+
+
+def _handle_with_default(args: argparse.Namespace) -> int:
+    if args.file is None:
+        args.file = default_campaign()
+    return _handle(args)

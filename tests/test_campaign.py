@@ -1,0 +1,191 @@
+"""Campaigns (ndlib.campaign): the file, lanes, skipping finished runs, resume, a clean pause,
+claims between lanes, status, committing records, and one-line errors.  Synthetic data only."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import ndlib.campaign as campaign_module
+from ndlib.campaign import CampaignError, load_campaign, next_run, pause_file, status_lines, work_lane
+from ndlib.claims import claim, claims_folder
+from ndlib.cli import main
+from ndlib.grid import run_status
+
+TINY_SETTINGS = """
+[settings]
+synthetic = true
+synthetic_image_size = 8
+synthetic_train_size = 32
+synthetic_test_size = 16
+batch_size = 16
+"""
+
+
+def _write(tmp_path: Path, stages: str, settings: str = TINY_SETTINGS, name: str = "tiny") -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(f'name = "{name}"\n' + textwrap.dedent(settings) + textwrap.dedent(stages))
+    return path
+
+
+PAIR = """
+[[stage]]
+title = "one pair"
+datasets = ["cifar10"]
+archs = ["resnet18"]
+norms = ["bn", "nd"]
+epochs = [1]
+"""
+
+
+def _placement(tmp_path: Path, **extra) -> dict:
+    return dict(runs_dir=str(tmp_path / "runs"), checkpoint_dir=str(tmp_path / "ck"), num_threads=1, device="cpu",
+                **extra)
+
+
+def _records(tmp_path: Path) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*.json")}
+
+
+def test_the_project_campaign_lists_the_issue_order():
+    campaign = load_campaign(campaign_module.default_campaign())
+    ids = [c.run_id for c in campaign.runs]
+    assert ids[:4] == ["t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0",
+                       "t1-cifar10-efficientnetb0-bn-e20-s0", "t1-cifar10-efficientnetb0-nd-e20-s0"]
+    assert len([i for i in ids if i.endswith("-e20-s0")]) == 8 + 8 + 8 + 4
+    assert ids[8] == "t1-cifar100-resnet18-bn-e20-s0" and ids[16] == "t1-cifar10-resnet18-bn-e20-s0"
+    assert all(not c.amp for c in campaign.runs)  # fp32 on both sides (the bf16 test has not accepted bf16)
+
+
+def test_stages_expand_in_order_with_pairs_adjacent(tmp_path):
+    campaign = load_campaign(_write(tmp_path, PAIR.replace('["cifar10"]', '["cifar10", "cifar100"]')),
+                             **_placement(tmp_path))
+    assert [(c.dataset, c.norm) for c in campaign.runs] == [("cifar10", "bn"), ("cifar10", "nd"),
+                                                           ("cifar100", "bn"), ("cifar100", "nd")]
+    assert campaign.stages == ("one pair",) * 4 and campaign.runs[0].num_threads == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ('name = "x"\n[[stage]]\ndatasets = ["cifar10"]\narchs = ["vgg16"]\nnorms = ["bn"]\nepoch = [1]\n',
+     "unknown keys \\['epoch'\\]"),
+    ('name = "x"\n[settings]\nnum_threads = 2\n' + PAIR, "may hold only what a run computes"),
+    ('name = "x"\n[settings]\nlr = -1.0\n' + PAIR, "lr must be"),
+    ('name = "x"\n' + PAIR + PAIR, "listed more than once"),
+    ('name = "x"\n[[stage]]\ndatasets = ["cifar10"]\narchs = ["alexnet"]\nnorms = ["bn"]\nepochs = 1\n',
+     "unknown arch 'alexnet'"),
+    ('name = "x"\n', "no \\[\\[stage\\]\\]"),
+    ('name = \n', "not valid TOML"),
+])
+def test_a_bad_campaign_file_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(CampaignError, match=message):
+        load_campaign(path)
+
+
+def test_bad_campaign_file_on_the_command_line_exits_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text('name = "x"\n[settings]\nrunz_dir = "a"\n' + PAIR)
+    assert main(["campaign", "status", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "runz_dir" in err and str(path) in err
+    assert main(["campaign", "status", str(tmp_path / "missing.toml")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_one_lane_trains_in_order_skips_finished_runs_and_reports_status(tmp_path):
+    campaign = load_campaign(_write(tmp_path, PAIR), **_placement(tmp_path))
+    out = io.StringIO()
+    assert work_lane(campaign, 1, stream=out) == 0
+    records = _records(tmp_path)
+    assert {r["status"] for r in records.values()} == {"completed"} and len(records) == 2
+    assert out.getvalue().index("resnet18-bn") < out.getvalue().index("resnet18-nd")
+    started = {k: r["started_at"] for k, r in records.items()}
+    assert work_lane(campaign, 1, stream=io.StringIO()) == 0  # finished runs are skipped, not retrained
+    assert {k: r["started_at"] for k, r in _records(tmp_path).items()} == started
+    text = "\n".join(status_lines(campaign))
+    assert "2 done, 0 running, 0 waiting" in text and "test " in text
+
+
+def test_a_pause_stops_after_the_next_checkpoint_and_the_run_resumes_exactly(tmp_path, monkeypatch):
+    stages = PAIR.replace('["bn", "nd"]', '["bn"]')
+    straight = load_campaign(_write(tmp_path / "a", stages), **_placement(tmp_path / "a"))
+    work_lane(straight, 1, stream=io.StringIO())
+    expected = _records(tmp_path / "a")[straight.runs[0].run_id]["final"]
+
+    campaign = load_campaign(_write(tmp_path / "b", stages), **_placement(tmp_path / "b", checkpoint_interval_s=0))
+    asked = iter([False, True])  # the lane's own check, then one per checkpoint: pause at the first (step 1 of 2)
+    monkeypatch.setattr(campaign_module, "is_paused", lambda c: next(asked, False))
+    out = io.StringIO()
+    assert work_lane(campaign, 1, stream=out) == 0 and "paused after its checkpoint" in out.getvalue()
+    record = _records(tmp_path / "b")[campaign.runs[0].run_id]
+    assert record["status"] == "interrupted" and "RunPaused" in record["error"]
+    monkeypatch.undo()
+    assert work_lane(campaign, 1, stream=io.StringIO()) == 0
+    resumed = _records(tmp_path / "b")[campaign.runs[0].run_id]
+    assert resumed["status"] == "completed" and resumed["resumed_at_steps"] == [1]
+    for key in ("train_loss", "train_acc", "test_acc", "test_loss"):
+        assert resumed["final"][key] == expected[key], key
+
+
+def test_the_pause_command_writes_the_pause_file_and_run_clears_it(tmp_path, capsys):
+    path = _write(tmp_path, PAIR)
+    dirs = ["--runs-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(["campaign", "pause", str(path), *dirs]) == 0
+    campaign = load_campaign(path, **_placement(tmp_path))
+    assert pause_file(campaign).exists() and "PAUSED" in status_lines(campaign)[0]
+    assert work_lane(campaign, 1, stream=io.StringIO()) == 0 and not _records(tmp_path)  # paused: nothing trained
+
+
+def test_a_run_claimed_by_another_worker_is_left_to_it(tmp_path):
+    campaign = load_campaign(_write(tmp_path, PAIR), **_placement(tmp_path))
+    first, second = campaign.runs
+    with claim(first.run_id, claims_folder(first.runs_dir), lane=2):
+        assert next_run(campaign) == second
+        assert work_lane(campaign, 1, stream=io.StringIO()) == 0
+        assert run_status(first) == "missing" and run_status(second) == "completed"
+        assert "lane 2" not in "\n".join(status_lines(campaign))  # a claim without a record: still waiting
+
+
+def test_two_lanes_share_the_campaign_without_training_a_run_twice(tmp_path):
+    """`campaign run --lanes 2`: two processes, each run trained once, claims released at the end."""
+    stages = PAIR.replace('["cifar10"]', '["cifar10", "cifar100"]')
+    path = _write(tmp_path, stages)
+    done = subprocess.run([sys.executable, "-m", "ndlib", "campaign", "run", str(path), "--lanes", "2",
+                           "--device", "cpu", "--runs-dir", str(tmp_path / "runs"),
+                           "--checkpoint-dir", str(tmp_path / "ck"), "--note", "test lanes"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    records = _records(tmp_path)
+    assert len(records) == 4 and {r["status"] for r in records.values()} == {"completed"}
+    assert all(r["resumed_at_steps"] == [] for r in records.values())  # none trained twice or over another
+    trained = [line.split()[-1] for line in done.stdout.splitlines() if "] train " in line]
+    assert sorted(trained) == sorted(records) and {"[lane 1]", "[lane 2]"} <= {l.split(" train")[0] for l in
+                                                                          done.stdout.splitlines() if "] train " in l}
+    assert all(r["config"]["note"] == "test lanes" and r["config"]["num_threads"] == 1 for r in records.values())
+    assert not (tmp_path / "runs" / ".claims").exists()
+
+
+def test_commit_to_commits_each_finished_record_alone(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout  # noqa
+    git("init", "-q")
+    git("config", "user.email", "t@example.invalid")
+    git("config", "user.name", "t")
+    (repo / "work.txt").write_text("uncommitted work\n")
+    git("add", "work.txt")  # staged work of the developer must stay staged, not committed
+    campaign = load_campaign(_write(tmp_path, PAIR.replace('["bn", "nd"]', '["bn"]')), **_placement(tmp_path))
+    out = io.StringIO()
+    assert work_lane(campaign, 1, commit_to=repo, stream=out) == 0
+    run_id = campaign.runs[0].run_id
+    assert git("log", "--format=%s").startswith(f"Run record: {run_id}: completed")
+    assert git("show", "--name-only", "--format=").split() == [f"results/runs/{run_id}.json"]
+    assert "A  work.txt" in git("status", "--porcelain")
+    assert json.loads((repo / "results" / "runs" / f"{run_id}.json").read_text())["status"] == "completed"
