@@ -73,7 +73,7 @@ VARIANTS = {"bn": ("bn", None), "nd": ("nd", "ndlib"), "nd_reference": ("nd", "r
 BENCH_COLUMNS = [
     "bench_id", "arch", "batch_size", "device_type", "device_name", "num_threads", "implementation",
     "bn_step_s", "nd_step_s", "ratio_nd_bn", "ratio_min", "ratio_max", "rounds", "steps_per_round",
-    "channels_last", "keep_freed_memory", "image_size", "refresh_every", "round_statistic", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
+    "channels_last", "amp", "keep_freed_memory", "image_size", "refresh_every", "round_statistic", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
     "git_dirty", "created_at", "note", "file",
 ]
 STAGE_COLUMNS = [
@@ -95,6 +95,7 @@ class BenchConfig:
     steps: int | None = None  # default: 1, or refresh_every (one refresh cycle per round)
     implementations: tuple[str, ...] = ("ndlib", "reference")
     channels_last: bool = False
+    amp: bool = False  # bfloat16 autocast in every variant's step, as `ndlib train --amp` trains
     keep_freed_memory: bool = False  # CPU: glibc keeps freed memory (ndlib.cpu_memory), as `ndlib train` does
     image_size: int | None = None  # default: the architecture's input size
     num_classes: int = 10
@@ -146,9 +147,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images, labels) -> None:
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images, labels, amp: bool = False) -> None:
+    """One SGD step; ``amp``: the forward under bfloat16 autocast and the loss in float32, as
+    :func:`ndlib.train.run` does with ``amp=True``."""
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(images), labels)
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(images)
+    loss = F.cross_entropy(logits.float(), labels)
     loss.backward()
     optimizer.step()
 
@@ -164,6 +169,7 @@ def time_train_steps(
     lr: float = 0.01,
     log: Callable[[str], None] | None = None,
     round_statistic: str = "median",
+    amp: bool = False,
 ) -> dict[str, list[list[float]]]:
     """Interleaved train-step timing: ``{variant: [[step seconds] per round]}``.
 
@@ -183,7 +189,7 @@ def time_train_steps(
         model.train()
     for name, model in models.items():
         for _ in range(warmup):
-            _train_step(model, optimizers[name], images, labels)
+            _train_step(model, optimizers[name], images, labels, amp)
         _sync(device)
     times: dict[str, list[list[float]]] = {name: [] for name in models}
     order = list(models)
@@ -194,7 +200,7 @@ def time_train_steps(
             for _ in range(steps):
                 _sync(device)
                 start = time.perf_counter()
-                _train_step(models[name], optimizers[name], images, labels)
+                _train_step(models[name], optimizers[name], images, labels, amp)
                 _sync(device)
                 per_step.append(time.perf_counter() - start)
             times[name].append(per_step)
@@ -415,7 +421,7 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         load_before = _load_avg()
         created_at = utc_now()
         times = time_train_steps(models, images, labels, warmup=config.warmup, rounds=config.rounds,
-                                 steps=config.steps, log=log, round_statistic=config.round_statistic)
+                                 steps=config.steps, log=log, round_statistic=config.round_statistic, amp=config.amp)
         stages = stage_breakdown(models["nd"], images, config.stage_repeats) if config.stages and "nd" in models else []
         load_after = _load_avg()
     finally:
@@ -423,7 +429,8 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
     summary = summarize(times, round_statistic=config.round_statistic)
     stamp = created_at.replace(":", "").replace("-", "").replace("+0000", "Z")
     refresh = f"-r{config.refresh_every}" if config.refresh_every != 1 else ""
-    bench_id = f"{config.arch}-b{config.batch_size}-{device.type}-t{config.threads or 'auto'}{refresh}-{stamp}"
+    precision = "-bf16" if config.amp else ""
+    bench_id = f"{config.arch}-b{config.batch_size}-{device.type}-t{config.threads or 'auto'}{refresh}{precision}-{stamp}"
     record = {
         "bench_id": bench_id,
         "kind": "train_step",
@@ -483,8 +490,12 @@ def _read_records(root) -> list[tuple[Path, dict]]:
     return out
 
 
-def load_bench(root: str | Path | None = "results/bench") -> pd.DataFrame:
+def load_bench(root: str | Path | None = "results/bench", amp: bool | None = False) -> pd.DataFrame:
     """One row per (benchmark, implementation): BN and ND median step times and their ratio.
+
+    ``amp``: False (default) keeps the float32 benchmarks only, True the bfloat16-autocast ones,
+    None both (the ``amp`` column tells them apart): a step time is never compared across precisions
+    by accident.
 
     ``root=None`` means ``<project>/results/bench`` wherever the caller runs; a relative
     ``root`` is resolved against the project root when it does not exist from the current folder
@@ -512,6 +523,7 @@ def load_bench(root: str | Path | None = "results/bench") -> pd.DataFrame:
                 "ratio_nd_bn": entry["ratio"], "ratio_min": entry["ratio_min"], "ratio_max": entry["ratio_max"],
                 "rounds": len(entry["round_medians_s"]), "steps_per_round": record["config"]["steps"],
                 "channels_last": record["config"]["channels_last"],
+                "amp": bool(record["config"].get("amp", False)),
                 "keep_freed_memory": bool(record.get("keep_freed_memory", False)), "image_size": record.get("image_size"),
                 "refresh_every": record["config"].get("refresh_every", 1),
                 "round_statistic": record.get("round_statistic", "median"),
@@ -520,7 +532,8 @@ def load_bench(root: str | Path | None = "results/bench") -> pd.DataFrame:
                 "git_dirty": environment.get("git_dirty"), "created_at": record["created_at"],
                 "note": record["config"].get("note", ""), "file": path.name,
             })
-    return pd.DataFrame(rows, columns=BENCH_COLUMNS)
+    frame = pd.DataFrame(rows, columns=BENCH_COLUMNS)
+    return frame if amp is None else frame[frame["amp"] == amp].reset_index(drop=True)
 
 
 def load_stages(root: str | Path | None = "results/bench") -> pd.DataFrame:
@@ -562,7 +575,7 @@ def _handle(args: argparse.Namespace) -> int:
         configs = [
             BenchConfig(arch=arch, batch_size=args.batch_size, device=args.device, threads=args.threads,
                         warmup=args.warmup, rounds=args.rounds, steps=args.steps,
-                        implementations=implementations, channels_last=args.channels_last,
+                        implementations=implementations, channels_last=args.channels_last, amp=args.amp,
                         keep_freed_memory=args.keep_freed_memory,
                         image_size=args.image_size, stages=args.stages, out_dir=args.out_dir, note=args.note,
                         refresh_every=args.refresh_every)
@@ -601,6 +614,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--implementations", default="ndlib,reference",
                         help="which ND layers: ndlib, reference (the public algorithm) or both")
     parser.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    parser.add_argument("--amp", action="store_true",
+                        help="bfloat16 autocast in every variant's step (as `train --amp`); the record's id ends -bf16")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="CPU: glibc keeps freed memory in the process, as `ndlib train` runs do (ndlib.cpu_memory)")
     parser.add_argument("--image-size", type=int, default=None, help="default: the architecture's")

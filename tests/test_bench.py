@@ -170,3 +170,21 @@ def test_summarize_mean_rounds_keep_the_expensive_step():
     assert bench.summarize(times, round_statistic="mean")["nd"]["ratio"] == pytest.approx(7 / 4)
     with pytest.raises(ValueError, match="round_statistic"):
         bench.summarize(times, round_statistic="max")
+
+
+def test_amp_bench_runs_in_bfloat16_names_its_record_and_stays_out_of_the_fp32_tables(tmp_path):
+    models = {"bn": tiny("bn"), "nd": tiny("nd")}
+    dtypes = []
+    models["bn"][0].register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    config = bench.BenchConfig(arch="tiny", batch_size=4, image_size=8, rounds=2, amp=True,
+                               implementations=("ndlib",), out_dir=str(tmp_path))
+    record = bench.run_bench(config, models=models, log=None)
+    assert set(dtypes) == {torch.bfloat16}  # the convolutions ran under bf16 autocast
+    assert record["bench_id"].split("-")[-2] == "bf16" and record["config"]["amp"] is True
+    fp32 = bench.run_bench(bench.BenchConfig(arch="tiny", batch_size=4, image_size=8, rounds=2,
+                                             implementations=("ndlib",), out_dir=str(tmp_path)),
+                           models={"bn": tiny("bn"), "nd": tiny("nd")}, log=None)
+    assert list(bench.load_bench(tmp_path)["bench_id"]) == [fp32["bench_id"]]  # default: float32 only
+    assert list(bench.load_bench(tmp_path, amp=True)["bench_id"]) == [record["bench_id"]]
+    both = bench.load_bench(tmp_path, amp=None)
+    assert sorted(both["amp"]) == [False, True]
