@@ -1,0 +1,140 @@
+"""ndlib.convergence and its figures, on run and history frames built here (never results/)."""
+from __future__ import annotations
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+from ndlib import convergence, plots, published, report  # noqa: E402
+
+
+def _run(run_id, arch="vgg16", norm="bn", dataset="cifar10", status="completed", machine="m1", seed=0, **extra):
+    row = {name: None for name in report.RUN_COLUMNS}
+    row.update(run_id=run_id, status=status, table=1, dataset=dataset, arch=arch, norm=norm, epochs=20, seed=seed,
+               synthetic=False, machine_id=machine, device_name="cpu", num_threads=1, **extra)
+    return row
+
+
+def _history(run_id, accuracies, seconds=100.0):
+    return [{"run_id": run_id, "epoch": e, "test_acc": a, "train_acc": a + 5, "train_loss": 1.0, "test_loss": 1.0,
+             "train_time_s": seconds} for e, a in enumerate(accuracies, 1)]
+
+
+def _frames():
+    runs = pd.DataFrame([_run("t1-cifar10-vgg16-bn-e20-s0"), _run("t1-cifar10-vgg16-nd-e20-s0", norm="nd"),
+                         _run("t1-cifar100-vgg16-bn-e20-s0", dataset="cifar100", status="running"),
+                         _run("t1-cifar100-vgg16-nd-e20-s0", norm="nd", dataset="cifar100", status="interrupted",
+                              machine="m2"),
+                         _run("t1-cifar10-vgg16-nd-e20-s0-o1a2b3c4d", norm="nd"),  # other options: left out
+                         _run("t1-cifar10-resnet18-bn-e1-s0", arch="resnet18")],  # another budget
+                        columns=report.RUN_COLUMNS)
+    runs.loc[runs["run_id"].str.endswith("e1-s0"), "epochs"] = 1
+    histories = pd.DataFrame(
+        _history("t1-cifar10-vgg16-bn-e20-s0", [50 + e for e in range(20)])
+        + _history("t1-cifar10-vgg16-nd-e20-s0", [60 + e for e in range(20)], seconds=200.0)
+        + _history("t1-cifar100-vgg16-bn-e20-s0", [10, 20, 30])
+        + _history("t1-cifar100-vgg16-nd-e20-s0", [25, 35])
+        + _history("t1-cifar10-vgg16-nd-e20-s0-o1a2b3c4d", [1.0])
+        + _history("t1-cifar10-resnet18-bn-e1-s0", [40.0]))
+    return runs, histories
+
+
+def test_reproduction_labels_say_training_accuracy_only_where_the_evidence_holds():
+    assert convergence.reproduction_label("cifar10", 20) == "split not stated"
+    for dataset, epochs in (("cifar100", 20), ("cifar100", 100), ("cifar10", 100)):
+        assert convergence.reproduction_label(dataset, epochs) == "training accuracy (our inference)"
+
+
+def test_curves_keep_paper_setting_runs_of_the_budget_with_cumulative_training_time():
+    curves = convergence.campaign_curves(*_frames())
+    assert set(curves["run_id"]) == {"t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0",
+                                     "t1-cifar100-vgg16-bn-e20-s0", "t1-cifar100-vgg16-nd-e20-s0"}
+    nd = curves[curves["run_id"] == "t1-cifar10-vgg16-nd-e20-s0"]
+    assert list(nd["elapsed_s"]) == [200.0 * e for e in range(1, 21)]
+    assert curves.groupby("run_id")["in_progress"].first().to_dict() == {
+        "t1-cifar10-vgg16-bn-e20-s0": False, "t1-cifar10-vgg16-nd-e20-s0": False,
+        "t1-cifar100-vgg16-bn-e20-s0": True, "t1-cifar100-vgg16-nd-e20-s0": True}
+    assert convergence.campaign_curves(pd.DataFrame(columns=report.RUN_COLUMNS), pd.DataFrame()).empty
+
+
+def test_cell_progress_gives_final_values_and_where_runs_in_progress_stand():
+    curves = convergence.campaign_curves(*_frames())
+    c10 = convergence.cell_progress(curves, "cifar10").set_index(["arch", "norm"])
+    assert len(c10) == 20 and c10.loc[("vgg16", "nd"), "ours_test"] == 79.0
+    assert bool(c10.loc[("vgg16", "nd"), "ours_final"]) and c10.loc[("resnet18", "bn"), "ours_epochs_done"] == 0
+    paper = published.paper_table1().query("dataset == 'cifar10' and arch == 'vgg16' and epochs == 20")
+    assert c10.loc[("vgg16", "bn"), "paper_test"] == paper.query("method == 'BN'")["test_acc_pct"].item()
+    assert (c10["repro_label"] == "split not stated").all()
+    c100 = convergence.cell_progress(curves, "cifar100").set_index(["arch", "norm"])
+    assert c100.loc[("vgg16", "bn"), "ours_epochs_done"] == 3 and not c100.loc[("vgg16", "bn"), "ours_final"]
+    assert (c100["repro_label"] == "training accuracy (our inference)").all()
+
+
+def test_gains_compare_at_the_last_epoch_both_sides_finished():
+    curves = convergence.campaign_curves(*_frames())
+    gains = convergence.gains_so_far(curves).set_index("dataset")
+    assert gains.loc["cifar10", "final"] and gains.loc["cifar10", "ours_gain"] == pytest.approx(10.0)
+    assert gains.loc["cifar100", "at_epoch"] == 2 and not gains.loc["cifar100", "final"]
+    assert gains.loc["cifar100", "ours_gain"] == pytest.approx(35 - 20)
+    paper = published.paper_table1().query("dataset == 'cifar10' and arch == 'vgg16' and epochs == 20")
+    expected = paper.set_index("method")["test_acc_pct"]
+    assert gains.loc["cifar10", "paper_gain"] == pytest.approx(expected["ND"] - expected["BN"])
+    lines = convergence.progress_sentences(convergence.cell_progress(curves, "cifar10"),
+                                           gains.reset_index().query("dataset == 'cifar10'"))
+    assert lines[0] == ("2 of the paper's 20 cells at 20 epochs have a completed run of ours; "
+                        "0 more are in progress.")
+    assert lines[1].startswith("Where both sides finished 20 epochs, ND is ahead of BN in 1 of 1")
+    partial = convergence.progress_sentences(convergence.cell_progress(curves, "cifar100"),
+                                             gains.reset_index().query("dataset == 'cifar100'"))
+    assert "No architecture has both BN and ND at 20 epochs yet" in partial[1]
+    assert "after epoch 2 of 20 ND (35.00 %) is 15.00 points ahead of BN (20.00 %)" in partial[2]
+
+
+def test_time_is_compared_only_on_one_machine():
+    pairs = convergence.same_machine_pairs(convergence.campaign_curves(*_frames())).set_index("dataset")
+    assert pairs.loc["cifar10", "comparable"] and pairs.loc["cifar10", "machine_id"] == "m1"
+    assert not pairs.loc["cifar100", "comparable"] and "different machines" in pairs.loc["cifar100", "reason"]
+
+
+def test_the_figures_draw_one_panel_per_cell_and_say_what_is_missing():
+    curves = convergence.campaign_curves(*_frames())
+    paper = published.paper_table1().query("epochs == 20").assign(norm=lambda d: d["method"].str.lower())
+    paper = paper.rename(columns={"test_acc_pct": "paper_test"})
+    titles = report.DATASET_TITLES
+    fig = plots.convergence_figure(curves, paper, titles)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(visible) == 2 and "in progress: BN 3/20, ND 2/20" in visible[1].get_title()
+    assert len(visible[0].lines) == 4  # two curves, two paper lines
+    fig = plots.time_to_accuracy_figure(curves, convergence.same_machine_pairs(curves), titles)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("different machines" in t for t in texts)
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plots.convergence_figure(curves.iloc[0:0], paper, titles)
+
+
+def test_bf16_speedups_pair_each_bf16_benchmark_with_its_float32_twin():
+    def row(bench_id, amp, bn, nd, created, threads=1, device="cpu-a"):
+        return {"bench_id": bench_id, "amp": amp, "bn_step_s": bn, "nd_step_s": nd, "ratio_nd_bn": nd / bn,
+                "created_at": created, "device_name": device, "arch": "resnet18", "batch_size": 32,
+                "num_threads": threads, "implementation": "ndlib"}
+    bench = pd.DataFrame([row("f-old", False, 9.0, 9.0, "1"), row("f", False, 2.0, 5.0, "2"),
+                          row("b", True, 40.0, 50.0, "3"), row("b2", True, 1.0, 2.5, "4", threads=2),
+                          row("f-after", False, 1.0, 1.0, "5")])
+    out = convergence.bf16_speedups(bench)
+    assert list(out["bench_id"]) == ["b"]  # b2 has no float32 twin at 2 threads
+    assert out.loc[0, "bn_speedup"] == pytest.approx(2.0 / 40.0) and out.loc[0, "nd_speedup"] == pytest.approx(0.1)
+    assert out.loc[0, "ratio_fp32"] == pytest.approx(2.5) and out.loc[0, "ratio_bf16"] == pytest.approx(1.25)
+    assert convergence.bf16_speedups(pd.DataFrame()).empty
+
+
+def test_precision_verdict_reads_the_campaign_machines_benchmarks():
+    curves = convergence.campaign_curves(*_frames())
+    speedups = pd.DataFrame({"device_name": ["cpu", "other"], "bn_speedup": [0.05, 2.0], "nd_speedup": [0.1, 1.5]})
+    text = convergence.precision_verdict(speedups, curves)
+    assert text.startswith("**Verdict: float32.**") and "10 to 20 times slower" in text and "(cpu)" in text
+    assert "No bf16 benchmark is recorded" in convergence.precision_verdict(speedups.iloc[1:], curves)
+    faster = convergence.precision_verdict(speedups.assign(device_name=["cpu", "x"], bn_speedup=[1.7, 1],
+                                                           nd_speedup=[1.3, 1]), curves)
+    assert "1.30x to 1.70x" in faster and "the test decides" in faster
