@@ -77,8 +77,10 @@ def claim(run_id: str, folder: str | Path, **about) -> Iterator[Path]:
         except FileNotFoundError:
             continue  # another worker removed the emptied folder between our mkdir and open
         except OSError as error:
-            raise OSError(f"cannot write the claim {path} ({error.strerror or error}); make the runs folder "
-                          "writable or pass another --runs-dir") from error
+            from ndlib.records import RecordWriteError
+
+            raise RecordWriteError(f"cannot write the claim {path} ({error.strerror or error}); make the runs "
+                                   "folder writable or pass another --runs-dir") from error
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:

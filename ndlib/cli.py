@@ -35,14 +35,20 @@ def _train(args: argparse.Namespace) -> int:
     from ndlib.distributed import context_from_env
     from ndlib.claims import ClaimTaken, claim, claims_folder
     from ndlib.records import RecordWriteError, attempts_dir, completed_record, portable_path, record_path
-    from ndlib.train import BadRunInput, run
+    from ndlib.train import BadRunInput, CheckpointWriteError, promote_pending_rerun, run
 
     config = config_from_args(args, args.parser)
     prog = args.parser.prog
     try:
+        promoted = promote_pending_rerun(config) if context_from_env().is_main else None
+        if promoted is not None:
+            print(f"{config.run_id}: a rerun that had completed is now the record ({_summary(promoted)}); "
+                  "nothing trained", file=sys.stderr)
         done = completed_record(config.run_id, config.runs_dir)
     except ValueError as error:  # a damaged record: name it, touch nothing
         return usage_error(prog, error)
+    except RecordWriteError as error:
+        return usage_error(prog, f"{config.run_id}: a completed rerun could not be promoted: {error}")
     if done is not None and not args.rerun:
         where = portable_path(record_path(config.run_id, config.runs_dir))
         pending = attempts_dir(config.runs_dir) / f"{config.run_id}.rerun.json"
@@ -60,7 +66,9 @@ def _train(args: argparse.Namespace) -> int:
     except ClaimTaken as taken:
         print(f"not started: {taken}", file=sys.stderr)
         return EXIT_CODES["failed"]
-    except (BadRunInput, RecordWriteError) as error:
+    except CheckpointWriteError as error:  # the trained epochs are in the record (interrupted)
+        return usage_error(prog, f"{config.run_id} stopped: {error}")
+    except (BadRunInput, RecordWriteError) as error:  # bad input, or an unwritable runs folder or claim
         return usage_error(prog, f"{config.run_id} not trained: {error}")
     except KeyboardInterrupt:
         print(f"run {config.run_id} interrupted; rerun the same command to resume from the last checkpoint",

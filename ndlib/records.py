@@ -27,7 +27,7 @@ import json
 import math
 import os
 import platform
-import socket
+import re
 import subprocess
 import sys
 import tempfile
@@ -97,6 +97,16 @@ def _json_safe(value):
     return value
 
 
+def _umask_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: The mode an ordinary ``open`` would give a new file under this process's umask.
+_FILE_MODE = _umask_file_mode()
+
+
 def write_json_atomic(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` as JSON to ``path`` so that readers never see a partial file.
 
@@ -111,6 +121,7 @@ def write_json_atomic(path: str | Path, payload: dict) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(handle, _FILE_MODE)  # mkstemp's 0600 would lock others out of a shared runs folder
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
             stream.flush()
@@ -142,6 +153,14 @@ def attempts_dir(root: str | Path | None = None) -> Path:
     return Path(root if root is not None else runs_dir()) / "attempts"
 
 
+# The fields every reader uses, and their JSON types (None is allowed where a run has no value yet).
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "history": (list,), "final": (dict,), "environment": (dict,), "segments": (list,), "data_source": (dict,),
+    "divergence": (dict,), "resumed_at_epochs": (list,), "resumed_at_steps": (list,), "started_at": (str,),
+    "finished_at": (str,), "error": (str,), "label": (str,),
+}
+
+
 def read_record(path: str | Path) -> dict:
     """Read and check one record; a ValueError names the file and the fix if it is damaged
     (not JSON, truncated, not a record) or was written by a newer schema than this code reads."""
@@ -153,10 +172,21 @@ def read_record(path: str | Path) -> dict:
         raise ValueError(f"run record {path} is damaged: not valid JSON ({error}); {fix}") from error
     except UnicodeDecodeError as error:
         raise ValueError(f"run record {path} is damaged: not UTF-8 text; {fix}") from error
+    except OSError as error:  # unreadable (permissions), or vanished since it was listed
+        raise ValueError(f"run record {path} cannot be read ({error.strerror or error}); make it readable, or "
+                         f"{fix}") from error
     if not isinstance(record, dict) or not isinstance(record.get("run_id"), str) \
             or record.get("status") not in STATUSES or not isinstance(record.get("config"), dict):
         raise ValueError(f"run record {path} is damaged: it lacks a run_id, a known status {STATUSES} or a config; "
                          f"{fix}")
+    wrong = [f"{key} ({type(record[key]).__name__}, not {' or '.join(t.__name__ for t in kinds)})"
+             for key, kinds in _FIELD_TYPES.items()
+             if key in record and record[key] is not None and not isinstance(record[key], kinds)]
+    history = record.get("history")
+    if isinstance(history, list) and not all(isinstance(entry, dict) for entry in history):
+        wrong.append("history (an entry that is not an object)")
+    if wrong:
+        raise ValueError(f"run record {path} is damaged: wrongly typed field(s) {', '.join(wrong)}; {fix}")
     version = record.get("schema_version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
         raise ValueError(f"run record {path} has schema_version {version!r}, which this ndlib (reads 1 to "
@@ -189,7 +219,7 @@ def portable_path(path: str | Path | None) -> str | None:
         except ValueError:
             continue
     resolved = given.resolve()
-    scrubbed = scrub_paths(str(resolved))
+    scrubbed = _replace_known_prefixes(str(resolved))
     return scrubbed if scrubbed != str(resolved) else f"<outside the project>/{resolved.name}"
 
 
@@ -202,14 +232,25 @@ def _path_placeholders() -> list[tuple[str, str]]:
     return sorted(pairs.items(), key=lambda item: -len(item[0]))
 
 
+def _replace_known_prefixes(text: str) -> str:
+    for prefix, name in _path_placeholders():
+        text = text.replace(prefix, name)
+    return text
+
+
+# Any other absolute path in free text (an error, a traceback, a note): "/" not preceded by a word
+# character, ":" (URLs), "/", "~", ">" or "." (relative paths and placeholders), then at least two
+# components; it keeps only its last component.
+_OTHER_ABSOLUTE = re.compile(r"(?<![\w:/~>.])(/(?:[^\s/'\"<>:]+/)+)([^\s/'\"<>:,;)]*)")
+
+
 def scrub_paths(value):
     """A copy of ``value`` (str, or dicts/lists of them) whose absolute paths of this machine
     are replaced: the project root by ``<project>``, the temporary folder by ``<tmp>``, the
-    Python installation by ``<python>``, the home folder by ``~``."""
+    Python installation by ``<python>``, the home folder by ``~``, and any other absolute path
+    by ``<path>/`` and its last component (``/scratch/alice/ck/last.pt`` -> ``<path>/last.pt``)."""
     if isinstance(value, str):
-        for prefix, name in _path_placeholders():
-            value = value.replace(prefix, name)
-        return value
+        return _OTHER_ABSOLUTE.sub(lambda match: f"<path>/{match.group(2)}", _replace_known_prefixes(value))
     if isinstance(value, dict):
         return {key: scrub_paths(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -294,7 +335,6 @@ def environment_info(device) -> dict:
         "cpu_name": _cpu_name(),
         "cpu_count": os.cpu_count(),
         "num_threads": torch.get_num_threads(),
-        "hostname": socket.gethostname(),
         "machine_id": machine_id(),
         "platform": platform.platform(),
         "pid": os.getpid(),

@@ -76,7 +76,10 @@ __all__ = [
     "TABLE_ARCHS",
     "known_archs",
     "RunInterrupted",
+    "RunPaused",
     "BadRunInput",
+    "CheckpointWriteError",
+    "promote_pending_rerun",
     "DataUnavailable",
     "DeviceUnavailable",
     "run",
@@ -541,10 +544,13 @@ def evaluate(model, loader, config: TrainConfig, device, context=dist_utils.Dist
 # --------------------------------------------------------------------------------------
 # Checkpoints
 # --------------------------------------------------------------------------------------
-def checkpoint_file(config: TrainConfig) -> Path:
-    """Where ``config``'s run keeps its resumable state: ``<checkpoint_dir>/<run_id>/last.pt``."""
+def checkpoint_file(config: TrainConfig, rerun: bool = False) -> Path:
+    """Where ``config``'s run keeps its resumable state: ``<checkpoint_dir>/<run_id>/last.pt``.
+
+    A rerun of a completed run checkpoints to ``rerun.pt`` beside it, never over the completed
+    run's weights; the two are swapped only when the rerun completes (:func:`promote_pending_rerun`)."""
     root = Path(config.checkpoint_dir) if config.checkpoint_dir else checkpoints_dir()
-    return root / config.run_id / "last.pt"
+    return root / config.run_id / ("rerun.pt" if rerun else "last.pt")
 
 
 @dataclass(frozen=True)
@@ -612,24 +618,56 @@ def checkpoint_position(config: TrainConfig) -> CheckpointPosition | None:
                                images_in=min(images_in, num_train))
 
 
+class CheckpointWriteError(RecordWriteError):
+    """A checkpoint could not be written (full disk, read-only folder); names the folder and the fix."""
+
+
 def _save_atomic(state: dict, path: Path) -> None:
     """``torch.save`` to a temporary file, fsync, then ``os.replace``: a kill at any moment
-    leaves either the previous checkpoint or the new one, never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    leaves either the previous checkpoint or the new one, never a torn file.  A write that
+    fails (``torch.save`` reports a full disk as a ``RuntimeError``, not an ``OSError``) raises
+    :class:`CheckpointWriteError` and leaves the previous checkpoint as it was."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temp, "wb") as stream:
             torch.save(state, stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp, path)
-    except OSError as error:
-        temp.unlink(missing_ok=True)
-        raise RecordWriteError(f"cannot write checkpoint {path} ({error.strerror or error}); free disk space or "
-                               f"make {path.parent} writable (or pass --checkpoint-dir), then rerun") from error
+    except (OSError, RuntimeError) as error:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        raise CheckpointWriteError(f"cannot write checkpoint {path} ({reason}); free disk space or make "
+                                   f"{path.parent} writable (or pass --checkpoint-dir), then run the same "
+                                   "command again: it resumes from the last checkpoint that was written") from error
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _remove_dead_temporaries(folder: Path) -> None:
+    """Delete the temporary checkpoint files (``.<name>.<pid>.tmp``) that a process killed during
+    a save left behind (100+ MB each); those of a live process are left alone."""
+    if not folder.is_dir():
+        return
+    for temp in folder.glob(".*.tmp"):
+        pid = temp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            temp.unlink()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Checkpointer:
@@ -795,19 +833,43 @@ def _rerun_path(config: TrainConfig) -> Path:
     return attempts_dir(config.runs_dir) / f"{config.run_id}.rerun.json"
 
 
-def _promote(rerun_file: Path, canonical: Path, record: dict) -> None:
-    """A completed rerun replaces the record: archive the old one, then swap in the new one."""
+def _promote(config: TrainConfig, rerun_file: Path, canonical: Path, record: dict) -> None:
+    """A completed rerun replaces the record and the weights: archive the old record (once: an
+    archive with the same content already there counts) and the old final checkpoint, then swap
+    in the new ones.  Every step can be repeated, so a promotion cut short by a full disk or a kill
+    is finished by the next command (:func:`promote_pending_rerun`), never trained again."""
     if canonical.is_file():
         old = read_record(canonical)
-        stamp = str(old.get("started_at", "unknown")).replace(":", "").replace("-", "").replace("+0000", "Z")
-        archive = attempts_dir(canonical.parent) / f"{old['run_id']}.{stamp}.json"
-        count = 1
-        while archive.exists():  # never overwrite an earlier archived record
-            count += 1
-            archive = archive.with_name(f"{old['run_id']}.{stamp}-{count}.json")
-        write_json_atomic(archive, old)
+        if not (rerun_file.is_file() and read_record(rerun_file) == old):  # not already the promoted record
+            stamp = str(old.get("started_at", "unknown")).replace(":", "").replace("-", "").replace("+0000", "Z")
+            archive = attempts_dir(canonical.parent) / f"{old['run_id']}.{stamp}.json"
+            count = 1
+            while archive.exists() and read_record(archive) != old:  # never overwrite another archived record
+                count += 1
+                archive = archive.with_name(f"{old['run_id']}.{stamp}-{count}.json")
+            if not archive.exists():
+                write_json_atomic(archive, old)
+            weights = checkpoint_file(config)
+            if weights.is_file() and checkpoint_file(config, rerun=True).is_file():
+                os.replace(weights, weights.with_name(f"last.{stamp}.pt"))
+    new_weights = checkpoint_file(config, rerun=True)
+    if new_weights.is_file():
+        os.replace(new_weights, checkpoint_file(config))
     write_json_atomic(canonical, record)
     rerun_file.unlink(missing_ok=True)
+
+
+def promote_pending_rerun(config: TrainConfig) -> dict | None:
+    """Finish the promotion of a rerun that completed but was not swapped in (a full disk or a kill
+    between its steps); the promoted record, or None when there is none to promote."""
+    pending = _rerun_path(config)
+    if not pending.is_file():
+        return None
+    record = read_record(pending)
+    if record["status"] != "completed":
+        return None
+    _promote(config, pending, record_path(config.run_id, config.runs_dir), record)
+    return record
 
 
 def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool = True, resume: bool = True,
@@ -838,6 +900,9 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     context = dist_utils.context_from_env()
     canonical = record_path(config.run_id, config.runs_dir)
+    promoted = promote_pending_rerun(config) if context.is_main else None
+    if promoted is not None:
+        return promoted  # a rerun that completed earlier: promoted now, never trained again
     existing = completed_record(config.run_id, config.runs_dir)  # a damaged record raises, naming the file
     if existing is not None and not rerun:
         return existing
@@ -900,10 +965,10 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
             total_steps = config.epochs * len(train_loader)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_factor(total_steps))
             start_epoch, global_step, within = 0, 0, None
-            checkpoint_path = checkpoint_file(config)
+            checkpoint_path = checkpoint_file(config, rerun=existing is not None)
+            if context.is_main:
+                _remove_dead_temporaries(checkpoint_path.parent)
             state = _load_checkpoint(checkpoint_path, config, device) if (resume and config.checkpoint) else None
-            if state is not None and rerun and _is_final(state, config):
-                state = None  # the finished run's weights: a rerun starts from scratch
             if state is not None:
                 start_epoch, global_step, within = _restore(state, model, optimizer, scheduler, train_loader)
                 record["history"] = list(state["history"])
@@ -912,9 +977,11 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                 # (a checkpoint from before the setting existed was written by a run that did not).
                 record["environment"]["keep_freed_memory"] = bool(
                     record["environment"]["keep_freed_memory"] and state.get("keep_freed_memory", False))
-                record["resumed_at_epochs"].append(start_epoch)
-                record["resumed_at_steps"].append(global_step)
                 record["segments"] = _earlier_segments(state) + [dict(this_segment, from_step=global_step)]
+                # every resume so far, not only this one: one per segment after the first
+                steps = [int(segment["from_step"]) for segment in record["segments"][1:]]
+                record["resumed_at_steps"] = steps
+                record["resumed_at_epochs"] = [step // len(train_loader) for step in steps]
             checkpointer = _Checkpointer(checkpoint_path, config, model, optimizer, scheduler, train_loader, record,
                                          enabled=config.checkpoint and context.is_main,
                                          pause_requested=pause_requested)
@@ -970,7 +1037,7 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
             if path != canonical:
                 write()
                 if context.is_main:
-                    _promote(path, canonical, scrub_paths(record))
+                    _promote(config, path, canonical, scrub_paths(record))
             else:
                 write()
             return record
@@ -982,6 +1049,12 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
         raise
     except BadRunInput:
         raise  # bad input, nothing trained: no record
+    except CheckpointWriteError as error:  # the environment stopped the run, not the run itself
+        record.update(status="interrupted", finished_at=utc_now(), error=f"{type(error).__name__}: {error}")
+        record["final"] = dict(record["history"][-1]) if record["history"] else None
+        with contextlib.suppress(RecordWriteError):
+            write()  # the trained epochs' metrics are kept
+        raise
     except Exception as error:
         record.update(status="failed", finished_at=utc_now(), error=f"{type(error).__name__}: {error}",
                       traceback=traceback.format_exc())

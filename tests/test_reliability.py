@@ -372,3 +372,161 @@ def test_portable_path_is_relative_inside_the_project_and_a_placeholder_outside(
         link.unlink()
     assert portable_path(tmp_path / "x").startswith("<tmp>/")
     assert portable_path("/nowhere/at/all") == "<outside the project>/all"
+
+
+# --------------------------------------------------------------------------------------
+# Round two (issue "Never lose a result, part 2"): weights, promotion, checkpoint faults
+# --------------------------------------------------------------------------------------
+def test_an_interrupted_rerun_never_touches_the_completed_runs_weights(tmp_path):
+    """The rerun's mid-epoch checkpoints go beside the final weights (rerun.pt), not over them."""
+    config = tiny_config(tmp_path, epochs=2, checkpoint_interval_s=0.0)
+    run(config, model=tiny_model(), progress=False)
+    final = tmp_path / "checkpoints" / config.run_id / "last.pt"
+    before = final.read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=CallAt(tiny_model(seed=5), 3, raising(KeyboardInterrupt())), progress=False, rerun=True)
+    assert final.read_bytes() == before
+    assert (tmp_path / "checkpoints" / config.run_id / "rerun.pt").is_file()
+    done = run(config, model=CallAt(tiny_model(seed=5)), progress=False, rerun=True)
+    assert done["status"] == "completed" and done["resumed_at_steps"] == [2]
+    assert not (tmp_path / "checkpoints" / config.run_id / "rerun.pt").exists()
+    assert final.read_bytes() != before  # the new weights, promoted with the record
+    (kept,) = (tmp_path / "checkpoints" / config.run_id).glob("last.*.pt")  # the old ones, archived
+    assert kept.read_bytes() == before
+
+
+def test_a_completed_rerun_that_could_not_be_promoted_is_promoted_by_the_next_command(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path)
+    first = run(config, model=tiny_model(), progress=False)
+    real = ndlib.train.write_json_atomic
+    calls = []
+
+    def full_disk_at_the_swap(path, payload):
+        calls.append(Path(path))
+        if Path(path) == tmp_path / "runs" / f"{config.run_id}.json" and payload.get("status") == "completed":
+            raise RecordWriteError(f"cannot write {path} (No space left on device)")
+        return real(path, payload)
+
+    monkeypatch.setattr(ndlib.train, "write_json_atomic", full_disk_at_the_swap)
+    with pytest.raises(RecordWriteError):
+        run(config, model=tiny_model(seed=5), progress=False, rerun=True)
+    monkeypatch.undo()
+    pending = read_record(tmp_path / "runs" / "attempts" / f"{config.run_id}.rerun.json")
+    assert pending["status"] == "completed" and read_record(tmp_path / "runs" / f"{config.run_id}.json") == first
+    trained = []
+    monkeypatch.setattr(ndlib.train, "create_model", lambda c: trained.append(1) or tiny_model())
+    promoted = run(config, progress=False)  # a plain run: promotes, trains nothing
+    assert trained == [] and promoted["started_at"] == pending["started_at"]
+    assert read_record(tmp_path / "runs" / f"{config.run_id}.json")["final"] == pending["final"]
+    archives = [p for p in (tmp_path / "runs" / "attempts").glob("*.json")]
+    assert len(archives) == 1 and read_record(archives[0])["started_at"] == first["started_at"]  # archived once
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_a_checkpoint_folder_that_cannot_be_written_is_one_line_exit_2_and_keeps_the_epoch(
+        tmp_path, tiny_models, monkeypatch, capsys, fault):
+    if fault == "full":
+        def no_space(*args, **kwargs):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        monkeypatch.setattr(ndlib.train.torch, "save", no_space)
+    else:
+        real_mkdir = Path.mkdir
+
+        def read_only(self, *args, **kwargs):  # the checkpoint folder only; the runs folder is writable
+            if str(tmp_path / "ck") in str(self):
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+        monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main(_cli(tmp_path, "--checkpoint-interval-s", "100000")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "cannot write checkpoint" in err[-1] and "--checkpoint-dir" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    record = read_record(_record_file(tmp_path))
+    assert record["status"] == "interrupted" and len(record["history"]) == 1  # the trained epoch is kept
+
+
+def test_grid_stops_at_a_checkpoint_folder_that_cannot_be_written(tmp_path, tiny_models, monkeypatch, capsys):
+    monkeypatch.setattr(ndlib.train.torch, "save", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("disk full")))
+    args = ["grid", "--table", "1", "--archs", "vgg16", "--datasets", "cifar10", "--epochs", "1", *TINY,
+            "--runs-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(args) == 2
+    assert "cannot write checkpoint" in capsys.readouterr().err
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 1  # the first cell only: the grid stopped there
+
+
+def test_temporary_checkpoints_of_a_killed_save_are_removed_on_the_next_start(tmp_path):
+    config = tiny_config(tmp_path)
+    folder = tmp_path / "checkpoints" / config.run_id
+    folder.mkdir(parents=True)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    orphan = folder / f".last.pt.{dead}.tmp"
+    orphan.write_bytes(b"x" * 1000)
+    live = folder / f".last.pt.{os.getppid()}.tmp"  # a live process's save in flight: left alone
+    live.write_bytes(b"y")
+    run(config, model=tiny_model(), progress=False)
+    assert not orphan.exists() and live.exists()
+
+
+def test_every_resume_is_kept_not_only_the_last(tmp_path):
+    config = tiny_config(tmp_path, epochs=2, checkpoint_interval_s=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=CallAt(tiny_model(), 2, raising(KeyboardInterrupt())), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=CallAt(tiny_model(), 5, raising(KeyboardInterrupt())), progress=False)
+    done = run(config, model=CallAt(tiny_model()), progress=False)
+    assert done["resumed_at_steps"] == [1, 5] and done["resumed_at_epochs"] == [0, 1]
+
+
+def test_records_name_no_host_and_scrub_any_absolute_path_in_free_text(tmp_path):
+    from ndlib.records import scrub_paths
+
+    record = run(tiny_config(tmp_path), model=tiny_model(), progress=False)
+    assert "hostname" not in record["environment"] and "machine_id" in record["environment"]
+    assert scrub_paths("checkpoint /scratch/alice/ck/last.pt failed") == "checkpoint <path>/last.pt failed"
+    assert scrub_paths('File "/opt/x/y.py", line 3') == 'File "<path>/y.py", line 3'
+    for kept in ("data/cifar10_train.npz", "https://example.org/a/b", "1/2", "<project>/results/x.json"):
+        assert scrub_paths(kept) == kept
+
+
+@pytest.mark.parametrize("field, value", [("final", [1]), ("history", "abc"), ("environment", 3),
+                                          ("history", [1, 2]), ("segments", {})])
+def test_a_record_with_wrongly_typed_fields_is_named_as_damaged(tmp_path, tiny_models, capsys, field, value):
+    assert main(_cli(tmp_path)) == 0
+    path = _record_file(tmp_path)
+    record = json.loads(path.read_text())
+    record[field] = value
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=f"wrongly typed field.*{field}"):
+        read_record(path)
+    assert main(_cli(tmp_path)) == 2
+    assert str(path) in capsys.readouterr().err
+    assert main(["grid", "--table", "1", "--archs", "vgg16", "--datasets", "cifar10", "--epochs", "1", *TINY,
+                 "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 2
+
+
+def test_an_unreadable_record_is_named(tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    path.write_text("{}")
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied")))
+    with pytest.raises(ValueError, match="cannot be read"):
+        read_record(path)
+
+
+def test_records_get_the_umasks_mode_not_0600(tmp_path):
+    path = write_json_atomic(tmp_path / "x.json", {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_runs_folder_where_no_claim_can_be_written_is_one_line_exit_2(tmp_path, tiny_models, monkeypatch, capsys):
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if self.name == ".claims":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main(_cli(tmp_path)) == 2
+    assert "cannot write the claim" in capsys.readouterr().err
