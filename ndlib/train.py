@@ -89,6 +89,7 @@ __all__ = [
     "create_model",
     "DEFAULTS_BY_TABLE",
     "run_notebook",
+    "notebook_parameters",
 ]
 
 NORMS = ("bn", "nd", "none")
@@ -1099,20 +1100,36 @@ def run_notebook(parameters: dict, *, progress: bool = False) -> dict:
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {sorted(names | {'records_dir', 'rerun'})}")
-    scratch_checkpoints = None
+    scratch = None
     if values.get("synthetic") and records_dir is None:
         scratch = Path(tempfile.mkdtemp(prefix="ndlib-synthetic-"))
         records_dir = str(scratch / "runs")
         if not values.get("checkpoint_dir"):
-            scratch_checkpoints = scratch / "checkpoints"
-            values["checkpoint_dir"] = str(scratch_checkpoints)
-    config = TrainConfig(**values, runs_dir=records_dir)
-    stored = completed_record(config.run_id, config.runs_dir)
+            values["checkpoint_dir"] = str(scratch / "checkpoints")
     try:
+        config = TrainConfig(**values, runs_dir=records_dir)
+        stored = completed_record(config.run_id, config.runs_dir)
         record = run(config, progress=progress, rerun=rerun)
     finally:
-        if scratch_checkpoints is not None:
-            shutil.rmtree(scratch_checkpoints, ignore_errors=True)
+        if scratch is not None:  # a smoke run's folder: nothing could resume from it or read it later
+            shutil.rmtree(scratch, ignore_errors=True)
     record["reused"] = stored is not None and not rerun  # the stored result, nothing trained
-    record["record_path"] = str(record_path(config.run_id, config.runs_dir))
+    record["record_path"] = None if scratch is not None else str(record_path(config.run_id, config.runs_dir))
     return record
+
+
+def notebook_parameters(namespace: dict, declared: list[str], ignore: set[str]) -> dict:
+    """The values of a notebook's ``declared`` parameters from its ``namespace`` (``globals()``).
+
+    papermill sets a parameter by injecting an assignment after the ``parameters`` cell, so a
+    misspelled one (``-p epoch 3``) would only create a new variable and the run would train the
+    defaults.  Any other public name holding a literal value (what a parameter can be; imported
+    functions and modules are not) is refused, with the valid names.  ``ignore``: the names the
+    kernel itself defines (IPython's ``user_ns_hidden``)."""
+    literal = (bool, int, float, str, type(None), list, tuple, dict, set)
+    unknown = sorted(name for name, value in namespace.items()
+                     if not name.startswith("_") and name not in declared and name not in ignore
+                     and isinstance(value, literal))
+    if unknown:
+        raise ValueError(f"unknown notebook parameter(s) {unknown}; valid: {sorted(declared)}")
+    return {name: namespace[name] for name in declared if name in namespace}

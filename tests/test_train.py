@@ -403,10 +403,8 @@ def test_run_notebook_keeps_synthetic_records_out_of_the_project(tmp_path, monke
     monkeypatch.setattr(tempfile, "tempdir", str(scratch_root))
     record = train_module.run_notebook(parameters)
     assert record["status"] == "completed" and record["label"] == "synthetic smoke run"
-    assert not record["record_path"].startswith(str(runs_dir()))
-    (scratch,) = scratch_root.glob("ndlib-synthetic-*")
-    assert Path(record["record_path"]).is_file() and Path(record["record_path"]).is_relative_to(scratch)
-    assert not (scratch / "checkpoints").exists()  # the smoke run's weights are not left in the temp dir
+    assert record["record_path"] is None and not list(Path(runs_dir()).glob(f"{record['run_id']}*"))
+    assert not list(scratch_root.glob("ndlib-synthetic-*"))  # the smoke run's folder (record, weights) is removed
     explicit = train_module.run_notebook({**parameters, "records_dir": str(tmp_path / "mine"),
                                           "checkpoint_dir": str(tmp_path / "ck")})
     assert explicit["record_path"] == str(tmp_path / "mine" / f"{record['run_id']}.json")
@@ -425,8 +423,7 @@ def test_run_notebook_deletes_a_failed_smoke_runs_checkpoints(tmp_path, monkeypa
     monkeypatch.setattr(train_module, "run", crash)
     with pytest.raises(RuntimeError, match="crashed mid-run"):
         train_module.run_notebook(dict(arch="vgg16", norm="bn", synthetic=True, device="cpu"))
-    (scratch,) = tmp_path.glob("ndlib-synthetic-*")
-    assert not (scratch / "checkpoints").exists()
+    assert not list(tmp_path.glob("ndlib-synthetic-*"))
 
 
 @pytest.mark.parametrize("parameters, message", [
@@ -440,6 +437,25 @@ def test_run_notebook_rejects_bad_parameters(parameters, message):
 
     with pytest.raises((ValueError, TypeError), match=message):
         run_notebook(parameters)
+
+
+def test_a_misspelled_notebook_parameter_is_refused_with_the_valid_names():
+    """papermill -p epoch 3 -p Seed 5 injects new variables; they must not silently train the defaults."""
+    from ndlib.train import notebook_parameters
+
+    namespace = {"epochs": 1, "seed": 0, "In": [], "get_ipython": print, "_": 1, "run_notebook": print}
+    assert notebook_parameters(namespace, ["epochs", "seed"], {"In"}) == {"epochs": 1, "seed": 0}
+    injected = {**namespace, "epoch": 3, "Seed": 5}
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['Seed', 'epoch'\]; valid: \['epochs', 'seed'\]"):
+        notebook_parameters(injected, ["epochs", "seed"], {"In"})
+
+
+def test_papermill_with_a_misspelled_parameter_fails_the_notebook(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    notebook = Path(__file__).resolve().parents[1] / "notebooks" / "table1_cifar.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter.*epoch"):
+        papermill.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), parameters={"epoch": 3},
+                                   progress_bar=False, kernel_name="python3")
 
 
 def test_imagenet_class_folders_train_through_run(tmp_path):
