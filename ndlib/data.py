@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -157,11 +159,24 @@ def _to_arrays(x_nhwc: np.ndarray, y: np.ndarray, where: str) -> ImageArrays:
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        missing = {"x", "y"} - set(archive.files)
-        if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)}; expected 'x' (uint8 N,32,32,3) and 'y' (int64 N)")
-        return archive["x"], archive["y"]
+    """``x`` and ``y`` of one ``.npz`` split; a damaged file (truncated, bit-flipped, not an npz at
+    all) is a ValueError that names it and the fix, never a bare ``BadZipFile`` or numpy's advice
+    about pickles (which must stay off: never unpickle a data file)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = {"x", "y"} - set(archive.files)
+            if missing:
+                raise ValueError(f"{path}: missing arrays {sorted(missing)}; expected 'x' (uint8 N,32,32,3) and "
+                                 "'y' (int64 N)")
+            return archive["x"], archive["y"]
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
+        if isinstance(error, ValueError) and str(error).startswith(f"{path}: missing"):
+            raise
+        if isinstance(error, FileNotFoundError):
+            raise
+        reason = "not an npz archive" if "pickle" in str(error) else f"{type(error).__name__}: {error}"
+        raise ValueError(f"{path} is damaged ({reason}); fix: delete it and unpack it again with `make data` "
+                         "(which checks every archive's SHA-256), or pass --data-dir to an intact copy") from None
 
 
 def _missing_data_message(name: str, root: Path) -> str:

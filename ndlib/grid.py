@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass
@@ -69,16 +70,26 @@ def plan(table: int, epochs: Sequence[int] | None = None, seeds: Sequence[int] =
     if norms:
         _check_choices("norms", norms, ("none", "bn", "nd"))
     epochs = list(epochs) if epochs else list(defaults["epochs"])
+    for name, values in (("seeds", list(seeds)), ("epochs", epochs), ("archs", archs), ("datasets", datasets),
+                         ("norms", list(norms or []))):
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            raise ValueError(f"{name} lists {repeated} more than once; give each once")
     configs = []
     for dataset in datasets:
         for arch in archs:
             for norm in norms_for(arch):
                 if norms and norm not in norms:
                     continue
+                # the ND layers' options (--deconv-*) go to the ND runs only
+                own = {k: v for k, v in options.items() if norm == "nd" or not k.startswith("deconv_")}
                 for epoch_count in epochs:
                     for seed in seeds:
                         configs.append(TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epoch_count,
-                                                   seed=seed, **options))
+                                                   seed=seed, **own))
+    if not configs:
+        raise ValueError("no runs planned: no architecture of the table has the norms asked for (--norms none "
+                         "exists for vgg11_imagenet on Table 2 only)")
     return configs
 
 
@@ -380,6 +391,11 @@ def _grid(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as error:
         args.parser.error(str(error))
     try:
+        if args.slurm and args.dry_run:
+            args.parser.error("--slurm writes a script and --dry-run only prints the plan: give one of them")
+        if args.partition is not None and not re.fullmatch(r"[A-Za-z0-9_.,-]+", args.partition):
+            args.parser.error(f"--partition {args.partition!r} is not a Slurm partition name (letters, digits, "
+                              "'_', '-', '.', ',')")
         _print_plan(configs, sys.stdout)
         if args.slurm:
             todo = [c for c in configs if run_status(c) != "completed"]

@@ -35,6 +35,7 @@ import json
 import math
 import os
 import random
+import re
 import resource
 import shutil
 import signal
@@ -106,6 +107,12 @@ DEFAULTS_BY_TABLE: dict[int, dict] = {
     1: {"batch_size": 128, "weight_decay": 1e-3},
     2: {"batch_size": 256, "weight_decay": 1e-4},
 }
+
+#: The largest seed NumPy's legacy seeding (``np.random.seed``) accepts.
+MAX_SEED = 2**32 - 1
+
+#: Below this side no model of ours trains (VGG-16 needs 32: its probe says so at the start).
+MIN_SYNTHETIC_IMAGE_SIZE = 8
 
 # Config fields that do not change what is computed (where, how fast, where files go): left out
 # of the run id, so a cell run on a laptop and on a GPU share it.
@@ -226,8 +233,8 @@ class TrainConfig:
             raise ValueError(f"norm 'none' exists for vgg11_imagenet only (Table 2), not {self.arch!r}; use 'bn' or 'nd'")
         for name in ("epochs", "synthetic_train_size", "synthetic_test_size"):
             _positive_int(name, getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer from 0 to {MAX_SEED} (NumPy's seed range), got {self.seed!r}")
         for name in ("batch_size", "deconv_block", "deconv_block_fc", "deconv_n_iter", "deconv_sampling_stride",
                      "deconv_refresh_every", "synthetic_image_size", "synthetic_num_classes", "num_threads"):
             _positive_int(name, getattr(self, name), allow_none=True)
@@ -251,8 +258,20 @@ class TrainConfig:
         _non_negative_float("weight_decay", self.weight_decay, allow_none=True)
         _non_negative_float("deconv_eps", self.deconv_eps, allow_none=True, positive=True)
         _non_negative_float("checkpoint_interval_s", self.checkpoint_interval_s)
-        if not (self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda")):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:index]', got {self.device!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>' (index 0, 1, ...), "
+                             f"got {self.device!r}")
+        if self.norm != "nd":
+            given = [name for name in DECONV_OPTIONS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to ND models, not norm {self.norm!r}: "
+                                 "use --norm nd or leave them out")
+        if self.synthetic and (self.download or self.data_dir is not None):
+            raise ValueError("synthetic runs read no dataset: leave out download / data_dir with synthetic, or "
+                             "drop synthetic to train on the real data")
+        if self.synthetic_image_size is not None and self.synthetic_image_size < MIN_SYNTHETIC_IMAGE_SIZE:
+            raise ValueError(f"synthetic_image_size must be at least {MIN_SYNTHETIC_IMAGE_SIZE}, got "
+                             f"{self.synthetic_image_size}")
         for name in ("synthetic", "amp", "channels_last", "download", "checkpoint", "keep_freed_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -418,6 +437,24 @@ def create_model(config: TrainConfig) -> nn.Module:
     from ndlib.models import create
 
     return create(config.arch, num_classes=num_classes_of(config), norm=config.norm, **config.deconv_options())
+
+
+def _probe_image_size(model: nn.Module, config: TrainConfig, device: torch.device) -> None:
+    """One eval-mode forward of two blank images at the synthetic size, before anything is recorded:
+    a size the model cannot take (VGG-16's five poolings need 32) is bad input, not a failed run.
+    Eval mode under ``no_grad`` changes no statistic and draws no random number."""
+    size = config.synthetic_image_size
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, 3, size, size, device=device))
+    except RuntimeError as error:
+        raise BadRunInput(f"synthetic_image_size {size} is too small for {config.arch} "
+                          f"({str(error).splitlines()[0]}); use the dataset's size (leave it unset) or a larger one") \
+            from None
+    finally:
+        model.train(was_training)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -955,6 +992,8 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
             model_source = "ndlib.models.create" if model is None else "passed to ndlib.train.run"
             model = create_model(config) if model is None else model
             model = model.to(device)
+            if config.synthetic and config.synthetic_image_size is not None:
+                _probe_image_size(model, config, device)
             if config.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             record["model"] = {"class": type(model).__name__, "source": model_source,

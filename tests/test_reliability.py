@@ -272,6 +272,19 @@ def _exit_and_stderr(args: list[str], capsys) -> tuple[int, str]:
     (["bench", "--arch", "nope"], "unknown arch 'nope'"),
     (["bench", "--arch", "vgg16", "--image-size", "-3"], "image_size must be a positive int"),
     (["bench", "--arch", "vgg16", "--batch-size", "0"], "batch_size must be a positive int"),
+    (["train", "--arch", "vgg16", "--seed", "99999999999"], "seed must be an integer from 0 to 4294967295"),
+    (["train", "--arch", "vgg16", "--norm", "bn", "--deconv-block", "5"], "deconv_block only apply to ND models"),
+    (["train", "--arch", "vgg16", "--device", "cudax"], "device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>'"),
+    (["train", "--arch", "vgg16", "--device", "cuda:-1"], "device must be"),
+    (["train", "--arch", "resnet18", "--synthetic", "--synthetic-image-size", "1"], "at least 8"),
+    (["train", "--arch", "vgg16", "--synthetic", "--download"], "synthetic runs read no dataset"),
+    (["train", "--arch", "vgg16", "--synthetic", "--data-dir", "data"], "synthetic runs read no dataset"),
+    (["grid", "--table", "1", "--norms", "none", "--dry-run"], "no runs planned"),
+    (["grid", "--table", "1", "--seeds", "0", "0", "--dry-run"], "seeds lists [0] more than once"),
+    (["grid", "--table", "1", "--archs", "vgg16", "--dry-run", "--slurm", "x.sh"], "give one of them"),
+    (["grid", "--table", "1", "--archs", "vgg16", "--slurm", "x.sh", "--partition", "gpu\n#SBATCH --x"],
+     "is not a Slurm partition name"),
+    (["grid", "--table", "1", "--archs", "vgg16", "--seeds", "-1", "--dry-run"], "seed must be an integer from 0"),
 ])
 def test_every_subcommand_rejects_bad_input_in_one_line(args, problem, capsys):
     code, err = _exit_and_stderr(args, capsys)
@@ -530,3 +543,51 @@ def test_a_runs_folder_where_no_claim_can_be_written_is_one_line_exit_2(tmp_path
     monkeypatch.setattr(Path, "mkdir", read_only)
     assert main(_cli(tmp_path)) == 2
     assert "cannot write the claim" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit-flipped", "not a zip"])
+def test_a_damaged_dataset_file_is_named_with_the_fix_exit_2_and_no_record(tmp_path, tiny_models, capsys, damage):
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 32), ("test", 16)):
+        np.savez_compressed(data / f"cifar10_{split}.npz", x=rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8),
+                            y=rng.integers(0, 10, n))
+    path = data / "cifar10_train.npz"
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[: len(raw) // 2]
+    elif damage == "bit-flipped":
+        middle = len(raw) // 2
+        raw[middle:middle + 64] = bytes(b ^ 0xFF for b in raw[middle:middle + 64])
+    else:
+        raw = b"this is not an archive" * 100
+    path.write_bytes(bytes(raw))
+    args = ["train", "--arch", "vgg16", "--batch-size", "16", "--device", "cpu", "--num-threads", "1",
+            "--no-progress", "--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"),
+            "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "cifar10_train.npz is damaged" in err and "make data" in err and "pickle" not in err
+    assert not list((tmp_path / "runs").glob("*.json"))
+
+
+def test_a_synthetic_image_too_small_for_the_model_is_bad_input_before_any_record(tmp_path, capsys):
+    """VGG-16's five poolings need 32 pixels: 8 used to fail mid-run with a 'failed' record."""
+    code, err = _exit_and_stderr(["train", "--arch", "vgg16", "--synthetic", "--synthetic-image-size", "8",
+                                  "--synthetic-train-size", "16", "--synthetic-test-size", "16", "--batch-size", "16",
+                                  "--device", "cpu", "--num-threads", "1", "--no-progress",
+                                  "--runs-dir", str(tmp_path / "runs"), "--checkpoint-dir", str(tmp_path / "ck")],
+                                 capsys)
+    assert code == 2 and "synthetic_image_size 8 is too small for vgg16" in err.strip().splitlines()[-1]
+    assert not list((tmp_path / "runs").glob("*.json")) if (tmp_path / "runs").exists() else True
+
+
+def test_grid_gives_the_nd_options_to_the_nd_runs_only():
+    from ndlib.grid import plan
+
+    configs = plan(1, epochs=[1], archs=["vgg16"], datasets=["cifar10"], deconv_refresh_every=4)
+    by_norm = {c.norm: c for c in configs}
+    assert by_norm["nd"].deconv_refresh_every == 4 and by_norm["bn"].deconv_refresh_every is None

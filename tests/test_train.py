@@ -329,15 +329,15 @@ def test_checkpoint_of_another_configuration_is_refused(tmp_path):
 
 def test_checkpoint_written_before_a_config_field_existed_still_resumes(tmp_path):
     """A field added to TrainConfig later is missing from old checkpoints: it matches its default only."""
-    config = tiny_config(tmp_path, epochs=2)
-    straight = run(config, model=tiny_model(), progress=False)
+    config = tiny_config(tmp_path, epochs=2, norm="nd")  # ND: the deconv_* fields apply to it
+    straight = run(config, model=tiny_model(nd=True), progress=False)
     checkpoint = tmp_path / "checkpoints" / config.run_id / "last.pt"
     state = torch.load(checkpoint, weights_only=True)
     old_identity = {k: v for k, v in json.loads(state["identity_json"]).items() if k != "deconv_refresh_stats"}
     state["identity_json"] = json.dumps(old_identity, sort_keys=True)
     torch.save(state, checkpoint)
     (tmp_path / "runs" / f"{config.run_id}.json").unlink()
-    resumed = run(config, model=tiny_model(), progress=False)  # the final checkpoint: nothing left to train
+    resumed = run(config, model=tiny_model(nd=True), progress=False)  # the final checkpoint: nothing left to train
     assert resumed["status"] == "completed" and resumed["final"]["test_acc"] == straight["final"]["test_acc"]
     # the same old checkpoint is not one of a run that sets the new field
     (tmp_path / "runs" / f"{config.run_id}.json").unlink()
@@ -346,7 +346,7 @@ def test_checkpoint_written_before_a_config_field_existed_still_resumes(tmp_path
     other_checkpoint.parent.mkdir(parents=True)
     other_checkpoint.write_bytes(checkpoint.read_bytes())
     with pytest.raises(ValueError, match="different configuration"):
-        run(other, model=tiny_model(), progress=False)
+        run(other, model=tiny_model(nd=True), progress=False)
 
 
 def test_completed_checkpoint_resumes_to_the_end_without_training(tmp_path):
