@@ -33,11 +33,43 @@ def paper_table2() -> pd.DataFrame:
     return _read("original_table2.csv")
 
 
+ATTEMPT_KEY = ["dataset", "arch", "method", "epochs", "attempt"]
+
+
+def _suspect_reasons() -> pd.DataFrame:
+    """Our flags on rows of the reproduction's spreadsheet, kept in their own file so that the copy
+    of the spreadsheet stays verbatim. Each flag needs a unique key and a reason."""
+    flags = _read("reproduction_suspect_rows.csv")
+    if flags.duplicated(ATTEMPT_KEY).any() or (flags["reason"].fillna("").str.strip() == "").any():
+        raise ValueError("reproduction_suspect_rows.csv: each row needs a unique key and a reason")
+    return flags.rename(columns={"reason": "suspect"})
+
+
 def reproduction_table1() -> pd.DataFrame:
-    """The reproduction's per-attempt Table 1 values, with ``acc_pct`` = 100 * ``reported_acc``."""
+    """The reproduction's per-attempt Table 1 values, with ``acc_pct`` = 100 * ``reported_acc``.
+
+    ``suspect`` gives our reason to doubt a row (empty when there is none; see the README of
+    ``published_data``). Flagged rows are kept, so means are still taken over every attempt; a
+    caller that wants them out filters on ``suspect == ""``. A flag that matches no attempt (a
+    typo, or a changed source file) is an error rather than a flag that silently vanishes.
+    """
     df = _read("re_table1_attempts.csv")
     df["acc_pct"] = 100.0 * df["reported_acc"]
-    return df
+    flags = _suspect_reasons()
+    merged = df.merge(flags, on=ATTEMPT_KEY, how="left", validate="one_to_one")
+    unmatched = flags.merge(df[ATTEMPT_KEY], on=ATTEMPT_KEY, how="left", indicator=True)
+    unmatched = unmatched[unmatched["_merge"] == "left_only"]
+    if not unmatched.empty:
+        raise ValueError("reproduction_suspect_rows.csv flags attempts that re_table1_attempts.csv lacks:\n"
+                         + unmatched[ATTEMPT_KEY].to_string(index=False))
+    merged["suspect"] = merged["suspect"].fillna("").astype(str)
+    return merged
+
+
+def suspect_reproduction_rows() -> pd.DataFrame:
+    """The attempts of :func:`reproduction_table1` that we flag, each with its reason."""
+    df = reproduction_table1()
+    return df[df["suspect"] != ""].reset_index(drop=True)
 
 
 def reproduction_imagenet_times() -> pd.DataFrame:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ndlib.layers import (
+    SPECTRAL_MIN_SIZE,
     ChannelDeconv,
     Delinear,
     FastDeconv,
@@ -143,18 +144,23 @@ def test_newton_schulz_batched_equals_per_matrix():
         torch.testing.assert_close(Z, isqrt_newton_schulz(A, 7), rtol=1e-12, atol=1e-12)
 
 
-def test_newton_schulz_skipped_products_are_exact():
-    """The shortcut loop gives exactly what the textbook loop with all products gives."""
-    A = spd_with_spectrum(torch.logspace(0, -2, 10), seed=5).float()
-    n = A.shape[0]
-    norm = A.norm()
-    Y, Z, eye = A / norm, torch.eye(n), torch.eye(n)
-    for _ in range(5):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_iter", [1, 2, 5])
+def test_newton_schulz_skipped_products_are_exact(dtype, n_iter):
+    """The shortcut loop gives bit for bit what the textbook loop with all products gives (it skips
+    only products with the identity and the unused last Y): guards against a changed polynomial."""
+    single = spd_with_spectrum(torch.logspace(0, -2, 10), seed=5)
+    A = torch.stack([single, spd_with_spectrum(torch.logspace(0, -1, 10), seed=6)]).to(dtype)
+    norm = torch.linalg.matrix_norm(A, keepdim=True)
+    eye = torch.eye(A.shape[-1], dtype=dtype)
+    Y, Z = A / norm, eye.expand_as(A)
+    for _ in range(n_iter):
         T = 0.5 * (3.0 * eye - Z @ Y)
         Y = Y @ T
         Z = T @ Z
-    textbook = Z / norm.sqrt()
-    torch.testing.assert_close(isqrt_newton_schulz(A, 5), textbook, rtol=1e-6, atol=0)
+    textbook = Z / torch.sqrt(norm)
+    assert torch.equal(isqrt_newton_schulz(A, n_iter), textbook)
+    assert torch.equal(isqrt_newton_schulz(A[0], n_iter), textbook[0])
 
 
 def test_newton_schulz_rejects_bad_input():
@@ -218,6 +224,34 @@ def test_training_output_equals_explicit_pipeline(case, dtype, tol):
     out = layer.train()(x)
     assert out.shape == expected.shape
     assert rel_err(out, expected) < tol
+
+
+@pytest.mark.parametrize("case", list(FOLD_CASES), ids=list(FOLD_CASES))
+def test_float32_training_output_keeps_eps_on_small_variance_input(case):
+    """float32 guard against a covariance without eps: at unit variance eps = 1e-5 moves the output
+    by about 1e-5 (inside float32 tolerances), at variance ~1e-4 by percents."""
+    layer = make_layer(dtype=torch.float32, **FOLD_CASES[case])
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, layer.in_channels, 11, 11, generator=g, dtype=torch.float64)
+    x = F.avg_pool2d(x, 3, stride=1, padding=1) + 0.3 * x.mean(1, keepdim=True)
+    x = (0.01 * (2.0 * x + 0.5)).float()
+    blocks, stats = reference_statistics(layer, x)  # Cov + eps I
+    assert rel_err(layer.train()(x), explicit_whitened_conv(layer, x, blocks, stats)) < 1e-5  # without eps: > 5e-2
+
+
+def test_float32_delinear_keeps_eps_on_small_variance_input():
+    """float32 Delinear: its covariance must include eps (small-variance input, where eps matters)."""
+    torch.manual_seed(0)
+    layer = Delinear(12, 5, block=4).train()
+    g = torch.Generator().manual_seed(3)
+    x = 0.01 * torch.randn(32, 12, generator=g) @ torch.randn(12, 12, generator=g) / 12 ** 0.5
+    stacked = torch.cat([x[:, i * 4:(i + 1) * 4] for i in range(3)]).double()
+    mu = stacked.mean(0)
+    cov = (stacked - mu).T @ (stacked - mu) / stacked.shape[0] + 1e-5 * torch.eye(4, dtype=torch.float64)
+    D = isqrt_newton_schulz(cov, 5)
+    white = torch.cat([(x[:, i * 4:(i + 1) * 4].double() - mu) @ D.T for i in range(3)], dim=1)
+    expected = white @ layer.weight.double().T + layer.bias.double()
+    assert rel_err(layer(x).double(), expected) < 1e-5
 
 
 def test_fold_changes_the_output():
@@ -403,6 +437,24 @@ def test_to_dtype_moves_buffers_and_is_deterministic():
     torch.testing.assert_close(layer.train()(x), twin.train()(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("build, shape", [
+    (lambda **kw: FastDeconv(4, 3, 3, padding=1, block=4, **kw), (4, 4, 9, 9)),  # 36 features
+    (lambda **kw: Delinear(12, 5, block=4, **kw), (32, 12)),
+], ids=["conv", "linear"])
+def test_auto_below_the_spectral_size_agrees_with_spectral(build, shape):
+    """Below SPECTRAL_MIN_SIZE features "auto" takes the matmul loop, so comparing it with "spectral"
+    compares two routes (at 144 features both are spectral and cannot disagree)."""
+    torch.manual_seed(0)
+    auto = build().double().train()
+    spectral = build(isqrt_method="spectral").double().train()
+    spectral.load_state_dict(auto.state_dict())
+    assert auto.isqrt_method == "auto" and auto.running_deconv.shape[-1] < SPECTRAL_MIN_SIZE
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    x = x + 0.5 * x.roll(1, dims=1)
+    torch.testing.assert_close(auto(x), spectral(x), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(auto.running_deconv, spectral.running_deconv, rtol=1e-10, atol=1e-12)
+
+
 def test_delinear_matches_explicit_whitening():
     torch.manual_seed(0)
     layer = Delinear(12, 5, block=4).double().train()
@@ -532,10 +584,14 @@ def refresh_trace(build, shape, steps: int, seed: int = 7, **options):
 
 
 @pytest.mark.parametrize("case", list(REFRESH_BUILDS))
-def test_refresh_every_one_is_bit_identical_to_the_default_layer(case):
+def test_refresh_every_one_is_bit_identical_to_an_all_warmup_refresh_layer(case):
+    """The default (refresh_every=1) layer and a k=4 layer whose 5 steps are all warm-up refresh
+    steps take different code paths but must agree bit for bit: guards against the k > 1
+    machinery (step cache, refresh test) perturbing a refresh step, or k = 1 skipping one."""
     build, shape = REFRESH_BUILDS[case]
+    assert build().refresh_every == 1
     _, default = refresh_trace(build, shape, steps=5)
-    _, explicit = refresh_trace(build, shape, steps=5, refresh_every=1)
+    _, explicit = refresh_trace(build, shape, steps=5, refresh_every=4, refresh_warmup=5)
     for a, b in zip(default, explicit):
         for key in ("out", "eval_out", "x_grad", "w_grad", "b_grad"):
             assert torch.equal(a[key], b[key]), key

@@ -416,11 +416,20 @@ def test_compare_difference_verdicts():
     assert report.compare_difference(float("nan"), float("nan"), 0, 60, 1, 3)["verdict"] == "not run"
 
 
-def test_prediction_factor_is_the_student_interval_for_one_more_run():
-    from scipy import stats
+def test_compare_difference_welch_error_by_hand_with_unequal_seeds_and_spread():
+    """Guards against pairing each sd with the other side's n (equal n and sd hide that)."""
+    result = report.compare_difference(70, 2, 3, 60, 1, 2)
+    assert result["diff"] == 10
+    assert result["se"] == pytest.approx(1.354006, abs=1e-6)  # sqrt(4/3 + 1/2); swapped: 1.528
+    assert result["verdict"] == "beyond noise"
+    assert result["text"] == "+10.00 points (standard error 1.35: beyond 2 standard errors)"
 
-    assert report.prediction_factor(3) == pytest.approx(stats.t.ppf(0.975, 2) * math.sqrt(4 / 3))
-    assert report.prediction_factor(10, level=0.9) == pytest.approx(stats.t.ppf(0.95, 9) * math.sqrt(1.1))
+
+def test_prediction_factor_is_the_student_interval_for_one_more_run():
+    """Hand values from t tables, so a wrong df, level or sqrt(1 + 1/n) term fails."""
+    assert report.prediction_factor(3) == pytest.approx(4.3027 * math.sqrt(4 / 3), abs=1e-3)  # 4.9683
+    assert report.prediction_factor(2) == pytest.approx(12.7062 * math.sqrt(1.5), abs=1e-3)  # 15.562
+    assert report.prediction_factor(10, level=0.9) == pytest.approx(1.8331 * math.sqrt(1.1), abs=1e-3)
     assert math.isnan(report.prediction_factor(1))
 
 
