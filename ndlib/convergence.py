@@ -22,6 +22,8 @@ __all__ = ["TRAINING_INFERRED", "reproduction_label", "campaign_curves", "cell_p
            "same_machine_pairs", "progress_sentences", "bf16_speedups",
            "precision_verdict"]
 
+_DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+
 #: The label of a reproduction value that behaves like training accuracy (our reading, not its source's).
 TRAINING_INFERRED = "training accuracy (our inference)"
 
@@ -171,7 +173,7 @@ def progress_sentences(cells: pd.DataFrame, gains: pd.DataFrame, epochs: int = 2
     partial = gains[~gains["final"]] if not gains.empty else gains
     for row in partial.itertuples():
         lead = "ahead of" if row.ours_gain > 0 else "behind"
-        lines.append(f"{row.paper_name} ({row.dataset}), in progress: after epoch {row.at_epoch} of {epochs} ND "
+        lines.append(f"{row.paper_name} ({_DATASET_TITLES.get(row.dataset, row.dataset)}), in progress: after epoch {row.at_epoch} of {epochs} ND "
                      f"({row.nd_test:.2f} %) is {abs(row.ours_gain):.2f} points {lead} BN ({row.bn_test:.2f} %); "
                      f"the learning rate is still high at that point of the cosine schedule, so this is a "
                      f"snapshot, not a result (the paper's gain after {epochs} epochs: {row.paper_gain:+.2f}).")

@@ -402,7 +402,7 @@ def _cell_panels(curves: pd.DataFrame, columns: int = 4) -> tuple[Figure, list[t
     cells = list(dict.fromkeys(zip(curves["dataset"], curves["arch"])))
     columns = max(1, min(columns, len(cells)))
     rows = -(-len(cells) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.9 * columns, 3.0 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(max(3.9 * columns, 7.0), 3.0 * rows + 0.8), squeeze=False)
     for ax in list(axes.flat)[len(cells):]:
         ax.set_visible(False)
     return fig, cells, axes
@@ -452,7 +452,7 @@ def convergence_figure(curves: pd.DataFrame, paper: pd.DataFrame, dataset_titles
         ax.grid(alpha=0.3)
         ax.set_title(_panel_title(part, dataset_titles), fontsize=9)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=4, frameon=False, fontsize=8)
+    fig.legend(handles, labels, loc="upper center", ncol=2 if len(cells) < 3 else 4, frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 
