@@ -74,8 +74,10 @@ def claim(run_id: str, folder: str | Path, **about) -> Iterator[Path]:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             handle = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        except FileNotFoundError:
-            continue  # another worker removed the emptied folder between our mkdir and open
+        except (FileNotFoundError, FileExistsError):
+            # another worker removed the emptied folder between our mkdir and open, or created it and
+            # removed it again within our mkdir (pathlib then raises FileExistsError): try again
+            continue
         except OSError as error:
             from ndlib.records import RecordWriteError
 
