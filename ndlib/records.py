@@ -313,8 +313,9 @@ def environment_info(device) -> dict:
     import ndlib
 
     device = torch.device(device)
-    # Dirty = modified tracked files anywhere, or untracked files inside the package.
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Dirty = modified tracked files anywhere but results/ (the records a campaign clone rewrites as its
+    # runs progress are data, not code), or untracked files inside the package.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     untracked = _git("status", "--porcelain", "--untracked-files=all", "--", "ndlib")
     cuda = device.type == "cuda"
     return {

@@ -124,3 +124,30 @@ def test_segments_on_two_machine_instances_mix_and_leave_the_instance_unknown():
     assert not timing_settings_mixed(older) and record_machine_id(older) is None
     assert timing_settings_mixed({"segments": [segment(0, None), segment(50, "bbb", threads=2)]})
     assert record_machine_id({}) is None and not timing_settings_mixed({})
+
+
+def test_rewritten_records_under_results_do_not_make_the_code_dirty(tmp_path):
+    """A campaign clone rewrites tracked records in results/runs as runs progress: data, not code."""
+    import subprocess
+
+    from ndlib import records
+
+    repo = tmp_path / "repo"
+    (repo / "ndlib").mkdir(parents=True)
+    (repo / "results" / "runs").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("")
+    (repo / "ndlib" / "a.py").write_text("x = 1\n")
+    (repo / "results" / "runs" / "r.json").write_text("{}\n")
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.email=t@example.invalid", "-c", "user.name=t", "add", ".")
+    git("-c", "user.email=t@example.invalid", "-c", "user.name=t", "commit", "-qm", "x")
+    (repo / "results" / "runs" / "r.json").write_text('{"a": 1}\n')
+    original = records.project_root
+    records.project_root = lambda start=None: repo
+    try:
+        assert records.environment_info("cpu")["git_dirty"] is False
+        (repo / "ndlib" / "a.py").write_text("x = 2\n")
+        assert records.environment_info("cpu")["git_dirty"] is True
+    finally:
+        records.project_root = original
