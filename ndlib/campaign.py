@@ -370,9 +370,11 @@ def _run_lanes(args: argparse.Namespace, campaign: Campaign) -> int:
 def _handle(args: argparse.Namespace) -> int:
     from ndlib.cliargs import EXIT_CODES, usage_error
 
-    prog = f"{args.parser.prog}"
-    if getattr(args, "lanes", 1) < 1 or getattr(args, "threads", 1) is not None and args.threads < 1:
+    prog = args.parser.prog
+    if args.lanes < 1 or args.threads < 1:
         return usage_error(prog, "--lanes and --threads must be at least 1")
+    if args.file is None:
+        args.file = default_campaign()
     try:
         campaign = load_campaign(args.file, **_placement(args))
     except CampaignError as error:
@@ -420,10 +422,4 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--runs-dir", default=None, help="default: <project>/results/runs")
     parser.add_argument("--checkpoint-dir", default=None, help="default: <project>/checkpoints")
     parser.add_argument("--data-dir", default=None, help="default: <project>/data")
-    parser.set_defaults(handler=_handle_with_default, parser=parser)
-
-
-def _handle_with_default(args: argparse.Namespace) -> int:
-    if args.file is None:
-        args.file = default_campaign()
-    return _handle(args)
+    parser.set_defaults(handler=_handle, parser=parser)

@@ -164,19 +164,18 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     about pickles (which must stay off: never unpickle a data file)."""
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = {"x", "y"} - set(archive.files)
-            if missing:
-                raise ValueError(f"{path}: missing arrays {sorted(missing)}; expected 'x' (uint8 N,32,32,3) and "
-                                 "'y' (int64 N)")
-            return archive["x"], archive["y"]
+            names = set(archive.files)
+            arrays = (archive["x"], archive["y"]) if {"x", "y"} <= names else None
+    except FileNotFoundError:
+        raise
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
-        if isinstance(error, ValueError) and str(error).startswith(f"{path}: missing"):
-            raise
-        if isinstance(error, FileNotFoundError):
-            raise
         reason = "not an npz archive" if "pickle" in str(error) else f"{type(error).__name__}: {error}"
         raise ValueError(f"{path} is damaged ({reason}); fix: delete it and unpack it again with `make data` "
                          "(which checks every archive's SHA-256), or pass --data-dir to an intact copy") from None
+    if arrays is None:
+        raise ValueError(f"{path}: missing arrays {sorted({'x', 'y'} - names)}; expected 'x' (uint8 N,32,32,3) and "
+                         "'y' (int64 N)")
+    return arrays
 
 
 def _missing_data_message(name: str, root: Path) -> str:

@@ -15,20 +15,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
-import os
 import re
 import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from ndlib.cliargs import add_config_arguments, usage_error
 from ndlib.data import DATASETS
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
-from ndlib.records import machine_id, read_record, record_path
+from ndlib.records import machine_id, process_alive, read_record, record_path
 from ndlib.train import TrainConfig, known_archs
 
 __all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "CostEstimate", "estimate_cost", "run_grid",
@@ -110,19 +108,9 @@ def run_status(config: TrainConfig, *, holding_claim: bool = False) -> str:
     if status == "running" and (holding_claim or holder(config.run_id, claims_folder(config.runs_dir)) is None):
         environment = record.get("environment") or {}
         pid, machine = environment.get("pid"), environment.get("machine_id")
-        if not (machine is not None and machine == machine_id() and isinstance(pid, int) and _pid_alive(pid)):
+        if not (machine is not None and machine == machine_id() and isinstance(pid, int) and process_alive(pid)):
             return "stale"
     return status
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,7 @@ __all__ = [
     "training_segment",
     "timing_settings_mixed",
     "machine_id",
+    "process_alive",
     "record_machine_id",
 ]
 
@@ -303,6 +304,17 @@ def machine_id() -> str | None:
     except OSError:
         return None
     return hashlib.sha256(boot_id.encode()).hexdigest()[:12] if boot_id else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine (one we may not signal counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def environment_info(device) -> dict:

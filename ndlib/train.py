@@ -63,6 +63,7 @@ from ndlib.records import (
     completed_record,
     environment_info,
     portable_path,
+    process_alive,
     read_record,
     record_path,
     scrub_paths,
@@ -692,20 +693,10 @@ def _remove_dead_temporaries(folder: Path) -> None:
         return
     for temp in folder.glob(".*.tmp"):
         pid = temp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and _process_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
             continue
         with contextlib.suppress(OSError):
             temp.unlink()
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _Checkpointer:
