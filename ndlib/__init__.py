@@ -4,10 +4,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["deconvolve", "__version__"]
+__all__ = ["deconvolve", "recalibrate", "__version__"]
 
 if TYPE_CHECKING:
     from ndlib.convert import deconvolve
+    from ndlib.recalibrate import recalibrate
 
 
 def __getattr__(name: str):
@@ -17,4 +18,9 @@ def __getattr__(name: str):
 
         globals()["deconvolve"] = deconvolve
         return deconvolve
+    if name == "recalibrate":
+        from ndlib.recalibrate import recalibrate
+
+        globals()["recalibrate"] = recalibrate
+        return recalibrate
     raise AttributeError(f"module 'ndlib' has no attribute {name!r}")

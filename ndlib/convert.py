@@ -37,6 +37,7 @@ import difflib
 import inspect
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Union
 
 import torch
@@ -45,10 +46,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from ndlib.layers import Delinear, FastDeconv
-from ndlib.models.factory import DECONV_OPTIONS, keyword_options
+from torchvision.ops.misc import FrozenBatchNorm2d
 
-__all__ = ["deconvolve", "deconvolve_options", "CONV_OPTIONS", "LINEAR_OPTIONS"]
+from ndlib.fold import conv_bn_pairs, fold_into
+from ndlib.layers import Delinear, FastDeconv
+from ndlib.models.factory import DECONV_OPTIONS, FIRST_LAYER_DECONV, keyword_options
+
+__all__ = ["deconvolve", "deconvolve_options", "CONV_OPTIONS", "LINEAR_OPTIONS", "PRESETS", "RemovedNorm"]
 
 #: Options of :class:`~ndlib.layers.FastDeconv` (``block``, ``eps``, ``n_iter``, ``momentum``,
 #: ``sampling_stride``, ``freeze``, ``freeze_iter``, ``grouping``, ...).
@@ -57,6 +61,22 @@ CONV_OPTIONS: tuple[str, ...] = DECONV_OPTIONS
 #: ``deconvolve``'s ``**layer_options``, its ``block`` is ``block_fc``.
 LINEAR_OPTIONS: tuple[str, ...] = keyword_options(Delinear)
 _DEFAULT_BLOCK: int = inspect.signature(FastDeconv.__init__).parameters["block"].default
+
+#: The BatchNorm types ``deconvolve`` removes.  Subclasses are refused by name, as ``nn.Conv2d``
+#: subclasses are: their ``forward`` may add behaviour (timm's ``BatchNormAct2d`` applies an
+#: activation) that removing the layer would silently drop.  ``FrozenBatchNorm2d`` (torchvision's
+#: detection backbones) is a BatchNorm with fixed statistics and affine: removed like the others.
+_BATCH_NORMS: tuple[type, ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, FrozenBatchNorm2d)
+
+#: ``preset=`` values: the paper's ND settings in one word.  ``"paper"`` is Table 1's (CIFAR:
+#: classifier blocks of 512), ``"paper-imagenet"`` Table 2's (64); both whiten in blocks of 64
+#: channels and give the first conv 15 Newton-Schulz iterations and the public code's periodic
+#: freezing after 100 iterations (:data:`~ndlib.models.factory.FIRST_LAYER_DECONV`).  Arguments
+#: given explicitly win over the preset's.
+PRESETS: Mapping[str, Mapping[str, Any]] = {
+    "paper": {"block": 64, "block_fc": 512, "first_layer": dict(FIRST_LAYER_DECONV)},
+    "paper-imagenet": {"block": 64, "block_fc": 64, "first_layer": dict(FIRST_LAYER_DECONV)},
+}
 
 #: Norm layers that are not BatchNorm: left in place (with a warning) when met.
 _OTHER_NORMS: tuple[type, ...] = tuple(
@@ -166,6 +186,21 @@ def _conv_padding(conv: nn.Conv2d):
     return tuple(t // 2 for t in totals)
 
 
+class RemovedNorm(nn.Identity):
+    """What a removed BatchNorm becomes: the identity, returning a **copy** of its input.
+
+    A BatchNorm returns a new tensor, so code after it may change that tensor in place (a
+    ``ReLU(inplace=True)``, ``out += shortcut``).  A plain ``nn.Identity`` returns its input
+    itself, and the same in-place op would then rewrite the block's input, which a shortcut (or
+    the caller) still reads.  One copy costs less than the BatchNorm it replaces.  (BatchNorms
+    folded into the conv before them, ``fold_bn=True``, become a plain ``nn.Identity``: the
+    conv's output has no other reader.)
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return input.clone()
+
+
 def _why_not(module: nn.Module) -> str | None:
     """Why a conv-like or norm module cannot be converted (``None``: it can)."""
     if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
@@ -184,7 +219,30 @@ def _why_not(module: nn.Module) -> str | None:
         return f"a subclass of nn.Conv2d ({type(module).__name__}) whose forward may differ from a plain conv"
     if isinstance(module, _ConvNd):
         return "FastDeconv replaces nn.Conv2d only (no transposed, 1-D or 3-D convs)"
+    if _is_norm(module) and type(module) not in _BATCH_NORMS:
+        return (f"a subclass of {type(module).__mro__[1].__name__} ({type(module).__name__}) whose forward may add "
+                "behaviour, e.g. an activation, that removing it would drop")
     return None
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, (_BatchNorm, FrozenBatchNorm2d))
+
+
+def _skip_advice(problems: list[str], modules: dict[str, nn.Module]) -> str:
+    """Which names to put in ``skip``: a conv's parent when it holds a BatchNorm too (skipping
+    the conv alone would keep it plain but still remove that BatchNorm: neither normalised nor
+    whitened), else the layer itself."""
+    names = []
+    for name in problems:
+        parent = name.rpartition(".")[0]
+        holds_norm = parent and isinstance(modules[name], _ConvNd) and any(
+            _is_norm(child) for child in modules[parent].children())
+        names.append(parent if holds_norm else name)
+    names = list(dict.fromkeys(names))
+    shown = ", ".join(repr(n) for n in names[:6]) + (", ..." if len(names) > 6 else "")
+    return (f"Leave them as they are with skip=[{shown}] (a skipped module keeps its whole subtree, "
+            "BatchNorms included), or change the model.")
 
 
 def _classifier_names(modules: dict[str, nn.Module]) -> list[str]:
@@ -225,36 +283,232 @@ def _build(layer_type: type, name: str, original: nn.Module, args: tuple, option
 # --------------------------------------------------------------------------------------
 # The conversion
 # --------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """What :func:`deconvolve` will do, decided on the given model before anything changes."""
+
+    convs: list[str] = field(default_factory=list)
+    norms: list[str] = field(default_factory=list)
+    linears: list[str] = field(default_factory=list)
+    folds: list[tuple[str, str]] = field(default_factory=list)  # (conv, BatchNorm) pairs to fold
+    first_conv: str | None = None
+    skipped: set[str] = field(default_factory=set)
+    other_norms: Counter = field(default_factory=Counter)
+
+
+def _settings(preset: str | None, block, block_fc, first_layer) -> tuple[int, int | None, dict | None, bool]:
+    """``(block, block_fc, first_layer, block_fc_required)`` after the preset: explicit
+    arguments win; a preset's classifier and first-layer settings apply where the model has
+    such layers, an explicit ``block_fc`` or ``first_layer`` must find them."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"deconvolve: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    chosen = dict(PRESETS[preset]) if preset else {}
+    block_fc_required = block_fc is not None
+    block = chosen.get("block", _DEFAULT_BLOCK) if block is None else block
+    block_fc = chosen.get("block_fc") if block_fc is None else block_fc
+    _positive_int("block", block, "channels per whitening block, e.g. 64")
+    if block_fc is not None:
+        _positive_int("block_fc", block_fc, "features per block of the classifier's Delinear, e.g. 512; or None")
+    if first_layer is not None:
+        first_layer = _check_names("first_layer", first_layer, CONV_OPTIONS)
+    elif chosen.get("first_layer"):
+        first_layer = {**chosen["first_layer"], "_from_preset": True}
+    return block, block_fc, first_layer, block_fc_required
+
+
+def _check_model(model) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            "deconvolve: TorchScript modules are not supported (their layers are compiled code, not nn.Conv2d "
+            "and BatchNorm modules); pass the eager nn.Module, before torch.jit.script or torch.jit.trace"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"deconvolve expects a torch.nn.Module, got {type(model).__name__}")
+
+
+def _plan(model: nn.Module, skip: Skip, block_fc: int | None, fold_bn: bool) -> _Plan:
+    modules = dict(model.named_modules())
+    names = [name for name in modules if name]
+    is_skipped_here = _skip_predicate(skip, names)
+    plan = _Plan()
+    for name, module in modules.items():
+        if name and (name.rpartition(".")[0] in plan.skipped or is_skipped_here(name, module)):
+            plan.skipped.add(name)
+    plan.first_conv = next((n for n, m in modules.items() if isinstance(m, nn.Conv2d)), None)
+    classifier = set(_classifier_names(modules)) if block_fc is not None else set()
+    problems = []
+    for name, module in modules.items():
+        if name in plan.skipped or isinstance(module, (FastDeconv, Delinear)):
+            continue
+        if isinstance(module, _ConvNd) or _is_norm(module) or name in classifier:
+            reason = _why_not(module)
+            if reason is None and name in classifier and type(module) is not nn.Linear:
+                reason = f"a subclass of nn.Linear ({type(module).__name__}) whose forward may differ"
+            if reason is not None:
+                problems.append((name, f"{name or '<the model itself>'} ({type(module).__name__}: {reason})"))
+            elif isinstance(module, nn.Conv2d):
+                plan.convs.append(name)
+            elif _is_norm(module):
+                plan.norms.append(name)
+            else:
+                plan.linears.append(name)
+        elif isinstance(module, _OTHER_NORMS):
+            plan.other_norms[type(module).__name__] += 1
+    if problems:
+        raise ValueError(
+            f"deconvolve: {len(problems)} layer(s) cannot be converted: " + "; ".join(p for _, p in problems)
+            + ". " + _skip_advice([n for n, _ in problems], modules)
+        )
+    if fold_bn:
+        plan.folds = conv_bn_pairs(model, convs=set(plan.convs), norms=set(plan.norms))
+    return plan
+
+
+def _check_plan(plan: _Plan, model: nn.Module, first_layer, block_fc, block_fc_required, overrides) -> None:
+    if not plan.convs and not plan.norms:
+        done = sum(isinstance(m, FastDeconv) for m in model.modules())
+        raise ValueError(
+            f"deconvolve: {type(model).__name__} has no nn.Conv2d and no BatchNorm layer to convert"
+            + (f" outside the {len(plan.skipped)} skipped modules" if plan.skipped else "")
+            + (f" (it already holds {done} FastDeconv layers: converted before?)" if done else "")
+            + ". Network deconvolution whitens conv inputs; for a linear layer alone use ndlib.layers.Delinear."
+        )
+    if first_layer and not first_layer.get("_from_preset") and plan.first_conv not in plan.convs:
+        where = ("the model has no nn.Conv2d" if plan.first_conv is None
+                 else f"the first conv {plan.first_conv!r} is not converted (skipped, or already a FastDeconv)")
+        raise ValueError(f"deconvolve: first_layer was given but {where}; drop first_layer or the skip")
+    if block_fc_required and not plan.linears:
+        classifier = _classifier_names(dict(model.named_modules()))
+        where = "the model has no nn.Linear" if not classifier else f"its classifier {sorted(classifier)} is skipped"
+        raise ValueError(f"deconvolve: block_fc was given but {where}; drop block_fc or the skip")
+    if isinstance(overrides, Mapping):
+        unused = sorted(set(overrides) - set(plan.convs))
+        if unused:
+            raise ValueError(
+                f"deconvolve: overrides names {unused}, which are not convs converted to FastDeconv "
+                "(overrides set per-conv options; the classifier takes block_fc and the shared options)"
+            )
+
+
+def _warn_about(plan: _Plan, model: nn.Module, fold_bn: bool) -> None:
+    """The warnings of a conversion: kept norms of other kinds, skipped convs whose BatchNorm
+    neighbour is removed, BatchNorms that ``fold_bn`` could not fold."""
+    modules = dict(model.named_modules())
+    if plan.other_norms:
+        kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(plan.other_norms.items()))
+        warnings.warn(
+            f"deconvolve: kept {sum(plan.other_norms.values())} norm layers that are not BatchNorm ({kinds}) as they "
+            "are; ND replaces BatchNorm only, the convs around them were converted.", UserWarning, stacklevel=3)
+    removed = set(plan.norms)
+    orphans = set()
+    for name in plan.skipped:  # a conv skipped by name while a BatchNorm beside it is removed
+        parent = name.rpartition(".")[0]
+        if isinstance(modules[name], nn.Conv2d) and parent not in plan.skipped:
+            beside = {f"{parent}.{child}" if parent else child for child, _ in modules[parent].named_children()}
+            if beside & removed:
+                orphans.add(parent or "<the model itself>")
+    if orphans:
+        warnings.warn(
+            f"deconvolve: skipped convs keep their plain nn.Conv2d, but the BatchNorms beside them in {sorted(orphans)} "
+            "are removed, which leaves those convs neither normalised nor whitened; skip the parent module to "
+            "keep both.", UserWarning, stacklevel=3)
+    if fold_bn:
+        folded = {bn for _, bn in plan.folds}
+        unfolded = [n for n in plan.norms if n not in folded]
+        if unfolded:
+            shown = ", ".join(unfolded[:4]) + (", ..." if len(unfolded) > 4 else "")
+            warnings.warn(
+                f"deconvolve: fold_bn folded {len(folded)} BatchNorms; {len(unfolded)} do not directly follow a conv "
+                f"({shown}) and are removed without folding, so there the converted model differs from the "
+                "original in eval mode.", UserWarning, stacklevel=3)
+
+
+def _new_layers(plan: _Plan, modules: dict[str, nn.Module], block, block_fc, first_layer, options_for,
+                layer_options, rank_warning: bool) -> dict[str, nn.Module]:
+    new: dict[str, nn.Module] = {}
+    first = {k: v for k, v in (first_layer or {}).items() if k != "_from_preset"}
+    for name in plan.convs:
+        conv = modules[name]
+        options = {"block": block, **layer_options}
+        options.update(_check_names(f"overrides for {name!r}", options_for(name, conv), CONV_OPTIONS))
+        if name == plan.first_conv and first:
+            options.update(first)
+        args = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, _conv_padding(conv),
+                conv.dilation, conv.groups, True)
+        new[name] = _build(FastDeconv, name, conv, args, options)
+    for name in plan.linears:
+        linear = modules[name]
+        options = {"block": block_fc, **{k: v for k, v in layer_options.items() if k in LINEAR_OPTIONS}}
+        new[name] = _build(Delinear, name, linear, (linear.in_features, linear.out_features, True), options)
+    for name, layer in new.items():
+        layer.qualified_name = name
+        layer.warn_rank_deficient = rank_warning
+    folded = {bn for _, bn in plan.folds}
+    for name in plan.norms:
+        new[name] = nn.Identity() if name in folded else RemovedNorm()
+    return new
+
+
+def _install(model: nn.Module, modules: dict[str, nn.Module], new: dict[str, nn.Module]) -> nn.Module:
+    """Put each new layer at every place its original is registered (shared modules too)."""
+    places: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        places.setdefault(id(module), []).append(name)
+    converted = model
+    for name, layer in new.items():
+        for place in places[id(modules[name])]:
+            if not place:
+                converted = layer  # the model itself was a conv or a BatchNorm
+                continue
+            parent, _, attr = place.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, attr, layer)
+    return converted
+
+
 def deconvolve(
     model: nn.Module,
     *,
-    block: int = _DEFAULT_BLOCK,
+    preset: str | None = None,
+    block: int | None = None,
     block_fc: int | None = None,
     first_layer: Mapping[str, Any] | None = None,
     skip: Skip = None,
     overrides: Overrides = None,
+    fold_bn: bool = False,
+    rank_warning: bool = True,
     inplace: bool = False,
     **layer_options: Any,
 ) -> nn.Module:
-    """``model`` with network deconvolution in place of batch normalization.
+    """Network deconvolution in place of batch normalization: whitened conv inputs, no BatchNorm.
+
+    ("Deconvolution" here is the paper's name for removing the correlations in a conv's input;
+    it is not the transposed convolution, ``nn.ConvTranspose2d``, that the word often means.)
 
     Every ``nn.Conv2d`` becomes a :class:`~ndlib.layers.FastDeconv` with the same geometry
     (in/out channels, kernel, stride, padding, dilation, groups; ``padding='valid'`` and
-    symmetric ``'same'`` become the equal integer padding) and every ``BatchNorm1d/2d/3d`` /
-    ``SyncBatchNorm`` an ``nn.Identity``; with ``block_fc`` the classifier's ``nn.Linear``
-    becomes a :class:`~ndlib.layers.Delinear`.  Other modules are untouched.
+    symmetric ``'same'`` become the equal integer padding) and every ``BatchNorm1d/2d/3d``,
+    ``SyncBatchNorm`` and torchvision ``FrozenBatchNorm2d`` a :class:`RemovedNorm` (an identity
+    that returns a copy, so an in-place op after it cannot rewrite a tensor something else still
+    reads); with ``block_fc`` the classifier's ``nn.Linear`` becomes a
+    :class:`~ndlib.layers.Delinear`.  Other modules are untouched.  ``preset="paper"`` gives the
+    paper's settings in one word (:data:`PRESETS`).
 
     Weights: a converted layer holds the weight ``Parameter`` of the layer it replaces (with
-    ``inplace=True`` the very same object, else the copy's) and its bias; a conv (or linear) without a bias gets a **zero** bias, so that a fresh conversion in
-    eval mode (running mean 0, running whitening ``I``) computes exactly the original layer and
-    the conversion draws no random numbers.  (A model built as ND from scratch draws its biases
-    from PyTorch's default init instead: same structure, other initial values.)  BatchNorm's
-    affine ``gamma, beta`` and running statistics are **dropped**: after the whitening the
-    conv's own weight and bias can express any per-channel scale and shift, so ND has no affine
-    after the conv.  For a *pretrained* model this means the converted network does not compute
-    the pretrained function (the BN statistics and affine are gone, and the whitening changes
-    what each conv sees): its conv weights are a starting point for training, not a
-    ready model.  Build the optimizer after converting (the new biases are new Parameters).
+    ``inplace=True`` the very same object, else the copy's) and its bias; a conv (or linear)
+    without a bias gets a **zero** bias, so that a fresh conversion in eval mode (running mean
+    0, running whitening ``I``) computes exactly the original layer and the conversion draws no
+    random numbers.  BatchNorm's affine ``gamma, beta`` and running statistics are **dropped**:
+    after the whitening the conv's own weight and bias can express any per-channel scale and
+    shift, so ND has no affine after the conv.  For a *pretrained* model this means the
+    converted network does not compute the pretrained function, unless ``fold_bn=True`` first
+    folds each BatchNorm into the conv before it.  Build the optimizer after converting (the new
+    biases are new Parameters).
+
+    After converting, the running whitening starts at the identity and moves with momentum 0.1,
+    so eval-mode outputs are meaningless until it has seen data: train, or call
+    :func:`ndlib.recalibrate` with a few batches before evaluating.  A classifier initialised for
+    unwhitened features may start with very large logits (torchvision's MNASNet and EfficientNet
+    heads); ``classifier.reset_parameters()`` fixes that.
 
     Which layers:
         * the **first conv** is the first ``nn.Conv2d`` in module registration order
@@ -267,10 +521,13 @@ def deconvolve(
           inputs, and the paper whitens only the classifier.
 
     Args:
-        model: the network (any ``nn.Module``; a single conv or BN works too).
-        block: channels per whitening block of every ``FastDeconv`` (paper: 64).
+        model: the network (any eager ``nn.Module``; a single conv or BN works too).
+        preset: ``"paper"`` (Table 1: ``block=64``, ``block_fc=512``, the first conv with 15
+            iterations and periodic freezing) or ``"paper-imagenet"`` (``block_fc=64``); the
+            classifier and first-layer settings apply where the model has such layers.
+        block: channels per whitening block of every ``FastDeconv`` (paper: 64, the default).
         block_fc: the classifier's ``Delinear`` block (paper: 512 on CIFAR, 64 on ImageNet);
-            ``None`` leaves the linear layers as they are.
+            ``None`` (and no preset) leaves the linear layers as they are.
         first_layer: extra ``FastDeconv`` options for the first conv, e.g. the paper's
             ``{"n_iter": 15, "freeze": True}``; they win over every other option.
         skip: layers to leave alone: a qualified module name, a list of them, or a function
@@ -280,8 +537,15 @@ def deconvolve(
             a dict ``{qualified name: {option: value}}`` or a function ``(name, conv) -> dict or
             None`` called with every ``nn.Conv2d`` to convert (e.g. the paper's MobileNetV2
             depthwise rule ``lambda name, m: {"n_iter": 1} if m.groups > 1 else None``).
-            ``first_layer`` still wins for the first conv; the classifier is set by ``block_fc``
-            and the shared options only.
+        fold_bn: first fold each BatchNorm that directly follows a conv into that conv
+            (``W' = W gamma / sigma``, ``b' = (b - mu) gamma / sigma + beta``, found with
+            ``torch.fx``), so the converted model in eval mode computes the original's eval
+            function (to float rounding).  Its first training step then whitens with the batch
+            statistics, which changes the function: fine-tuning starts from there.  BatchNorms
+            that follow no conv are removed as usual, with a warning.
+        rank_warning: warn once per layer (:class:`~ndlib.layers.RankDeficientWarning`, with its
+            name and the batch size it needs) when a training step samples fewer rows per
+            covariance than it has features.
         inplace: convert ``model`` itself (and return it) instead of a deep copy.
         **layer_options: options for every ``FastDeconv`` (:data:`CONV_OPTIONS`: ``eps``,
             ``n_iter``, ``momentum``, ``sampling_stride``, ``freeze``, ``grouping``,
@@ -290,127 +554,40 @@ def deconvolve(
     Raises:
         ValueError: nothing to convert (no ``nn.Conv2d`` and no BatchNorm), layers that cannot
             be converted (``ConvTranspose2d``, ``Conv1d``/``Conv3d``, lazy or hooked modules,
-            ``nn.Conv2d`` subclasses, non-zero padding modes, non-square kernels; all named, to
-            be listed in ``skip``), unknown names in ``skip``/``overrides``, bad option values.
-        TypeError: arguments of the wrong type, unknown option names.
+            subclasses of ``nn.Conv2d`` or of a BatchNorm, non-zero padding modes, non-square
+            kernels; all named, with the ``skip`` names that leave them and their BatchNorms
+            as they are), unknown names in ``skip``/``overrides``, bad option values, a model
+            ``fold_bn`` cannot trace.
+        TypeError: arguments of the wrong type, unknown option names, a TorchScript model.
 
     Norms that are not BatchNorm (``LayerNorm``, ``GroupNorm``, ...) are left in place with a
     one-line warning; the convs around them are converted.  Nothing is changed when an error
     is raised, even with ``inplace=True``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"deconvolve expects a torch.nn.Module, got {type(model).__name__}")
-    _positive_int("block", block, "channels per whitening block, e.g. 64")
-    if block_fc is not None:
-        _positive_int("block_fc", block_fc, "features per block of the classifier's Delinear, e.g. 512; or None")
-    if not isinstance(inplace, bool):
-        raise TypeError(f"deconvolve: inplace must be True or False, got {inplace!r}")
+    _check_model(model)
+    block, block_fc, first_layer, block_fc_required = _settings(preset, block, block_fc, first_layer)
+    for flag, value in (("inplace", inplace), ("fold_bn", fold_bn), ("rank_warning", rank_warning)):
+        if not isinstance(value, bool):
+            raise TypeError(f"deconvolve: {flag} must be True or False, got {value!r}")
     layer_options = _check_names("the keyword options", layer_options, CONV_OPTIONS)
-    if first_layer is not None:
-        first_layer = _check_names("first_layer", first_layer, CONV_OPTIONS)
-    names = [name for name, _ in model.named_modules() if name]
-    is_skipped_here = _skip_predicate(skip, names)
-    options_for = _overrides_for(overrides, names)
+    options_for = _overrides_for(overrides, [name for name, _ in model.named_modules() if name])
 
     # ---- plan, on the given model: nothing is changed until every new layer is built ----
-    modules = dict(model.named_modules())
-    skipped: set[str] = set()
-    for name, module in modules.items():
-        if name and (name.rpartition(".")[0] in skipped or is_skipped_here(name, module)):
-            skipped.add(name)
-    first_conv = next((n for n, m in modules.items() if isinstance(m, nn.Conv2d)), None)
-    classifier = set(_classifier_names(modules)) if block_fc is not None else set()
-
-    convs, norms, linears, problems, other_norms = [], [], [], [], Counter()
-    for name, module in modules.items():
-        if name in skipped or isinstance(module, (FastDeconv, Delinear)):
-            continue
-        if isinstance(module, (_ConvNd, _BatchNorm)) or name in classifier:
-            reason = _why_not(module)
-            if reason is None and name in classifier and type(module) is not nn.Linear:
-                reason = f"a subclass of nn.Linear ({type(module).__name__}) whose forward may differ"
-            if reason is not None:
-                problems.append(f"{name or '<the model itself>'} ({type(module).__name__}: {reason})")
-            elif isinstance(module, nn.Conv2d):
-                convs.append(name)
-            elif isinstance(module, _BatchNorm):
-                norms.append(name)
-            else:
-                linears.append(name)
-        elif isinstance(module, _OTHER_NORMS):
-            other_norms[type(module).__name__] += 1
-    if problems:
-        raise ValueError(
-            f"deconvolve: {len(problems)} layer(s) cannot be converted: " + "; ".join(problems)
-            + ". Leave them as they are with skip=[...] (their qualified names), or change the model."
-        )
-    if not convs and not norms:
-        done = sum(isinstance(m, FastDeconv) for m in modules.values())
-        raise ValueError(
-            f"deconvolve: {type(model).__name__} has no nn.Conv2d and no BatchNorm layer to convert"
-            + (f" outside the {len(skipped)} skipped modules" if skipped else "")
-            + (f" (it already holds {done} FastDeconv layers: converted before?)" if done else "")
-            + ". Network deconvolution whitens conv inputs; for a linear layer alone use ndlib.layers.Delinear."
-        )
-    if first_layer and first_conv not in convs:
-        where = ("the model has no nn.Conv2d" if first_conv is None
-                 else f"the first conv {first_conv!r} is not converted (skipped, or already a FastDeconv)")
-        raise ValueError(f"deconvolve: first_layer was given but {where}; drop first_layer or the skip")
-    if block_fc is not None and not linears:
-        where = "the model has no nn.Linear" if not classifier else f"its classifier {sorted(classifier)} is skipped"
-        raise ValueError(f"deconvolve: block_fc was given but {where}; drop block_fc or the skip")
-    if isinstance(overrides, Mapping):
-        unused = sorted(set(overrides) - set(convs))
-        if unused:
-            raise ValueError(
-                f"deconvolve: overrides names {unused}, which are not convs converted to FastDeconv "
-                "(overrides set per-conv options; the classifier takes block_fc and the shared options)"
-            )
-
+    plan = _plan(model, skip, block_fc, fold_bn)
+    _check_plan(plan, model, first_layer, block_fc, block_fc_required, overrides)
     if not inplace:
         try:
             model = copy.deepcopy(model)
         except (RuntimeError, ValueError) as error:  # e.g. an uninitialised lazy module, even a skipped one
             raise ValueError(f"deconvolve: cannot copy the model ({error}); pass inplace=True to convert it in place") from error
-        modules = dict(model.named_modules())  # the same names in the copy
+    modules = dict(model.named_modules())  # the same names in the copy
+    new = _new_layers(plan, modules, block, block_fc, first_layer, options_for, layer_options, rank_warning)
+    for conv, norm in plan.folds:
+        fold_into(new[conv], modules[norm])
 
-    new: dict[str, nn.Module] = {}
-    for name in convs:
-        conv = modules[name]
-        options = {"block": block, **layer_options}
-        options.update(_check_names(f"overrides for {name!r}", options_for(name, conv), CONV_OPTIONS))
-        if name == first_conv and first_layer:
-            options.update(first_layer)
-        args = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, _conv_padding(conv),
-                conv.dilation, conv.groups, True)
-        new[name] = _build(FastDeconv, name, conv, args, options)
-    for name in linears:
-        linear = modules[name]
-        options = {"block": block_fc, **{k: v for k, v in layer_options.items() if k in LINEAR_OPTIONS}}
-        new[name] = _build(Delinear, name, linear, (linear.in_features, linear.out_features, True), options)
-    for name in norms:
-        new[name] = nn.Identity()
-
-    # ---- apply, at every place a converted module is registered (shared modules too) ----
-    places: dict[int, list[str]] = {}
-    for name, module in model.named_modules(remove_duplicate=False):
-        places.setdefault(id(module), []).append(name)
-    converted = model
-    for name, layer in new.items():
-        for place in places[id(modules[name])]:
-            if not place:
-                converted = layer  # the model itself was a conv or a BatchNorm
-                continue
-            parent, _, attr = place.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, attr, layer)
-    if other_norms:
-        kinds = ", ".join(f"{kind} x{count}" for kind, count in sorted(other_norms.items()))
-        warnings.warn(
-            f"deconvolve: kept {sum(other_norms.values())} norm layers that are not BatchNorm ({kinds}) as they are; "
-            "ND replaces BatchNorm only, the convs around them were converted.",
-            UserWarning,
-            stacklevel=2,
-        )
+    # ---- apply ----
+    converted = _install(model, modules, new)
+    _warn_about(plan, model, fold_bn)
     return converted
 
 

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from typing import Iterator
 
 import torch
@@ -111,6 +112,7 @@ __all__ = [
     "ChannelDeconv",
     "finite_checks",
     "GROUPINGS",
+    "RankDeficientWarning",
 ]
 
 GROUPINGS = ("interleaved", "contiguous")
@@ -198,6 +200,12 @@ class _StepCounter:
     """
 
     num_batches_tracked: torch.Tensor
+    #: The layer's qualified name in its model, for messages (set by ``ndlib.deconvolve``).
+    qualified_name: str | None = None
+    #: Warn once when a training step samples fewer rows than features (``ndlib.deconvolve``
+    #: turns it on for the layers it builds; the paper's own models are rank-deficient by design
+    #: in a few layers, e.g. VGG-16's 2x2 maps and the 512-feature classifier at batch 128).
+    warn_rank_deficient: bool = False
 
     def _counter_key(self):
         buffer = self.num_batches_tracked
@@ -239,6 +247,10 @@ class _StepCounter:
         """
         if not self.training:
             return self.running_mean, self.running_deconv
+        self._check_counter_is_real()
+        if _recomputing():
+            return self._recomputed_statistics(x)
+        self._warn_if_rank_deficient(x)
         if self.estimates_statistics():
             mean, deconv = self.batch_statistics(x)
             with torch.no_grad():
@@ -254,12 +266,63 @@ class _StepCounter:
         self._advance_step()
         return mean, deconv
 
+    def _recomputed_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The statistics of the step being recomputed by activation checkpointing
+        (``torch.utils.checkpoint`` runs the forward again inside the backward pass).
+
+        The first forward of that step already updated the running buffers and advanced the
+        counter; doing either again would update the statistics twice per step and shift the
+        freeze and refresh schedules (and a different choice of statistics would save a
+        different number of tensors, which the checkpoint refuses).  So the recomputation
+        repeats the decision of step ``num_batches_tracked - 1`` with the same values and
+        changes nothing: the batch estimate again on a refresh step, else the constants that
+        step used (the running and last statistics change on refresh steps only).  It assumes
+        the backward belongs to the layer's latest training forward, as in an ordinary step.
+        """
+        step = self.training_step() - 1
+        if self.estimates_statistics(step):
+            return self.batch_statistics(x)
+        if self.uses_last_statistics() and not self.is_frozen(step):
+            return self.last_mean, self.last_deconv
+        return self.running_mean, self.running_deconv
+
+    def _check_counter_is_real(self) -> None:
+        if self.num_batches_tracked.is_meta:
+            raise RuntimeError(
+                f"{self._described()}: a training-mode forward needs real buffers, and this layer is on the "
+                "meta device (shapes only). Materialise the model first, e.g. model.to_empty(device='cpu') "
+                "and then load_state_dict or re-initialise it, or run it in eval mode."
+            )
+
+    def _described(self) -> str:
+        return f"{type(self).__name__} {self.qualified_name!r}" if self.qualified_name else type(self).__name__
+
+    def _warn_if_rank_deficient(self, x: torch.Tensor) -> None:
+        """Warn once (layers that opted in: ``warn_rank_deficient``, set by ``ndlib.deconvolve``)
+        when a training step samples fewer rows per covariance than it has features: the batch
+        covariance then has rank below its size and the whitening of the missing directions is
+        set by the ridge ``eps`` alone (still invertible, but no longer a whitening there)."""
+        if not self.warn_rank_deficient or self.__dict__.get("_rank_warned"):
+            return
+        rows, features = self.sampled_rows(x)
+        if rows >= features:
+            return
+        self.__dict__["_rank_warned"] = True
+        needed = math.ceil(features * x.shape[0] / max(rows, 1))
+        warnings.warn(
+            f"{self._described()}: {rows} sampled rows per covariance for {features} features at batch "
+            f"{x.shape[0]}: the statistics are rank-deficient (eps alone fills the missing directions). "
+            f"A batch of at least {needed} would fill them; or use a smaller block for this layer.",
+            RankDeficientWarning,
+            stacklevel=4,
+        )
+
     def is_refresh_step(self, step: int) -> bool:
         """Whether training step ``step`` estimates the statistics as far as ``refresh_every``
         and ``refresh_warmup`` go: every step of the warm-up, then steps ``0, k, 2k, ...``."""
         return self.refresh_every == 1 or step < self.refresh_warmup or step % self.refresh_every == 0
 
-    def is_frozen(self) -> bool:  # overridden by FastDeconv (Delinear never freezes)
+    def is_frozen(self, step: int | None = None) -> bool:  # overridden by FastDeconv (Delinear never freezes)
         return False
 
     def _advance_step(self) -> None:
@@ -270,6 +333,16 @@ class _StepCounter:
         if cache is not None:
             key = self._counter_key() if known else None
             self.__dict__["_step_cache"] = None if key is None else (key, cache[1] + 1)
+
+
+class RankDeficientWarning(UserWarning):
+    """A deconvolution layer's batch covariance has fewer sampled rows than features."""
+
+
+def _recomputing() -> bool:
+    """Whether this forward runs inside a backward pass: activation checkpointing
+    (``torch.utils.checkpoint``, reentrant or not) recomputes the forward there."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def _autocast_active(device_type: str) -> bool:
@@ -731,7 +804,9 @@ class FastDeconv(_StepCounter, nn.Conv2d):
     ``running_deconv`` (``(B*k*k)^2``, or ``(groups, B*k*k, B*k*k)``) and
     ``num_batches_tracked`` (training iterations seen, which drives freezing and refreshing and
     survives a checkpoint round trip); with ``refresh_every > 1`` and ``refresh_stats="last"``
-    also ``last_mean`` and ``last_deconv``.
+    also ``last_mean`` and ``last_deconv``; with ``groups == 1`` and more than one block,
+    ``grouping_code`` (the index of ``grouping`` in ``GROUPINGS``: the running statistics mean
+    different channels under each grouping, so a mismatching ``load_state_dict`` is refused).
     """
 
     def __init__(
@@ -805,7 +880,30 @@ class FastDeconv(_StepCounter, nn.Conv2d):
             eye = torch.eye(self.num_features, **factory)
             self.register_buffer("running_deconv", eye.repeat(groups, 1, 1))
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        if self.groups == 1 and self.num_blocks > 1:  # only then does the grouping change what D means
+            self.register_buffer("grouping_code", torch.tensor(GROUPINGS.index(grouping), device=device))
         self._register_last_statistics()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Refuse running statistics saved under the other grouping (same shapes, other meaning:
+        ``running_deconv`` would whiten the wrong features); accept state dicts written before
+        ``grouping_code`` existed, whose layers all used their constructor's grouping."""
+        key = prefix + "grouping_code"
+        if hasattr(self, "grouping_code") and key in state_dict:
+            saved = int(state_dict[key])
+            if saved != GROUPINGS.index(self.grouping):
+                saved_name = repr(GROUPINGS[saved]) if 0 <= saved < len(GROUPINGS) else f"<unknown code {saved}>"
+                error_msgs.append(
+                    f"{prefix.rstrip('.') or type(self).__name__}: its running statistics were saved with "
+                    f"grouping={saved_name} but this layer uses grouping={self.grouping!r}; build the model "
+                    f"with the grouping it was trained with"
+                )
+                return
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if key in missing_keys:  # a state dict from before the code was stored: nothing to check
+            missing_keys.remove(key)
 
     # ----------------------------------------------------------------------------------
     @property
@@ -813,19 +911,36 @@ class FastDeconv(_StepCounter, nn.Conv2d):
         """The stride of the sampled patch grid: ``sampling_stride * conv stride``."""
         return self.sampling_stride * self.stride[0]
 
-    def is_frozen(self) -> bool:
-        """Whether the next training step uses the running statistics (public-code freezing)."""
+    def sampled_rows(self, x: torch.Tensor) -> tuple[int, int]:
+        """``(rows, features)`` of each covariance this layer estimates from input ``x``: the
+        patches sampled at stride ``statistics_stride`` over the batch (1x1 kernels: every
+        ``s^2``-th pixel), times the blocks stacked into one covariance when ``groups == 1``."""
+        N, _, H, W = x.shape
+        s = self.statistics_stride
+        if self.kernel_size == (1, 1):
+            rows = -(-N * H * W // (s * s))
+        else:
+            spans = [d * (self.kernel_size[0] - 1) + 1 for d in self.dilation]
+            grid = [max(0, (size + 2 * p - span) // s + 1) for size, p, span in zip((H, W), self.padding, spans)]
+            rows = N * grid[0] * grid[1]
+        return rows * (self.num_blocks if self.groups == 1 else 1), self.num_features
+
+    def is_frozen(self, step: int | None = None) -> bool:
+        """Whether training step ``step`` (default: the next) uses the running statistics
+        (public-code freezing)."""
         if not self.freeze:
             return False
-        return self.training_step() % (10 * self.freeze_iter) > self.freeze_iter
+        step = self.training_step() if step is None else step
+        return step % (10 * self.freeze_iter) > self.freeze_iter
 
-    def estimates_statistics(self) -> bool:
-        """Whether the next training step estimates the batch statistics (not frozen, and a
-        refresh step: ``num_batches_tracked % refresh_every == 0``); otherwise it whitens with the
-        running statistics as constants."""
-        if self.is_frozen():
+    def estimates_statistics(self, step: int | None = None) -> bool:
+        """Whether training step ``step`` (default: the next) estimates the batch statistics
+        (not frozen, and a refresh step: ``step % refresh_every == 0``); otherwise it whitens
+        with the running statistics as constants."""
+        step = self.training_step() if step is None else step
+        if self.is_frozen(step):
             return False
-        return self.is_refresh_step(self.training_step())
+        return self.is_refresh_step(step)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
@@ -951,9 +1066,15 @@ class Delinear(_StepCounter, nn.Linear):
         if x.shape[1] != self.in_features:
             raise ValueError(f"Delinear was built for {self.in_features} input features, got {x.shape[1]}")
 
-    def estimates_statistics(self) -> bool:
-        """Whether the next training step estimates the batch statistics (a refresh step)."""
-        return self.is_refresh_step(self.training_step())
+    def estimates_statistics(self, step: int | None = None) -> bool:
+        """Whether training step ``step`` (default: the next) estimates the batch statistics
+        (a refresh step)."""
+        return self.is_refresh_step(self.training_step() if step is None else step)
+
+    def sampled_rows(self, x: torch.Tensor) -> tuple[int, int]:
+        """``(rows, features)`` of the covariance estimated from input ``x`` (the blocks of
+        every sample stacked)."""
+        return x.shape[0] * (self.in_features // self.block), self.block
 
     def batch_statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         X = x.reshape(-1, self.block)
