@@ -75,15 +75,7 @@ def batch_for(name: str, size: int | None = None) -> torch.Tensor:
     return torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Batch-2 models gain nothing from intra-op threads, and on a shared, busy CPU the
-    OpenMP workers spin against each other (10x the CPU time); one thread keeps this
-    file fast and its timing stable."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
