@@ -53,6 +53,7 @@ from torch import nn
 
 from ndlib import cpu_memory
 from ndlib import layers as nd_layers
+from ndlib.devices import synchronize
 
 __all__ = [
     "BenchConfig",
@@ -142,11 +143,6 @@ class BenchConfig:
 # --------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images, labels, amp: bool = False) -> None:
     """One SGD step; ``amp``: the forward under bfloat16 autocast and the loss in float32, as
     :func:`ndlib.train.run` does with ``amp=True``."""
@@ -190,7 +186,7 @@ def time_train_steps(
     for name, model in models.items():
         for _ in range(warmup):
             _train_step(model, optimizers[name], images, labels, amp)
-        _sync(device)
+        synchronize(device)
     times: dict[str, list[list[float]]] = {name: [] for name in models}
     order = list(models)
     for round_index in range(rounds):
@@ -198,10 +194,10 @@ def time_train_steps(
         for name in sequence:
             per_step = []
             for _ in range(steps):
-                _sync(device)
+                synchronize(device)
                 start = time.perf_counter()
                 _train_step(models[name], optimizers[name], images, labels, amp)
-                _sync(device)
+                synchronize(device)
                 per_step.append(time.perf_counter() - start)
             times[name].append(per_step)
         if log is not None:
@@ -246,18 +242,18 @@ def _time_stage(fn, inputs: tuple[torch.Tensor, ...], repeats: int, device) -> t
     forward, backward = [], []
     outputs = None
     for _ in range(repeats + 1):  # the first call is a warm-up
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         outputs = fn(*leaves)
-        _sync(device)
+        synchronize(device)
         forward.append(time.perf_counter() - start)
         outs = outputs if isinstance(outputs, tuple) else (outputs,)
         grads = tuple(torch.randn_like(o) for o in outs)
         wrt = tuple(t for t in leaves if t.requires_grad)
-        _sync(device)
+        synchronize(device)
         start = time.perf_counter()
         torch.autograd.grad(outs, wrt, grads, allow_unused=True)
-        _sync(device)
+        synchronize(device)
         backward.append(time.perf_counter() - start)
     outs = outputs if isinstance(outputs, tuple) else (outputs,)
     return statistics.median(forward[1:]), statistics.median(backward[1:]), tuple(o.detach() for o in outs)
@@ -395,7 +391,8 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
     ``models`` overrides the model zoo (tests pass tiny models); its keys must be among
     :data:`VARIANTS` and include ``"bn"``.
     """
-    from ndlib.records import environment_info, scrub_paths, utc_now, write_json_atomic
+    from ndlib.paths import scrub_paths
+    from ndlib.records import environment_info, utc_now, write_json_atomic
 
     device = torch.device(config.device)
     if device.type == "cuda" and not torch.cuda.is_available():

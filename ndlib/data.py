@@ -89,7 +89,7 @@ class DataSource:
     """Where a run's data came from; stored in the run record."""
 
     kind: str  # "npz" | "torchvision" | "imagefolder" | "synthetic"
-    location: str  # relative to the project root when inside it (ndlib.records.portable_path)
+    location: str  # relative to the project root when inside it (ndlib.paths.portable_path)
     sha256: str
     synthetic: bool
     description: str
@@ -213,7 +213,7 @@ def load_cifar(name: str, root: str | Path, download: bool = False,
         xtr, ytr = np.asarray(train_set.data), np.asarray(train_set.targets, dtype=np.int64)
         xte, yte = np.asarray(test_set.data), np.asarray(test_set.targets, dtype=np.int64)
         kind = "torchvision"
-    from ndlib.records import portable_path
+    from ndlib.paths import portable_path
 
     location = portable_path(root)
     train, test = _to_arrays(xtr, ytr, f"{name} train"), _to_arrays(xte, yte, f"{name} test")
@@ -511,7 +511,7 @@ def imagenet_loaders(root: str | Path, batch_size: int, *, seed: int, device, nu
     train = ImageFolderLoader(train_set, batch_size, train=True, **common)
     val = ImageFolderLoader(val_set, batch_size, train=False, **common)
     checksum = hashlib.sha256((_listing_checksum(root / "train") + _listing_checksum(root / "val")).encode()).hexdigest()
-    from ndlib.records import portable_path
+    from ndlib.paths import portable_path
 
     source = DataSource(
         kind="imagefolder",

@@ -14,7 +14,7 @@ records, so attempts are kept out of every table.
 
 Records are portable: paths inside the project are stored relative to its root, other
 absolute paths (a temporary folder, the Python installation, the home folder) are replaced by
-a placeholder (:func:`scrub_paths`), so a record says nothing about the filesystem of the
+a placeholder (:func:`ndlib.paths.scrub_paths`), so a record says nothing about the filesystem of the
 machine that wrote it.
 
 All accuracies are in percent.
@@ -27,9 +27,7 @@ import json
 import math
 import os
 import platform
-import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -47,8 +45,6 @@ __all__ = [
     "record_path",
     "attempts_dir",
     "completed_record",
-    "portable_path",
-    "scrub_paths",
     "RecordWriteError",
     "environment_info",
     "utc_now",
@@ -202,61 +198,6 @@ def completed_record(run_id: str, root: str | Path | None = None) -> dict | None
         return None
     record = read_record(path)
     return record if record["status"] == "completed" else None
-
-
-# --------------------------------------------------------------------------------------
-# Portable paths
-# --------------------------------------------------------------------------------------
-def portable_path(path: str | Path | None) -> str | None:
-    """``path`` relative to the project root when it lies inside it (``data``), else
-    :func:`scrub_paths` of it (``<tmp>/...``, ``<outside the project>/name``)."""
-    if path is None:
-        return None
-    root = project_root()
-    given = Path(path).expanduser()
-    for candidate in (Path(os.path.abspath(given)), given.resolve()):  # a link inside the project stays inside
-        try:
-            return candidate.relative_to(root).as_posix() or "."
-        except ValueError:
-            continue
-    resolved = given.resolve()
-    scrubbed = _replace_known_prefixes(str(resolved))
-    return scrubbed if scrubbed != str(resolved) else f"<outside the project>/{resolved.name}"
-
-
-def _path_placeholders() -> list[tuple[str, str]]:
-    """Absolute prefixes this machine has and what replaces them, longest first."""
-    pairs = {str(project_root()): "<project>", tempfile.gettempdir(): "<tmp>", str(Path.home()): "~"}
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
-        pairs[prefix] = "<python>"
-    pairs = {prefix: name for prefix, name in pairs.items() if prefix and prefix != "/"}
-    return sorted(pairs.items(), key=lambda item: -len(item[0]))
-
-
-def _replace_known_prefixes(text: str) -> str:
-    for prefix, name in _path_placeholders():
-        text = text.replace(prefix, name)
-    return text
-
-
-# Any other absolute path in free text (an error, a traceback, a note): "/" not preceded by a word
-# character, ":" (URLs), "/", "~", ">" or "." (relative paths and placeholders), then at least two
-# components; it keeps only its last component.
-_OTHER_ABSOLUTE = re.compile(r"(?<![\w:/~>.])(/(?:[^\s/'\"<>:]+/)+)([^\s/'\"<>:,;)]*)")
-
-
-def scrub_paths(value):
-    """A copy of ``value`` (str, or dicts/lists of them) whose absolute paths of this machine
-    are replaced: the project root by ``<project>``, the temporary folder by ``<tmp>``, the
-    Python installation by ``<python>``, the home folder by ``~``, and any other absolute path
-    by ``<path>/`` and its last component (``/scratch/alice/ck/last.pt`` -> ``<path>/last.pt``)."""
-    if isinstance(value, str):
-        return _OTHER_ABSOLUTE.sub(lambda match: f"<path>/{match.group(2)}", _replace_known_prefixes(value))
-    if isinstance(value, dict):
-        return {key: scrub_paths(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub_paths(item) for item in value]
-    return value
 
 
 def _git(*args: str) -> str | None:

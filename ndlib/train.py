@@ -54,19 +54,18 @@ from torch import nn
 from ndlib import cpu_memory
 from ndlib import distributed as dist_utils
 from ndlib.data import DATASETS, TensorLoader, dataset_info, imagenet_loaders, load_cifar, synthetic_arrays
+from ndlib.devices import synchronize
 from ndlib.layers import REFRESH_STATS, finite_checks
-from ndlib.paths import checkpoints_dir, data_dir, runs_dir
+from ndlib.paths import checkpoints_dir, data_dir, portable_path, runs_dir, scrub_paths
 from ndlib.records import (
     SCHEMA_VERSION,
     RecordWriteError,
     attempts_dir,
     completed_record,
     environment_info,
-    portable_path,
     process_alive,
     read_record,
     record_path,
-    scrub_paths,
     training_segment,
     utc_now,
     write_json_atomic,
@@ -462,11 +461,6 @@ def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _autocast(config: TrainConfig, device: torch.device):
@@ -1027,7 +1021,7 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                         lr_at_start = config.lr * _cosine_factor(total_steps)(epoch * len(train_loader))
                     if device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(device)
-                    _sync(device)
+                    synchronize(device)
                     checkpointer.epoch_started()
                     t0 = time.perf_counter()
                     try:
@@ -1041,12 +1035,12 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
                         record["final"] = dict(record["history"][-1]) if record["history"] else None
                         write()
                         return record
-                    _sync(device)
+                    synchronize(device)
                     train_time = time.perf_counter() - t0 + (within.elapsed_s if within is not None else 0.0)
                     within = None
                     t1 = time.perf_counter()
                     metrics = evaluate(wrapped, test_loader, config, device, context)
-                    _sync(device)
+                    synchronize(device)
                     eval_time = time.perf_counter() - t1
                     entry = {
                         "epoch": epoch + 1, "global_step": global_step, "lr": lr_at_start,

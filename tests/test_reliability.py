@@ -372,7 +372,7 @@ def test_no_committed_record_carries_an_absolute_path_or_describes_people():
 
 
 def test_portable_path_is_relative_inside_the_project_and_a_placeholder_outside(tmp_path):
-    from ndlib.records import portable_path
+    from ndlib.paths import portable_path
 
     assert portable_path(PROJECT / "data") == "data"
     link = PROJECT / ".pytest_cache" / "portable-link"  # a link inside the project to a folder outside it
@@ -492,7 +492,7 @@ def test_every_resume_is_kept_not_only_the_last(tmp_path):
 
 
 def test_records_name_no_host_and_scrub_any_absolute_path_in_free_text(tmp_path):
-    from ndlib.records import scrub_paths
+    from ndlib.paths import scrub_paths
 
     record = run(tiny_config(tmp_path), model=tiny_model(), progress=False)
     assert "hostname" not in record["environment"] and "machine_id" in record["environment"]
