@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh clone:
-#   make test   set up .venv and run every default test (unit tests + nbval on the notebooks)
+#   make test   set up .venv, lint (ruff) and run every default test (unit tests + nbval on the notebooks)
 #   make book   set up .venv, execute the book's chapters and build the HTML into _build/html
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check ndlib tests
 	$(PY) -m pytest --nbval-lax tests notebooks book
 
 test-slow: $(STAMP)
