@@ -7,9 +7,9 @@ import os
 
 import pytest
 import torch
-from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 from torch import nn
 
+from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 from ndlib import records
 from ndlib.records import RecordWriteError, write_json_atomic
 from ndlib.train import run
