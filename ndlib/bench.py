@@ -74,7 +74,8 @@ VARIANTS = {"bn": ("bn", None), "nd": ("nd", "ndlib"), "nd_reference": ("nd", "r
 BENCH_COLUMNS = [
     "bench_id", "arch", "batch_size", "device_type", "device_name", "num_threads", "implementation",
     "bn_step_s", "nd_step_s", "ratio_nd_bn", "ratio_min", "ratio_max", "rounds", "steps_per_round",
-    "channels_last", "amp", "keep_freed_memory", "image_size", "refresh_every", "round_statistic", "load_avg_before", "load_avg_after", "torch_version", "git_commit",
+    "channels_last", "amp", "keep_freed_memory", "image_size", "refresh_every", "round_statistic",
+    "load_avg_before", "load_avg_after", "torch_version", "git_commit",
     "git_dirty", "created_at", "note", "file",
 ]
 STAGE_COLUMNS = [
@@ -120,7 +121,8 @@ class BenchConfig:
             raise ValueError(f"threads must be a positive int or None, got {self.threads!r}")
         unknown = sorted(set(self.implementations) - {"ndlib", "reference"})
         if unknown or not self.implementations:
-            raise ValueError(f"implementations must be a non-empty subset of ('ndlib', 'reference'), got {self.implementations}")
+            raise ValueError("implementations must be a non-empty subset of ('ndlib', 'reference'), "
+                             f"got {self.implementations}")
         if self.steps % self.refresh_every:
             raise ValueError(f"steps must be a multiple of refresh_every ({self.refresh_every}), got {self.steps}: "
                              "each round must time whole refresh cycles (leave --steps unset for one cycle)")
@@ -406,7 +408,10 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         unknown = sorted(set(models) - set(VARIANTS))
         if unknown or "bn" not in models:
             raise ValueError(f"models must be keyed by {sorted(VARIANTS)} and include 'bn', got {sorted(models)}")
-        size = _image_size(config) if config.image_size is None and config.arch in _available_archs() else (config.image_size or 32)
+        if config.image_size is None and config.arch in _available_archs():
+            size = _image_size(config)
+        else:
+            size = config.image_size or 32
         generator = torch.Generator().manual_seed(config.seed)
         images = torch.randn(config.batch_size, 3, size, size, generator=generator).to(device)
         if config.channels_last:
@@ -427,7 +432,8 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
     stamp = created_at.replace(":", "").replace("-", "").replace("+0000", "Z")
     refresh = f"-r{config.refresh_every}" if config.refresh_every != 1 else ""
     precision = "-bf16" if config.amp else ""
-    bench_id = f"{config.arch}-b{config.batch_size}-{device.type}-t{config.threads or 'auto'}{refresh}{precision}-{stamp}"
+    threads = config.threads or "auto"
+    bench_id = f"{config.arch}-b{config.batch_size}-{device.type}-t{threads}{refresh}{precision}-{stamp}"
     record = {
         "bench_id": bench_id,
         "kind": "train_step",
@@ -483,7 +489,9 @@ def _read_records(root) -> list[tuple[Path, dict]]:
         try:
             out.append((path, json.loads(path.read_text())))
         except json.JSONDecodeError as error:
-            raise ValueError(f"bench record {path} is not valid JSON ({error}); delete it or rerun the benchmark") from error
+            raise ValueError(
+                f"bench record {path} is not valid JSON ({error}); delete it or rerun the benchmark"
+            ) from error
     return out
 
 
@@ -521,7 +529,8 @@ def load_bench(root: str | Path | None = "results/bench", amp: bool | None = Fal
                 "rounds": len(entry["round_medians_s"]), "steps_per_round": record["config"]["steps"],
                 "channels_last": record["config"]["channels_last"],
                 "amp": bool(record["config"].get("amp", False)),
-                "keep_freed_memory": bool(record.get("keep_freed_memory", False)), "image_size": record.get("image_size"),
+                "keep_freed_memory": bool(record.get("keep_freed_memory", False)),
+                "image_size": record.get("image_size"),
                 "refresh_every": record["config"].get("refresh_every", 1),
                 "round_statistic": record.get("round_statistic", "median"),
                 "load_avg_before": record.get("load_avg_before"), "load_avg_after": record.get("load_avg_after"),
@@ -586,7 +595,9 @@ def _handle(args: argparse.Namespace) -> int:
     for config in configs:
         record = run_bench(config, log=lambda line: print(line, file=sys.stderr))
         for variant, entry in record["summary"].items():
-            extra = f"  ND/BN {entry['ratio']:.2f}x [{entry['ratio_min']:.2f}, {entry['ratio_max']:.2f}]" if "ratio" in entry else ""
+            extra = ""
+            if "ratio" in entry:
+                extra = f"  ND/BN {entry['ratio']:.2f}x [{entry['ratio_min']:.2f}, {entry['ratio_max']:.2f}]"
             print(f"{config.arch} b{config.batch_size} {variant:13s} {entry['step_s']:.3f} s/step{extra}")
         print(f"load average before {record['load_avg_before']} after {record['load_avg_after']}; "
               f"record {record.get('file')}")
@@ -614,7 +625,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--amp", action="store_true",
                         help="bfloat16 autocast in every variant's step (as `train --amp`); the record's id ends -bf16")
     parser.add_argument("--keep-freed-memory", action="store_true",
-                        help="CPU: glibc keeps freed memory in the process, as `ndlib train` runs do (ndlib.cpu_memory)")
+                        help="CPU: glibc keeps freed memory in the process, "
+                             "as `ndlib train` runs do (ndlib.cpu_memory)")
     parser.add_argument("--image-size", type=int, default=None, help="default: the architecture's")
     parser.add_argument("--stages", action="store_true", help="also time the stages of every ND layer")
     parser.add_argument("--out-dir", default=None, help="default: <project>/results/bench")

@@ -45,7 +45,6 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.lazy import LazyModuleMixin
-
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ndlib.fold import conv_bn_pairs, fold_into
@@ -166,7 +165,9 @@ def _overrides_for(overrides: Overrides, names: list[str]) -> Callable[[str, nn.
         if name not in known:
             raise _unknown_name_error("overrides", name, names)
         if not isinstance(options, Mapping):
-            raise TypeError(f"deconvolve: overrides[{name!r}] must be a dict of layer options, got {type(options).__name__}")
+            raise TypeError(
+                f"deconvolve: overrides[{name!r}] must be a dict of layer options, got {type(options).__name__}"
+            )
     return lambda name, module: dict(overrides.get(name, {}))
 
 
@@ -267,7 +268,9 @@ def _build(layer_type: type, name: str, original: nn.Module, args: tuple, option
         with torch.random.fork_rng(devices=[]):
             layer = layer_type(*args, **options)
     except (TypeError, ValueError) as error:
-        raise type(error)(f"deconvolve: cannot build the {layer_type.__name__} for {name!r} with {options}: {error}") from error
+        raise type(error)(
+            f"deconvolve: cannot build the {layer_type.__name__} for {name!r} with {options}: {error}"
+        ) from error
     weight = original.weight
     layer = layer.to(device=weight.device, dtype=weight.dtype)
     layer.weight = weight
@@ -409,9 +412,9 @@ def _warn_about(plan: _Plan, model: nn.Module, fold_bn: bool) -> None:
                 orphans.add(parent or "<the model itself>")
     if orphans:
         warnings.warn(
-            f"deconvolve: skipped convs keep their plain nn.Conv2d, but the BatchNorms beside them in {sorted(orphans)} "
-            "are removed, which leaves those convs neither normalised nor whitened; skip the parent module to "
-            "keep both.", UserWarning, stacklevel=3)
+            "deconvolve: skipped convs keep their plain nn.Conv2d, but the BatchNorms beside them in "
+            f"{sorted(orphans)} are removed, which leaves those convs neither normalised nor whitened; "
+            "skip the parent module to keep both.", UserWarning, stacklevel=3)
     if fold_bn:
         folded = {bn for _, bn in plan.folds}
         unfolded = [n for n in plan.norms if n not in folded]
@@ -579,7 +582,9 @@ def deconvolve(
         try:
             model = copy.deepcopy(model)
         except (RuntimeError, ValueError) as error:  # e.g. an uninitialised lazy module, even a skipped one
-            raise ValueError(f"deconvolve: cannot copy the model ({error}); pass inplace=True to convert it in place") from error
+            raise ValueError(
+                f"deconvolve: cannot copy the model ({error}); pass inplace=True to convert it in place"
+            ) from error
     modules = dict(model.named_modules())  # the same names in the copy
     new = _new_layers(plan, modules, block, block_fc, first_layer, options_for, layer_options, rank_warning)
     for conv, norm in plan.folds:

@@ -109,9 +109,13 @@ class ImageArrays:
 
     def __post_init__(self) -> None:
         if self.x.dtype != torch.uint8 or self.x.dim() != 4:
-            raise TypeError(f"x must be a uint8 (N, C, H, W) tensor, got {self.x.dtype} of shape {tuple(self.x.shape)}")
+            raise TypeError(
+                f"x must be a uint8 (N, C, H, W) tensor, got {self.x.dtype} of shape {tuple(self.x.shape)}"
+            )
         if self.y.dtype != torch.int64 or self.y.shape != (self.x.shape[0],):
-            raise TypeError(f"y must be an int64 tensor of shape ({self.x.shape[0]},), got {self.y.dtype} {tuple(self.y.shape)}")
+            raise TypeError(
+                f"y must be an int64 tensor of shape ({self.x.shape[0]},), got {self.y.dtype} {tuple(self.y.shape)}"
+            )
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -182,8 +186,9 @@ def _missing_data_message(name: str, root: Path) -> str:
     return (
         f"{name} was not found under {root} (looked for {name}_train.npz / {name}_test.npz and for "
         f"torchvision's {_TORCHVISION_CLASSES[name]} folder); fix: unpack it offline with "
-        f"`python ../shared/data/unpack.py --out data/ --dataset {name}` (or `make data`) or pass --data-dir to the folder "
-        f"that holds it, or online add --download (download=True) to let torchvision fetch it"
+        f"`python ../shared/data/unpack.py --out data/ --dataset {name}` (or `make data`) "
+        "or pass --data-dir to the folder that holds it, "
+        "or online add --download (download=True) to let torchvision fetch it"
     )
 
 
@@ -259,7 +264,9 @@ def synthetic_arrays(
             raise ValueError(f"synthetic data: {name} must be a positive int, got {value!r}")
     generator = torch.Generator().manual_seed(seed)
     templates = torch.rand(num_classes, channels, 4, 4, generator=generator)
-    templates = torch.nn.functional.interpolate(templates, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    templates = torch.nn.functional.interpolate(
+        templates, size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
 
     def make(count: int) -> ImageArrays:
         y = torch.randint(num_classes, (count,), generator=generator)
@@ -510,7 +517,8 @@ def imagenet_loaders(root: str | Path, batch_size: int, *, seed: int, device, nu
                   channels_last=channels_last)
     train = ImageFolderLoader(train_set, batch_size, train=True, **common)
     val = ImageFolderLoader(val_set, batch_size, train=False, **common)
-    checksum = hashlib.sha256((_listing_checksum(root / "train") + _listing_checksum(root / "val")).encode()).hexdigest()
+    listing = _listing_checksum(root / "train") + _listing_checksum(root / "val")
+    checksum = hashlib.sha256(listing.encode()).hexdigest()
     from ndlib.paths import portable_path
 
     source = DataSource(

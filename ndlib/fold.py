@@ -44,7 +44,8 @@ def conv_bn_pairs(model: nn.Module, convs: set[str], norms: set[str]) -> list[tu
     except Exception as error:  # fx raises many types (TraceError, TypeError, NotImplementedError, ...)
         raise ValueError(
             f"deconvolve: fold_bn needs to trace the model with torch.fx to find which conv each BatchNorm "
-            f"follows, and tracing failed ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+            f"follows, and tracing failed ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}). "
             "Fold them yourself with torch.nn.utils.fusion.fuse_conv_bn_eval, or convert without fold_bn."
         ) from error
     calls: dict[str, list[fx.Node]] = {}

@@ -95,7 +95,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torch.nn.modules.utils import _pair
 
 __all__ = [
     "isqrt_newton_schulz",
@@ -503,7 +502,9 @@ def isqrt_newton_schulz_spectral(A: torch.Tensor, n_iter: int = 5) -> torch.Tens
     """
     _check_positive_int("n_iter", n_iter)
     if A.dim() < 2 or A.shape[-1] != A.shape[-2]:
-        raise ValueError(f"isqrt_newton_schulz_spectral expects square matrices (..., n, n), got shape {tuple(A.shape)}")
+        raise ValueError(
+            f"isqrt_newton_schulz_spectral expects square matrices (..., n, n), got shape {tuple(A.shape)}"
+        )
     norm = torch.linalg.matrix_norm(A, keepdim=True)
     try:
         Z = _SpectralNewtonSchulz.apply(A / norm, n_iter)
@@ -1100,7 +1101,8 @@ class Delinear(_StepCounter, nn.Linear):
         return F.linear(x, w, b)
 
     def extra_repr(self) -> str:
-        s = super().extra_repr() + f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}"
+        s = super().extra_repr()
+        s += f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}"
         if self.refresh_every != 1:
             s += f", refresh_every={self.refresh_every}, refresh_stats={self.refresh_stats!r}"
             if self.refresh_warmup:
@@ -1190,4 +1192,7 @@ class ChannelDeconv(nn.Module):
         return out.reshape(shape)
 
     def extra_repr(self) -> str:
-        return f"block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}, sampling_stride={self.sampling_stride}"
+        return (
+            f"block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}, "
+            f"sampling_stride={self.sampling_stride}"
+        )

@@ -52,7 +52,9 @@ def recalibrate(model: nn.Module, batches: Iterable, *, steps: int | None = None
     """
     layers = [m for m in model.modules() if isinstance(m, (FastDeconv, Delinear))]
     if not layers:
-        raise ValueError("recalibrate: the model has no FastDeconv or Delinear layer (convert it with ndlib.deconvolve)")
+        raise ValueError(
+            "recalibrate: the model has no FastDeconv or Delinear layer (convert it with ndlib.deconvolve)"
+        )
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0):
         raise ValueError(f"recalibrate: steps must be a positive int or None, got {steps!r}")
     modes = {m: m.training for m in model.modules()}

@@ -393,10 +393,13 @@ def model_deconv_flops(model: nn.Module, input_shape: tuple[int, ...], include_l
             continue
         k = layer.kernel_size[0]
         if layer.padding != (k // 2, k // 2) or layer.dilation != (1, 1):
-            raise ValueError(f"{name}: only padding k//2 and dilation 1 are modelled, got {layer.padding}, {layer.dilation}")
+            raise ValueError(
+                f"{name}: only padding k//2 and dilation 1 are modelled, got {layer.padding}, {layer.dilation}"
+            )
         stages = deconv_flops(
             layer.in_channels, layer.out_channels, k, shape[2], shape[3], batch, block=layer.requested_block,
-            sampling_stride=layer.sampling_stride, n_iter=layer.n_iter, conv_stride=layer.stride[0], groups=layer.groups,
+            sampling_stride=layer.sampling_stride, n_iter=layer.n_iter, conv_stride=layer.stride[0],
+            groups=layer.groups,
         )
         rows.append({"layer": name, "kind": "conv", "C_in": layer.in_channels, "C_out": layer.out_channels, "k": k,
                      "H": shape[2], "W": shape[3], "groups": layer.groups, "block": layer.block, **stages})

@@ -24,7 +24,6 @@ from ndlib import models
 from ndlib.convert import CONV_OPTIONS, RemovedNorm, deconvolve, deconvolve_options
 from ndlib.layers import Delinear, FastDeconv
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -101,7 +100,8 @@ def test_batchnorms_become_identities_and_classifier_a_delinear():
     converted = deconvolve(model, block=4, block_fc=4)
     assert not any(isinstance(m, _BatchNorm) for m in converted.modules())
     assert [type(m).__name__ for m in converted[0]] == [
-        "FastDeconv", "RemovedNorm", "ReLU", "FastDeconv", "RemovedNorm", "ReLU", "AdaptiveAvgPool2d", "Flatten", "Delinear"]
+        "FastDeconv", "RemovedNorm", "ReLU", "FastDeconv", "RemovedNorm", "ReLU", "AdaptiveAvgPool2d", "Flatten",
+        "Delinear"]
     assert isinstance(converted[1], nn.Identity) and isinstance(converted[2], nn.Identity)
     assert converted[0][8].requested_block == 4
     assert isinstance(deconvolve(model)[0][8], nn.Linear) and not isinstance(deconvolve(model)[0][8], Delinear)
@@ -236,7 +236,8 @@ def test_a_single_layer_converts():
 
 def test_other_norms_stay_with_one_warning():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.Conv2d(8, 8, 1), nn.LayerNorm([8, 1, 1]))
-    with pytest.warns(UserWarning, match=r"kept 2 norm layers that are not BatchNorm \(GroupNorm x1, LayerNorm x1\)") as caught:
+    match = r"kept 2 norm layers that are not BatchNorm \(GroupNorm x1, LayerNorm x1\)"
+    with pytest.warns(UserWarning, match=match) as caught:
         converted = deconvolve(model)
     assert len(caught) == 1
     assert isinstance(converted[1], nn.GroupNorm) and isinstance(converted[2], FastDeconv)
@@ -269,7 +270,11 @@ def test_other_norms_stay_with_one_warning():
         ({"overrides": lambda n, m: 3}, TypeError, "returned int"),
         ({"overrides": [1]}, TypeError, "overrides must be a dict"),
         ({"eps": -1.0}, ValueError, "cannot build the FastDeconv for '0'.*eps must be a positive"),
-        ({"block_fc": 4, "overrides": {"8": {"block": 2}}}, ValueError, r"overrides names \['8'\], which are not convs"),
+        (
+            {"block_fc": 4, "overrides": {"8": {"block": 2}}},
+            ValueError,
+            r"overrides names \['8'\], which are not convs",
+        ),
         ({"overrides": {"3": {"iters": 2}}}, TypeError, r"unknown option\(s\) \['iters'\] in overrides for '3'"),
     ],
 )
@@ -382,7 +387,8 @@ def test_deconvolve_options_name_each_exception_once():
     assert deconvolve_options("efficientnetb0")["skip"] == ["blocks"]
     assert "skip" not in deconvolve_options("efficientnetb0_allnd")
     mobilenet = deconvolve_options("mobilenetv2")["overrides"]
-    assert mobilenet["blocks.0.depthwise.0"] == {"n_iter": 1} and mobilenet["blocks.1.project.0"] == {"block": 16, "n_iter": 1}
+    assert mobilenet["blocks.0.depthwise.0"] == {"n_iter": 1}
+    assert mobilenet["blocks.1.project.0"] == {"block": 16, "n_iter": 1}
     resnext = deconvolve_options("resnext29")["overrides"]
     assert len(resnext) == 9 and all(options == {"n_iter": 3} for options in resnext.values())  # the grouped convs
     assert deconvolve_options("resnet18_imagenet")["block_fc"] == 64
@@ -500,7 +506,9 @@ def expected_parameter_count(model: nn.Module) -> int:
     weight and bias can absorb any per-channel scale and shift) plus one bias per bias-free conv
     (a deconvolution layer folds the whitening's mean shift into its bias, and the paper's ND
     layers learn one)."""
-    bn_affine = sum(p.numel() for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=False))
+    bn_affine = sum(
+        p.numel() for m in model.modules() if isinstance(m, _BatchNorm) for p in m.parameters(recurse=False)
+    )
     new_biases = sum(m.out_channels for m in model.modules() if type(m) is nn.Conv2d and m.bias is None)
     return models.count_parameters(model) - bn_affine + new_biases
 
@@ -516,4 +524,5 @@ def test_torchvision_parameter_counts():
             converted = deconvolve(original, **TV_OPTIONS)
         rows[name] = (models.count_parameters(original), models.count_parameters(converted), expected)
     assert all(got == expected for _, got, expected in rows.values()), rows
-    assert rows["resnet50"][1] == rows["resnet50"][0] - 2 * 26560 + 26560  # 53 BNs and 53 bias-free convs, 26,560 channels
+    # 53 BNs and 53 bias-free convs, 26,560 channels
+    assert rows["resnet50"][1] == rows["resnet50"][0] - 2 * 26560 + 26560

@@ -22,7 +22,6 @@ from ndlib import models
 from ndlib.convert import PRESETS, RemovedNorm, deconvolve
 from ndlib.layers import Delinear, FastDeconv, RankDeficientWarning
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -99,7 +98,8 @@ class BatchNormAct(nn.BatchNorm2d):
 
 def test_batchnorm_subclasses_are_refused_by_name_and_can_be_skipped():
     model = nn.Sequential(nn.Conv2d(3, 8, 3), BatchNormAct(8), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8))
-    with pytest.raises(ValueError, match=r"1 layer\(s\) cannot be converted: 1 \(BatchNormAct: a subclass of BatchNorm2d"):
+    match = r"1 layer\(s\) cannot be converted: 1 \(BatchNormAct: a subclass of BatchNorm2d"
+    with pytest.raises(ValueError, match=match):
         deconvolve(model)
     converted = deconvolve(model, skip=["1"])
     assert type(converted[1]) is BatchNormAct and isinstance(converted[3], RemovedNorm)
@@ -191,7 +191,8 @@ def test_statistics_saved_under_one_grouping_do_not_load_into_the_other():
     interleaved = deconvolve(nn.Sequential(nn.Conv2d(32, 8, 3)), block=8, grouping="interleaved")
     contiguous = deconvolve(nn.Sequential(nn.Conv2d(32, 8, 3)), block=8, grouping="contiguous")
     interleaved.train()(torch.randn(8, 32, 9, 9))
-    with pytest.raises(RuntimeError, match=r"saved with grouping='interleaved' but this layer uses grouping='contiguous'"):
+    match = r"saved with grouping='interleaved' but this layer uses grouping='contiguous'"
+    with pytest.raises(RuntimeError, match=match):
         contiguous.load_state_dict(interleaved.state_dict())
     same = deconvolve(nn.Sequential(nn.Conv2d(32, 8, 3)), block=8, grouping="interleaved")
     same.load_state_dict(interleaved.state_dict())
@@ -311,7 +312,9 @@ def test_recalibrate_on_one_batch_makes_eval_compute_the_training_forward():
     model, x, _ = trained_a_few_steps()
     model.eval()
     parameters = {k: v.clone() for k, v in model.named_parameters()}
-    counters = {n: int(m.num_batches_tracked) for n, m in model.named_modules() if isinstance(m, (FastDeconv, Delinear))}
+    counters = {
+        n: int(m.num_batches_tracked) for n, m in model.named_modules() if isinstance(m, (FastDeconv, Delinear))
+    }
     with torch.no_grad():
         stale = model(x)
         ndlib.recalibrate(model, [(x, None)])
@@ -374,7 +377,8 @@ def test_rank_deficient_layers_warn_once_with_their_name_and_the_batch_they_need
 
 def test_the_classifiers_rank_warning_counts_features():
     model = deconvolve(nn.Sequential(nn.Conv2d(3, 4, 1), nn.Flatten(), nn.Linear(64, 2)), block_fc=64)
-    with pytest.warns(RankDeficientWarning, match=r"Delinear '2': 8 sampled rows per covariance for 64 features at batch 8.*at least 64"):
+    match = r"Delinear '2': 8 sampled rows per covariance for 64 features at batch 8.*at least 64"
+    with pytest.warns(RankDeficientWarning, match=match):
         model.train()(torch.randn(8, 3, 4, 4))
 
 
@@ -387,7 +391,9 @@ def test_the_paper_preset_in_one_word():
     assert isinstance(fc, Delinear) and fc.requested_block == 512
     assert (first.n_iter, first.freeze, first.freeze_iter) == (15, True, 100)
     assert all(m.requested_block == 64 for m in converted.modules() if isinstance(m, FastDeconv))
-    assert all(m.n_iter == 5 and not m.freeze for m in converted.modules() if isinstance(m, FastDeconv) and m is not first)
+    assert all(
+        m.n_iter == 5 and not m.freeze for m in converted.modules() if isinstance(m, FastDeconv) and m is not first
+    )
     assert deconvolve(torchvision.models.resnet18(), preset="paper-imagenet").fc.requested_block == 64
     explicit = deconvolve(torchvision.models.resnet18(), preset="paper", block_fc=128, first_layer={"n_iter": 3})
     assert explicit.fc.requested_block == 128 and explicit.conv1.n_iter == 3 and not explicit.conv1.freeze
@@ -400,5 +406,7 @@ def test_the_paper_preset_in_one_word():
 
 def test_the_first_docstring_line_says_what_deconvolution_means_here():
     doc = deconvolve.__doc__
-    assert doc.splitlines()[0] == "Network deconvolution in place of batch normalization: whitened conv inputs, no BatchNorm."
+    assert doc.splitlines()[0] == (
+        "Network deconvolution in place of batch normalization: whitened conv inputs, no BatchNorm."
+    )
     assert "not the transposed convolution" in doc

@@ -95,19 +95,20 @@ def explicit_whitened_conv(layer: FastDeconv, x: torch.Tensor, blocks, stats) ->
     white = torch.empty_like(P)
     for idx, (mu, D) in zip(blocks, stats):
         white[..., idx] = (P[..., idx] - mu) @ D.T  # column form: D (p - mu)
-    O = layer.out_channels
-    W = layer.weight.reshape(O, -1)
+    out_ch = layer.out_channels
+    W = layer.weight.reshape(out_ch, -1)
     if layer.groups == 1:
         out = white @ W.T
     else:
-        Og = O // layer.groups
+        Og = out_ch // layer.groups
         parts = [white[..., idx] @ W[g * Og:(g + 1) * Og].T for g, idx in enumerate(blocks)]
         out = torch.cat(parts, dim=-1)
     if layer.bias is not None:
         out = out + layer.bias
-    H_out = (x.shape[2] + 2 * layer.padding[0] - layer.dilation[0] * (layer.kernel_size[0] - 1) - 1) // layer.stride[0] + 1
-    W_out = (x.shape[3] + 2 * layer.padding[1] - layer.dilation[1] * (layer.kernel_size[1] - 1) - 1) // layer.stride[1] + 1
-    return out.permute(0, 2, 1).reshape(N, O, H_out, W_out)
+    pad, dil, ker, stride = layer.padding, layer.dilation, layer.kernel_size, layer.stride
+    H_out = (x.shape[2] + 2 * pad[0] - dil[0] * (ker[0] - 1) - 1) // stride[0] + 1
+    W_out = (x.shape[3] + 2 * pad[1] - dil[1] * (ker[1] - 1) - 1) // stride[1] + 1
+    return out.permute(0, 2, 1).reshape(N, out_ch, H_out, W_out)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -188,22 +189,22 @@ def test_effective_block_rules(channels, block, groups, expected):
 # 2. Folding into the weight is exact
 # --------------------------------------------------------------------------------------
 FOLD_CASES = {
-    "3x3-s1-p1-multiblock": dict(C=16, O=8, k=3, stride=1, padding=1, groups=1, block=4),
-    "3x3-s2-p1-oneblock": dict(C=6, O=4, k=3, stride=2, padding=1, groups=1, block=64),
-    "3x3-p0-contiguous": dict(C=8, O=5, k=3, stride=1, padding=0, groups=1, block=4, grouping="contiguous"),
-    "1x1-multiblock": dict(C=12, O=6, k=1, stride=1, padding=0, groups=1, block=4),
-    "1x1-s2": dict(C=8, O=16, k=1, stride=2, padding=0, groups=1, block=64),
-    "3x3-gcd-block": dict(C=10, O=5, k=3, stride=1, padding=1, groups=1, block=4),
-    "grouped": dict(C=8, O=4, k=3, stride=1, padding=0, groups=2, block=64),
-    "depthwise-s2": dict(C=8, O=8, k=3, stride=2, padding=1, groups=8, block=64),
-    "5x5-dilated": dict(C=4, O=3, k=5, stride=1, padding=4, groups=1, block=2, dilation=2),
-    "no-bias": dict(C=6, O=4, k=3, stride=1, padding=1, groups=1, block=3, bias=False),
+    "3x3-s1-p1-multiblock": dict(C=16, out_ch=8, k=3, stride=1, padding=1, groups=1, block=4),
+    "3x3-s2-p1-oneblock": dict(C=6, out_ch=4, k=3, stride=2, padding=1, groups=1, block=64),
+    "3x3-p0-contiguous": dict(C=8, out_ch=5, k=3, stride=1, padding=0, groups=1, block=4, grouping="contiguous"),
+    "1x1-multiblock": dict(C=12, out_ch=6, k=1, stride=1, padding=0, groups=1, block=4),
+    "1x1-s2": dict(C=8, out_ch=16, k=1, stride=2, padding=0, groups=1, block=64),
+    "3x3-gcd-block": dict(C=10, out_ch=5, k=3, stride=1, padding=1, groups=1, block=4),
+    "grouped": dict(C=8, out_ch=4, k=3, stride=1, padding=0, groups=2, block=64),
+    "depthwise-s2": dict(C=8, out_ch=8, k=3, stride=2, padding=1, groups=8, block=64),
+    "5x5-dilated": dict(C=4, out_ch=3, k=5, stride=1, padding=4, groups=1, block=2, dilation=2),
+    "no-bias": dict(C=6, out_ch=4, k=3, stride=1, padding=1, groups=1, block=3, bias=False),
 }
 
 
-def make_layer(C, O, k, stride, padding, groups, block, dtype, **extra) -> FastDeconv:
+def make_layer(C, out_ch, k, stride, padding, groups, block, dtype, **extra) -> FastDeconv:
     torch.manual_seed(0)
-    layer = FastDeconv(C, O, k, stride=stride, padding=padding, groups=groups, block=block, **extra)
+    layer = FastDeconv(C, out_ch, k, stride=stride, padding=padding, groups=groups, block=block, **extra)
     if layer.bias is not None:
         with torch.no_grad():
             layer.bias.normal_()

@@ -19,7 +19,8 @@ out = pathlib.Path(sys.argv[sys.argv.index("--out") + 1])
 dataset = sys.argv[sys.argv.index("--dataset") + 1]
 out.mkdir(parents=True, exist_ok=True)
 files = sorted(p.name for p in (here / dataset).iterdir())
-(out / f"{dataset}.json").write_text(json.dumps({"files": files, "sizes": [(here / dataset / f).stat().st_size for f in files]}))
+sizes = [(here / dataset / f).stat().st_size for f in files]
+(out / f"{dataset}.json").write_text(json.dumps({"files": files, "sizes": sizes}))
 '''
 
 

@@ -28,7 +28,6 @@ from ndlib.whitening import (
     whiteness_error,
 )
 
-
 # The FLOP model counts the matmul route of Newton-Schulz; layers that can also evaluate it
 # spectrally (an eigendecomposition, which torch's counter does not see) are pinned to it.
 MATMUL = {"isqrt_method": "matmul"} if "isqrt_method" in inspect.signature(FastDeconv.__init__).parameters else {}
@@ -85,7 +84,9 @@ def test_patch_covariance_matches_explicit_loop():
     x = torch.randn(2, 2, 5, 6, generator=g, dtype=torch.float64)
     mean, cov = patch_covariance(x, 3, sampling_stride=2, eps=0.5)
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
-    rows = [padded[n, :, i : i + 3, j : j + 3].reshape(-1) for n in range(2) for i in range(0, 5, 2) for j in range(0, 6, 2)]
+    rows = [
+        padded[n, :, i : i + 3, j : j + 3].reshape(-1) for n in range(2) for i in range(0, 5, 2) for j in range(0, 6, 2)
+    ]
     X = torch.stack(rows)
     assert torch.allclose(mean, X.mean(0))
     expected = torch.from_numpy(np.cov(X.numpy().T, bias=True)) + 0.5 * torch.eye(18, dtype=torch.float64)
@@ -198,7 +199,9 @@ def test_block_assignment_interleaved_and_contiguous():
         (16, 16, 3, 8, 2, 16, 3, 1, 1, 1),  # one iteration: no products
     ],
 )
-def test_deconv_flops_matches_torch_flop_counter(C_in, C_out, k, H, batch, block, sampling_stride, n_iter, conv_stride, groups):
+def test_deconv_flops_matches_torch_flop_counter(
+    C_in, C_out, k, H, batch, block, sampling_stride, n_iter, conv_stride, groups
+):
     """torch's counter sees every product of a real FastDeconv forward; the model must agree.
 
     The counter does not count matrix-vector products, which ``W' mu`` is when groups == 1.
