@@ -47,12 +47,12 @@ data: $(STAMP)
 # Prove the GPU path in one command (under 8 minutes on one H100/H200): layers on CUDA vs float64
 # on the CPU, every model in float32 / AMP / channels_last, the Table 1 bench, one epoch of VGG-16
 # BN and ND on CIFAR-10 from DATA (skipped if absent). Uses the machine's own python3 and torch
-# (>= 2.4), no venv: make gpu-check OUT=gpu-check-out [DATA=data] [QUICK=1]. See ndlib/gpu_check.py.
+# (>= 2.4), no venv: make gpu-check OUT=gpu-check-out [DATA=data] [QUICK=1]. See ndlib/checks/gpu.py.
 DATA       ?= data
 GPU_PYTHON ?= python3
 gpu-check:
 	@test -n "$(OUT)" || { echo "make gpu-check needs OUT=<folder for the results>"; exit 2; }
-	PYTHONPATH=. $(GPU_PYTHON) -m ndlib.gpu_check --out "$(OUT)" --data-dir "$(DATA)" $(if $(QUICK),--quick,)
+	PYTHONPATH=. $(GPU_PYTHON) -m ndlib.checks.gpu --out "$(OUT)" --data-dir "$(DATA)" $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf _build .pytest_cache

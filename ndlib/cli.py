@@ -23,7 +23,7 @@ from ndlib.cliargs import EXIT_CODES, ArgumentParser, add_config_arguments, conf
 __all__ = ["main", "build_parser", "add_config_arguments", "config_from_args", "SUBCOMMAND_MODULES",
            "EXIT_CODES"]
 
-SUBCOMMAND_MODULES = ("ndlib.cli", "ndlib.grid", "ndlib.campaign", "ndlib.bench", "ndlib.gpu_check")
+SUBCOMMAND_MODULES = ("ndlib.cli", "ndlib.grid", "ndlib.campaign", "ndlib.bench", "ndlib.checks.gpu")
 
 
 def _summary(record: dict) -> dict:

@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from ndlib import gpu_check
+from ndlib.checks import common
+from ndlib.checks import gpu as gpu_check
 from ndlib.layers import Delinear, FastDeconv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def cifar_dir(tmp_path) -> Path:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_no_cuda_refusal_is_one_line_exit_2_and_does_nothing(tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "ndlib.gpu_check", "--out", str(out)], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "ndlib.checks.gpu", "--out", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -199,7 +200,8 @@ def test_train_step_skips_without_data_and_builds_the_paper_config(tmp_path, cif
     step = gpu_check.run_train_step(tmp_path, cifar_dir, "cuda", norms=("nd",))
     config = seen["config"]
     assert step["status"] == "passed" and "nd: test 50.00%" in step["detail"]
-    assert (config.arch, config.norm, config.dataset, config.epochs, config.device) == ("vgg16", "nd", "cifar10", 1, "cuda")
+    assert (config.arch, config.norm, config.dataset, config.epochs, config.device) == \
+        ("vgg16", "nd", "cifar10", 1, "cuda")
     assert config.data_dir == str(cifar_dir) and config.runs_dir == str(tmp_path / "runs")
     assert config.checkpoint_dir == str(tmp_path / "checkpoints")
     assert seen["options"].get("progress") is False and seen["options"].get("resume") is False
@@ -207,7 +209,8 @@ def test_train_step_skips_without_data_and_builds_the_paper_config(tmp_path, cif
 
 def test_whole_check_writes_json_and_summary(tmp_path, cifar_dir):
     out = tmp_path / "out"
-    cases = [gpu_check.LayerCase("refresh_every=2", lambda: FastDeconv(4, 4, 3, padding=1, refresh_every=2), (2, 4, 6, 6))]
+    cases = [gpu_check.LayerCase("refresh_every=2", lambda: FastDeconv(4, 4, 3, padding=1, refresh_every=2),
+                                 (2, 4, 6, 6))]
     lines = []
     report = gpu_check.run_gpu_check(
         out, data_dir=cifar_dir, device="cpu", layer_case_list=cases, plan=[("tiny", "bn"), ("tiny", "nd")],
@@ -259,7 +262,7 @@ def test_torchvision_placeholder_only_when_missing(monkeypatch):
         import torchvision
 
         assert used is (torchvision.__version__ == "not installed")
-    monkeypatch.setattr(gpu_check, "_module_version", lambda name: None)
+    monkeypatch.setattr(common, "module_version", lambda name: None)
     saved = sys.modules.pop("torchvision", None)
     try:
         with gpu_check.torchvision_placeholder() as used:

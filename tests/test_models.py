@@ -20,7 +20,8 @@ from ndlib.models.mobilenetv2 import DEPTHWISE_DECONV
 from ndlib.models.params import NET_SIZE_NOTES, NET_SIZE_TOLERANCE_M
 from ndlib.models.resnext import GROUPED_CONV_DECONV
 
-CIFAR = ["vgg16", "resnet18", "preact18", "densenet121", "resnext29", "mobilenetv2", "dpn92", "pnasneta", "senet18", "efficientnetb0"]
+CIFAR = ["vgg16", "resnet18", "preact18", "densenet121", "resnext29", "mobilenetv2", "dpn92", "pnasneta", "senet18",
+         "efficientnetb0"]
 IMAGENET = ["vgg11_imagenet", "resnet18_imagenet", "densenet121_imagenet"]
 EXTRAS = ["efficientnetb0_allnd"]  # our variants, not cells of the paper's tables
 VARIANTS = [(name, norm) for name in CIFAR + EXTRAS + IMAGENET for norm in models.get_spec(name).norms]
@@ -141,7 +142,8 @@ def test_unknown_deconv_option_names_it():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"block": 0}, "block"), ({"eps": -1.0}, "eps"), ({"block_fc": 0}, "block_fc"), ({"grouping": "random"}, "grouping")],
+    [({"block": 0}, "block"), ({"eps": -1.0}, "eps"), ({"block_fc": 0}, "block_fc"),
+     ({"grouping": "random"}, "grouping")],
 )
 def test_bad_deconv_option_values_raise(options, message):
     with pytest.raises(ValueError, match=message):
@@ -307,7 +309,8 @@ def test_per_layer_public_code_settings():
     depthwise = [m for m in mobilenet.modules() if isinstance(m, FastDeconv) and m.groups > 1]
     assert len(depthwise) == 17 and all(m.n_iter == DEPTHWISE_DECONV["n_iter"] for m in depthwise)
     projections = [b.project[0] for b in mobilenet.blocks]
-    assert all(p.n_iter == 1 and p.requested_block == b.expand[0].in_channels for p, b in zip(projections, mobilenet.blocks))
+    assert all(p.n_iter == 1 and p.requested_block == b.expand[0].in_channels
+               for p, b in zip(projections, mobilenet.blocks))
 
 
 @pytest.mark.parametrize("name, new_first", [("densenet121", True), ("densenet121_imagenet", False)])
@@ -385,9 +388,11 @@ def test_efficientnet_nd_is_the_papers_network(table):
     assert paper.stem[0].n_iter == 10 and paper.stem[0].freeze
     assert isinstance(paper.stem[1], nn.Identity) and isinstance(paper.classifier, Delinear)
     block_norms = [m for m in paper.blocks.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(block_norms) == sum(isinstance(m, nn.BatchNorm2d) for m in models.create("efficientnetb0").blocks.modules())
+    bn_blocks = models.create("efficientnetb0").blocks
+    assert len(block_norms) == sum(isinstance(m, nn.BatchNorm2d) for m in bn_blocks.modules())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in ours.modules())
-    assert all(isinstance(m, (FastDeconv, Delinear)) or not isinstance(m, (nn.Conv2d, nn.Linear)) for m in ours.modules())
+    assert all(isinstance(m, (FastDeconv, Delinear)) or not isinstance(m, (nn.Conv2d, nn.Linear))
+               for m in ours.modules())
 
 
 def test_efficientnet_stride2_block_adds_its_ungated_output():
@@ -404,6 +409,25 @@ def test_efficientnet_stride2_block_adds_its_ungated_output():
         one = MBConvSE(LayerFactory("bn"), 16, 24, 6, stride=1).eval()
         h1 = one.project(one.depthwise(one.expand(x)))
         torch.testing.assert_close(one(x), one.gate(h1) + one.shortcut(x))
+
+
+def test_mobilenetv2_and_efficientnet_share_one_inverted_residual_block():
+    """One block (``ndlib.models.blocks``): MobileNetV2's without a gate, EfficientNet's with one."""
+    from ndlib.models.blocks import InvertedResidual
+    from ndlib.models.efficientnet import MBConvSE
+
+    with torch.device("meta"):
+        mobile, efficient = models.create("mobilenetv2"), models.create("efficientnetb0")
+    assert all(type(block) is InvertedResidual and block.gate is None for block in mobile.blocks)
+    assert all(isinstance(block, MBConvSE) and isinstance(block, InvertedResidual) and block.gate is not None
+               for block in efficient.blocks)
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 8, 8)
+    for stride in (1, 2):  # no gate: h + shortcut(x) at stride 1, h at stride 2
+        block = InvertedResidual(LayerFactory("bn"), 16, 24, 6, stride).eval()
+        with torch.no_grad():
+            h = block.project(block.depthwise(block.expand(x)))
+            torch.testing.assert_close(block(x), h + block.shortcut(x) if stride == 1 else h)
 
 
 def test_bn_counts_are_slightly_larger_as_the_paper_says(table):

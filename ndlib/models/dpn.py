@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ndlib.models.blocks import conv_norm, conv_norm_relu
 from ndlib.models.factory import FIRST_LAYER_DECONV_10, LayerFactory
 from ndlib.models.registry import register
 
@@ -33,7 +34,8 @@ class DualPathBlock(nn.Module):
     """Bottleneck with a residual path (``out_channels``) and a dense path (``+ dense_depth``)."""
 
     def __init__(
-        self, f: LayerFactory, in_channels: int, width: int, out_channels: int, dense_depth: int, stride: int, project: bool
+        self, f: LayerFactory, in_channels: int, width: int, out_channels: int, dense_depth: int, stride: int,
+        project: bool,
     ):
         super().__init__()
         self.out_channels = out_channels
@@ -45,7 +47,7 @@ class DualPathBlock(nn.Module):
         self.conv3 = f.conv(width, total, 1)
         self.norm3 = f.norm(total)
         if project:
-            self.shortcut = nn.Sequential(f.conv(in_channels, total, 1, stride=stride), f.norm(total))
+            self.shortcut = conv_norm(f, in_channels, total, 1, stride=stride)
         else:
             self.shortcut = nn.Identity()
         self.relu = nn.ReLU(inplace=True)
@@ -64,7 +66,7 @@ class DPN(nn.Module):
 
     def __init__(self, f: LayerFactory, plan=DPN92_PLAN, num_classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(f.conv(3, 64, 3, padding=1, first_layer=True), f.norm(64), nn.ReLU(inplace=True))
+        self.stem = conv_norm_relu(f, 3, 64, 3, padding=1, first_layer=True)
         blocks: list[nn.Module] = []
         channels = 64
         for index, (width, out_channels, count, dense_depth) in enumerate(plan):

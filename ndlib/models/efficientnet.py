@@ -2,7 +2,8 @@
 
 The building block is the MobileNetV2 inverted residual (expand 1x1 -> depthwise 3x3 ->
 linear project 1x1) with a squeeze-excitation gate on its output,
-``y = h * sigmoid(W2 relu(W1 avgpool(h))) (+ shortcut at stride 1)``.
+``y = h * sigmoid(W2 relu(W1 avgpool(h))) (+ shortcut at stride 1)``: the shared
+:class:`ndlib.models.blocks.InvertedResidual` with its gate on (:class:`MBConvSE`).
 
 The network follows B0's stage plan (expansion, channels, repeats: 1/16/1, 6/24/2,
 6/40/2, 6/80/3, 6/112/3, 6/192/4, 6/320/1) in the form of the CIFAR code the paper's
@@ -39,9 +40,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ndlib.models.blocks import InvertedResidual, conv_norm_relu
 from ndlib.models.factory import FIRST_LAYER_DECONV_10, LayerFactory
 from ndlib.models.registry import register
-from ndlib.models.senet import SqueezeExcitation
 
 __all__ = ["MBConvSE", "EfficientNet", "B0_CIFAR_PLAN", "STRIDE2_ADDS_UNGATED", "paper_block_factory"]
 
@@ -50,32 +51,18 @@ __all__ = ["MBConvSE", "EfficientNet", "B0_CIFAR_PLAN", "STRIDE2_ADDS_UNGATED", 
 STRIDE2_ADDS_UNGATED = True
 
 #: (expansion, output channels, repeats, first stride) of the CIFAR B0.
-B0_CIFAR_PLAN = ((1, 16, 1, 2), (6, 24, 2, 1), (6, 40, 2, 2), (6, 80, 3, 2), (6, 112, 3, 1), (6, 192, 4, 2), (6, 320, 1, 2))
+B0_CIFAR_PLAN = ((1, 16, 1, 2), (6, 24, 2, 1), (6, 40, 2, 2), (6, 80, 3, 2), (6, 112, 3, 1), (6, 192, 4, 2),
+                 (6, 320, 1, 2))
 
 
-class MBConvSE(nn.Module):
-    """Inverted residual with a squeeze-excitation gate (reduction 16) on the projected output."""
+class MBConvSE(InvertedResidual):
+    """EfficientNet-B0's block: the shared :class:`~ndlib.models.blocks.InvertedResidual` with a
+    squeeze-excitation gate (reduction 16) on the projected output and the public code's stride-2
+    wiring (:data:`STRIDE2_ADDS_UNGATED`); no per-layer deconvolution settings."""
 
     def __init__(self, f: LayerFactory, in_channels: int, out_channels: int, expansion: int, stride: int):
-        super().__init__()
-        hidden = expansion * in_channels
-        self.stride = stride
-        self.expand = nn.Sequential(f.conv(in_channels, hidden, 1), f.norm(hidden), nn.ReLU(inplace=True))
-        self.depthwise = nn.Sequential(
-            f.conv(hidden, hidden, 3, stride=stride, padding=1, groups=hidden), f.norm(hidden), nn.ReLU(inplace=True)
-        )
-        self.project = nn.Sequential(f.conv(hidden, out_channels, 1), f.norm(out_channels))
-        self.gate = SqueezeExcitation(f, out_channels, out_channels // 16)
-        if stride == 1 and in_channels != out_channels:
-            self.shortcut = nn.Sequential(f.conv(in_channels, out_channels, 1), f.norm(out_channels))
-        else:
-            self.shortcut = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.depthwise(self.expand(x)))
-        if self.stride == 1:
-            return self.gate(out) + self.shortcut(x)
-        return self.gate(out) + out if STRIDE2_ADDS_UNGATED else self.gate(out)
+        super().__init__(f, in_channels, out_channels, expansion, stride, se_reduction=16,
+                         stride2_adds_ungated=STRIDE2_ADDS_UNGATED)
 
 
 def paper_block_factory(f: LayerFactory) -> LayerFactory:
@@ -94,7 +81,7 @@ class EfficientNet(nn.Module):
                  block_factory: LayerFactory | None = None):
         super().__init__()
         block_factory = block_factory or f
-        self.stem = nn.Sequential(f.conv(3, 32, 3, padding=1, first_layer=True), f.norm(32), nn.ReLU(inplace=True))
+        self.stem = conv_norm_relu(f, 3, 32, 3, padding=1, first_layer=True)
         blocks: list[nn.Module] = []
         channels = 32
         for expansion, out_channels, count, stride in plan:

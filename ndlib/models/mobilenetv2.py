@@ -13,6 +13,10 @@ ND specifics of the public code (named constants here): the depthwise conv uses
 covariance) and the projection conv uses one iteration with a block equal to the block's
 *input* width (:func:`projection_overrides`).  These per-layer settings win over the
 options given to ``create``.
+
+The block is the shared :class:`ndlib.models.blocks.InvertedResidual` (no squeeze-excitation
+gate here; EfficientNet-B0's block is the same one with a gate); :class:`MobileNetV2` passes it
+the two per-layer settings above.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from ndlib.models.blocks import InvertedResidual, conv_norm_relu
 from ndlib.models.factory import FIRST_LAYER_DECONV_10, LayerFactory
 from ndlib.models.registry import register
 
@@ -38,46 +43,22 @@ def projection_overrides(in_channels: int) -> dict:
     return {"block": in_channels, "n_iter": 1}
 
 
-class InvertedResidual(nn.Module):
-    """expand (1x1) -> depthwise (3x3) -> project (1x1, linear), plus a shortcut at stride 1."""
-
-    def __init__(self, f: LayerFactory, in_channels: int, out_channels: int, expansion: int, stride: int):
-        super().__init__()
-        hidden = expansion * in_channels
-        self.stride = stride
-        self.expand = nn.Sequential(f.conv(in_channels, hidden, 1), f.norm(hidden), nn.ReLU(inplace=True))
-        self.depthwise = nn.Sequential(
-            f.conv(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, deconv_overrides=DEPTHWISE_DECONV),
-            f.norm(hidden),
-            nn.ReLU(inplace=True),
-        )
-        self.project = nn.Sequential(
-            f.conv(hidden, out_channels, 1, deconv_overrides=projection_overrides(in_channels)), f.norm(out_channels)
-        )
-        if stride == 1 and in_channels != out_channels:
-            self.shortcut = nn.Sequential(f.conv(in_channels, out_channels, 1), f.norm(out_channels))
-        else:
-            self.shortcut = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.depthwise(self.expand(x)))
-        return out + self.shortcut(x) if self.stride == 1 else out
-
-
 class MobileNetV2(nn.Module):
     """CIFAR MobileNetV2: stride-1 3x3 stem (32 ch), inverted residuals, 1x1 to 1280, pool, classifier."""
 
     def __init__(self, f: LayerFactory, num_classes: int, plan=CIFAR_PLAN):
         super().__init__()
-        self.stem = nn.Sequential(f.conv(3, 32, 3, padding=1, first_layer=True), f.norm(32), nn.ReLU(inplace=True))
+        self.stem = conv_norm_relu(f, 3, 32, 3, padding=1, first_layer=True)
         blocks: list[nn.Module] = []
         channels = 32
         for expansion, out_channels, count, stride in plan:
             for i in range(count):
-                blocks.append(InvertedResidual(f, channels, out_channels, expansion, stride if i == 0 else 1))
+                blocks.append(InvertedResidual(f, channels, out_channels, expansion, stride if i == 0 else 1,
+                                               depthwise_overrides=DEPTHWISE_DECONV,
+                                               project_overrides=projection_overrides(channels)))
                 channels = out_channels
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Sequential(f.conv(channels, 1280, 1), f.norm(1280), nn.ReLU(inplace=True))
+        self.head = conv_norm_relu(f, channels, 1280, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = f.linear(1280, num_classes)
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ndlib.models.blocks import conv_norm, conv_norm_relu
 from ndlib.models.factory import FIRST_LAYER_DECONV_10, LayerFactory
 from ndlib.models.registry import register
 
@@ -42,7 +43,7 @@ class CellA(nn.Module):
         self.stride = stride
         self.separable = SeparableConv(f, in_channels, out_channels, 7, stride)
         if stride == 2:
-            self.pool_projection = nn.Sequential(f.conv(in_channels, out_channels, 1), f.norm(out_channels))
+            self.pool_projection = conv_norm(f, in_channels, out_channels, 1)
         else:
             self.pool_projection = nn.Identity()
 
@@ -56,7 +57,7 @@ class PNASNet(nn.Module):
 
     def __init__(self, f: LayerFactory, width: int = 44, cells_per_stage: int = 6, num_classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(f.conv(3, width, 3, padding=1, first_layer=True), f.norm(width), nn.ReLU(inplace=True))
+        self.stem = conv_norm_relu(f, 3, width, 3, padding=1, first_layer=True)
         cells: list[nn.Module] = []
         channels = width
         for stage in range(3):

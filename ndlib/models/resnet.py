@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ndlib.models.blocks import conv_norm_relu, projection
 from ndlib.models.factory import FIRST_LAYER_DECONV, FIRST_LAYER_DECONV_10, LayerFactory
 from ndlib.models.init import imagenet_init
 from ndlib.models.registry import register
@@ -30,13 +31,6 @@ from ndlib.models.registry import register
 __all__ = ["BasicBlock", "PreActBlock", "ResNet", "PreActResNet"]
 
 STAGE_WIDTHS = (64, 128, 256, 512)
-
-
-def projection(f: LayerFactory, in_channels: int, out_channels: int, stride: int) -> nn.Module:
-    """The shortcut: identity if the shape is kept, else a strided 1x1 conv followed by a norm."""
-    if stride == 1 and in_channels == out_channels:
-        return nn.Identity()
-    return nn.Sequential(f.conv(in_channels, out_channels, 1, stride=stride), f.norm(out_channels))
 
 
 class BasicBlock(nn.Module):
@@ -108,7 +102,7 @@ class ResNet(nn.Module):
                 nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
             )
         else:
-            self.stem = nn.Sequential(f.conv(3, 64, 3, padding=1, first_layer=True), f.norm(64), nn.ReLU(inplace=True))
+            self.stem = conv_norm_relu(f, 3, 64, 3, padding=1, first_layer=True)
         self.stages = make_stages(f, BasicBlock, blocks_per_stage)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = f.linear(STAGE_WIDTHS[-1], num_classes)

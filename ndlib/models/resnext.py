@@ -19,6 +19,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from ndlib.models.blocks import conv_norm_relu, projection
 from ndlib.models.factory import FIRST_LAYER_DECONV_10, LayerFactory
 from ndlib.models.registry import register
 
@@ -45,10 +46,7 @@ class ResNeXtBlock(nn.Module):
         self.norm2 = f.norm(inner)
         self.conv3 = f.conv(inner, out_channels, 1)
         self.norm3 = f.norm(out_channels)
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(f.conv(in_channels, out_channels, 1, stride=stride), f.norm(out_channels))
-        else:
-            self.shortcut = nn.Identity()
+        self.shortcut = projection(f, in_channels, out_channels, stride)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,9 +59,10 @@ class ResNeXtBlock(nn.Module):
 class ResNeXt(nn.Module):
     """CIFAR ResNeXt: 1x1 stem, three stages (strides 1, 2, 2), pool, classifier."""
 
-    def __init__(self, f: LayerFactory, blocks_per_stage=(3, 3, 3), cardinality: int = 32, width: int = 4, num_classes: int = 10):
+    def __init__(self, f: LayerFactory, blocks_per_stage=(3, 3, 3), cardinality: int = 32, width: int = 4,
+                 num_classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(f.conv(3, 64, 1, first_layer=True), f.norm(64), nn.ReLU(inplace=True))
+        self.stem = conv_norm_relu(f, 3, 64, 1, first_layer=True)
         blocks: list[nn.Module] = []
         channels = 64
         for index, count in enumerate(blocks_per_stage):

@@ -6,33 +6,20 @@ reduction of 16 (``W1``: C -> C/16, ``W2``: C/16 -> C, both 1x1 convs with a bia
 ``y = h * s + shortcut``.  As in the CIFAR code the paper builds on, the stem is
 ``conv3x3 -> norm -> relu`` and the blocks are pre-activation blocks without a final
 norm.  With ``norm="nd"`` the two gate convs are deconvolution layers too (they whiten the
-pooled channel vector), as in the public code.
+pooled channel vector), as in the public code.  The gate, :class:`SqueezeExcitation`, lives in
+:mod:`ndlib.models.blocks` (EfficientNet-B0 uses it too).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ndlib.models.blocks import SqueezeExcitation, conv_norm_relu
 from ndlib.models.factory import FIRST_LAYER_DECONV, LayerFactory
 from ndlib.models.registry import register
 from ndlib.models.resnet import STAGE_WIDTHS, PreActBlock
 
 __all__ = ["SqueezeExcitation", "SEPreActBlock", "SENet"]
-
-
-class SqueezeExcitation(nn.Module):
-    """Channel gate ``x * sigmoid(conv1x1(relu(conv1x1(avgpool(x)))))``; biased 1x1 convs."""
-
-    def __init__(self, f: LayerFactory, channels: int, squeeze_channels: int):
-        super().__init__()
-        self.reduce = f.conv(channels, squeeze_channels, 1, bias=True)
-        self.expand = f.conv(squeeze_channels, channels, 1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = F.adaptive_avg_pool2d(x, 1)
-        s = torch.sigmoid(self.expand(F.relu(self.reduce(s))))
-        return x * s
 
 
 class SEPreActBlock(PreActBlock):
@@ -51,7 +38,7 @@ class SENet(nn.Module):
 
     def __init__(self, f: LayerFactory, blocks_per_stage=(2, 2, 2, 2), num_classes: int = 10):
         super().__init__()
-        self.stem = nn.Sequential(f.conv(3, 64, 3, padding=1, first_layer=True), f.norm(64), nn.ReLU(inplace=True))
+        self.stem = conv_norm_relu(f, 3, 64, 3, padding=1, first_layer=True)
         blocks: list[nn.Module] = []
         channels = 64
         for index, (width, count) in enumerate(zip(STAGE_WIDTHS, blocks_per_stage)):
