@@ -2,9 +2,10 @@
 
 Each subcommand lives with the code it drives and registers itself through a function
 ``add_parser(subparsers)`` that adds its parser and sets ``handler`` (a function taking the
-parsed arguments and returning an exit code).  :data:`SUBCOMMAND_MODULES` lists the modules
-asked to register; a module that is not importable (e.g. an optional one not written yet) is
-skipped.  To add a subcommand, write ``add_parser`` in its module and append the module here.
+parsed arguments and returning an exit code).  :func:`subcommand_modules` imports and lists
+them, in the order ``--help`` shows them; to add a subcommand, write ``add_parser`` in its
+module and add the module there.  (They are imported when the parser is built, not when this
+module is, so ``import ndlib.cli`` stays light.)
 What the subcommands share (one-line usage errors, exit codes, TrainConfig options) lives in
 :mod:`ndlib.cliargs`.
 
@@ -15,15 +16,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import sys
 
 from ndlib.cliargs import EXIT_CODES, ArgumentParser, add_config_arguments, config_from_args, usage_error
 
-__all__ = ["main", "build_parser", "add_config_arguments", "config_from_args", "SUBCOMMAND_MODULES",
-           "EXIT_CODES"]
+__all__ = ["main", "build_parser", "subcommand_modules", "add_config_arguments", "config_from_args", "EXIT_CODES"]
 
-SUBCOMMAND_MODULES = ("ndlib.cli", "ndlib.grid", "ndlib.campaign", "ndlib.bench", "ndlib.checks.gpu")
+
+def subcommand_modules() -> tuple:
+    """The modules whose ``add_parser`` registers a subcommand: train (here), grid, campaign,
+    bench and gpu-check."""
+    from ndlib import bench, campaign, grid
+    from ndlib.checks import gpu
+
+    return (sys.modules[__name__], grid, campaign, bench, gpu)
 
 
 def _summary(record: dict) -> dict:
@@ -32,8 +38,8 @@ def _summary(record: dict) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ndlib.distributed import context_from_env
     from ndlib.claims import ClaimTaken, claim, claims_folder
+    from ndlib.distributed import context_from_env
     from ndlib.paths import portable_path
     from ndlib.records import RecordWriteError, attempts_dir, completed_record, record_path
     from ndlib.train import BadRunInput, CheckpointWriteError, promote_pending_rerun, run
@@ -53,7 +59,9 @@ def _train(args: argparse.Namespace) -> int:
     if done is not None and not args.rerun:
         where = portable_path(record_path(config.run_id, config.runs_dir))
         pending = attempts_dir(config.runs_dir) / f"{config.run_id}.rerun.json"
-        extra = f"; an unfinished rerun is in {portable_path(pending)} (--rerun resumes it)" if pending.is_file() else ""
+        extra = ""
+        if pending.is_file():
+            extra = f"; an unfinished rerun is in {portable_path(pending)} (--rerun resumes it)"
         print(f"{config.run_id}: already completed ({where}): {_summary(done)}; nothing to do "
               f"(--rerun trains it again and replaces the record only if the new run completes){extra}")
         return EXIT_CODES["completed"]
@@ -101,16 +109,8 @@ def add_parser(subparsers) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m ndlib", description="Network deconvolution, reproduced.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = sys.modules[__name__] if name == __name__ else importlib.import_module(name)
-        except ModuleNotFoundError as error:
-            if error.name != name:  # the module exists but one of its imports is missing: a real bug
-                raise
-            continue
-        register = getattr(module, "add_parser", None)
-        if register is not None:
-            register(subparsers)
+    for module in subcommand_modules():
+        module.add_parser(subparsers)
     return parser
 
 

@@ -533,7 +533,7 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    """Register ``gpu-check`` with :mod:`ndlib.cli` (listed in its ``SUBCOMMAND_MODULES``)."""
+    """Register ``gpu-check`` with :mod:`ndlib.cli` (listed in its ``subcommand_modules``)."""
     parser = subparsers.add_parser("gpu-check", help="prove the GPU path: layers, models, bench, one epoch",
                                    description=__doc__.split("\n\n")[0])
     _configure(parser)
