@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,15 @@ def test_whole_check_reports_skips_and_failures(tmp_path):
     assert "RuntimeError: CUDA error: out of memory" in report["steps"]["bench"]["runs"][0]["detail"]
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "# gpu-check: FAILED" in summary and "## Train: skipped: no --data-dir given" in summary
+
+
+def test_json_names_no_machine_path_and_no_host(tmp_path):
+    trace = 'File "/scratch/someone/venv/lib/torch/x.py", line 3'
+    path = gpu_check.write_json(tmp_path / "x.json", {"detail": trace, "out": str(tmp_path / "out")})
+    written = json.loads(path.read_text())
+    out = "<tmp>/" + (tmp_path / "out").relative_to(tempfile.gettempdir()).as_posix()
+    assert written == {"detail": 'File "<path>/x.py", line 3', "out": out}
+    assert "hostname" not in common.environment("cpu")
 
 
 def test_json_has_no_nan_and_rel_err_handles_edge_cases(tmp_path):

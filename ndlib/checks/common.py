@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import importlib
+import importlib.metadata
 import json
 import math
 import os
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+
+from ndlib.paths import scrub_paths
 
 __all__ = ["one_line", "jsonable", "write_json", "utc_now", "module_version", "torchvision_placeholder",
            "environment"]
@@ -58,8 +60,10 @@ def jsonable(value):
 
 def write_json(path: str | Path, payload: dict) -> Path:
     """Write ``payload`` (through :func:`jsonable`) as strict JSON, atomically: with
-    :func:`ndlib.records.write_json_atomic` (a temporary file, fsync'ed, renamed over ``path``)."""
-    payload = jsonable(payload)
+    :func:`ndlib.records.write_json_atomic` (a temporary file, fsync'ed, renamed over ``path``).
+    This machine's absolute paths (in tracebacks, output folders) become placeholders
+    (:func:`ndlib.paths.scrub_paths`), as in run records: the files are meant to be committed."""
+    payload = scrub_paths(jsonable(payload))
     records = _records()
     if records is not None:
         return records.write_json_atomic(path, payload)
@@ -80,12 +84,12 @@ def utc_now() -> str:
 
 
 def module_version(name: str) -> str | None:
-    """The ``__version__`` of module ``name``, or None where it cannot be imported."""
+    """The installed version of distribution ``name`` (from its metadata, without importing it),
+    or None where it is not installed."""
     try:
-        module = importlib.import_module(name)
-    except Exception:  # noqa: BLE001 - missing or broken: report it as absent
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
         return None
-    return str(getattr(module, "__version__", "unknown"))
 
 
 @contextlib.contextmanager
@@ -122,7 +126,6 @@ def environment(device: str | torch.device) -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": str(device),
         "device_name": platform.processor() or platform.machine(),
-        "hostname": platform.node(),
         "git_commit": None,
         "torchvision": module_version("torchvision") or "not installed",
         "numpy": module_version("numpy") or "not installed",
