@@ -21,10 +21,16 @@ Resuming: a checkpoint is written atomically after every epoch and, within an ep
 ``checkpoint_interval_s`` seconds.  It holds the model, optimizer and scheduler states, the
 torch (CPU and CUDA), Python and NumPy random states, the data loader's position and its
 augmentation generator, the epoch's running loss and accuracy sums, the epoch and the global
-step; the data order of epoch ``e`` depends only on ``(seed, e)``.  So on CPU with
+step (:class:`ndlib.checkpoint.Checkpoint`: its format, versions, files and position); the
+data order of epoch ``e`` depends only on ``(seed, e)``.  So on CPU with
 ``deterministic=True`` a run killed at any moment (even with SIGKILL) and resumed with the
 same command ends with the same weights and metrics as an uninterrupted one; it loses at most
 the work since the last checkpoint.
+
+Where things live: the configuration and its run id and command line in :mod:`ndlib.config`
+(``TrainConfig`` is re-exported here), the checkpoint in :mod:`ndlib.checkpoint` (its
+``checkpoint_file``, ``checkpoint_position`` and ``CheckpointWriteError`` re-exported here), the
+record's layout in :mod:`ndlib.records`.
 """
 from __future__ import annotations
 
