@@ -26,7 +26,7 @@ from typing import Sequence
 from ndlib.checkpoint import checkpoint_position
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
 from ndlib.cliargs import add_config_arguments, usage_error
-from ndlib.config import TrainConfig, known_archs, run_id_options
+from ndlib.config import NORMS, TrainConfig, known_archs, run_id_options
 from ndlib.data import DATASETS
 from ndlib.records import machine_id, process_alive, read_record, record_path
 
@@ -67,7 +67,7 @@ def plan(table: int, epochs: Sequence[int] | None = None, seeds: Sequence[int] =
     archs = list(archs) if archs else known_archs(table, extras=False)  # the paper's grid
     _check_choices("archs", archs, known_archs(table))
     if norms:
-        _check_choices("norms", norms, ("none", "bn", "nd"))
+        _check_choices("norms", norms, NORMS)
     epochs = list(epochs) if epochs else list(defaults["epochs"])
     for name, values in (("seeds", list(seeds)), ("epochs", epochs), ("archs", archs), ("datasets", datasets),
                          ("norms", list(norms or []))):
@@ -403,7 +403,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--archs", nargs="+", help="default: every architecture of the table")
     parser.add_argument("--datasets", nargs="+", help="default: cifar10 cifar100 (Table 1), imagenet (Table 2)")
-    parser.add_argument("--norms", nargs="+", choices=["none", "bn", "nd"], help="default: every variant")
+    parser.add_argument("--norms", nargs="+", choices=list(NORMS), help="default: every variant")
     parser.add_argument("--dry-run", action="store_true", help="print the plan only")
     parser.add_argument("--slurm", metavar="PATH", help="write a Slurm array script for the missing runs instead")
     parser.add_argument("--partition", help="Slurm partition (with --slurm)")
