@@ -24,7 +24,7 @@ CONFIGS = [
 # fields that say where and how fast, not what: in the command line, never in the run id
 PLACEMENT = dict(device="cuda:1", num_threads=3, keep_freed_memory=False, deterministic=True, num_workers=0,
                  data_dir="data dir/with 'quotes'", checkpoint=False, checkpoint_interval_s=0.0,
-                 runs_dir="/tmp/runs", checkpoint_dir="ckpt", note="shared machine, 2 runs")
+                 runs_dir="results/other runs", checkpoint_dir="ckpt", note="shared machine, 2 runs")
 
 
 def _placement(synthetic: bool) -> dict:
