@@ -1,5 +1,6 @@
 """What every subcommand shares: the one-line usage errors, the exit codes, and the options
-built from :class:`~ndlib.train.TrainConfig`.
+built from :class:`~ndlib.config.TrainConfig` (:func:`config_options`, the one table of flags:
+the parsers are built from it, and :meth:`TrainConfig.command_line` writes its flags from it).
 
 ``ndlib.cli`` (the ``train`` subcommand and the entry point), ``ndlib.grid`` and
 ``ndlib.bench`` import from here; nothing here imports them, so the modules form no cycle.
@@ -12,9 +13,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from dataclasses import dataclass
 from typing import NoReturn
 
-__all__ = ["EXIT_CODES", "ArgumentParser", "usage_error", "add_config_arguments", "config_from_args"]
+__all__ = ["EXIT_CODES", "ArgumentParser", "usage_error", "ConfigOption", "config_options", "add_config_arguments",
+           "config_from_args"]
 
 #: 0 success, 1 a run failed, 2 bad input, 3 a run diverged, 130 interrupted.
 EXIT_CODES = {"completed": 0, "failed": 1, "usage": 2, "diverged": 3, "interrupted": 130}
@@ -34,8 +37,8 @@ def usage_error(prog: str, message: str) -> int:
 
 
 _CHOICES = {
-    "arch": lambda: __import__("ndlib.train", fromlist=["known_archs"]).known_archs(),
-    "norm": lambda: ["bn", "nd", "none"],
+    "arch": lambda: __import__("ndlib.config", fromlist=["known_archs"]).known_archs(),
+    "norm": lambda: list(__import__("ndlib.config", fromlist=["NORMS"]).NORMS),
     "dataset": lambda: sorted(__import__("ndlib.data", fromlist=["DATASETS"]).DATASETS),
     "deconv_refresh_stats": lambda: list(__import__("ndlib.layers", fromlist=["REFRESH_STATS"]).REFRESH_STATS),
 }
@@ -74,28 +77,55 @@ def _base_type(annotation) -> type:
     return hints[text.split("|")[0].strip()]
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One option per :class:`~ndlib.train.TrainConfig` field: ``--batch-size``, ``--amp/--no-amp``..."""
-    from ndlib.train import TrainConfig
+@dataclass(frozen=True)
+class ConfigOption:
+    """The command-line option of one :class:`~ndlib.config.TrainConfig` field: ``flag``
+    (``--batch-size``) takes a value of type ``kind``; a bool field is a pair ``--amp`` / ``--no-amp``."""
 
-    for item in dataclasses.fields(TrainConfig):
-        if item.name in skip:
-            continue
-        flag = "--" + item.name.replace("_", "-")
-        kind = _base_type(item.type)
-        help_text = _HELP.get(item.name, "")
-        if kind is bool:
-            parser.add_argument(flag, dest=item.name, action=argparse.BooleanOptionalAction, default=item.default,
-                                help=help_text)
+    name: str
+    flag: str
+    kind: type
+    default: object
+    help: str
+
+    @property
+    def negative_flag(self) -> str | None:
+        return "--no-" + self.flag[2:] if self.kind is bool else None
+
+    def words(self, value) -> list[str]:
+        """The argv words that set the field to ``value`` (none for None, the parser's default)."""
+        if self.kind is bool:
+            return [self.flag if value else self.negative_flag]
+        return [] if value is None else [self.flag, str(value)]
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.kind is bool:
+            parser.add_argument(self.flag, dest=self.name, action=argparse.BooleanOptionalAction, default=self.default,
+                                help=self.help)
         else:
-            choices = _CHOICES[item.name]() if item.name in _CHOICES else None
-            parser.add_argument(flag, dest=item.name, type=kind, default=item.default, choices=choices,
-                                help=help_text + (f" (default: {item.default})" if item.default is not None else ""))
+            choices = _CHOICES[self.name]() if self.name in _CHOICES else None
+            parser.add_argument(self.flag, dest=self.name, type=self.kind, default=self.default, choices=choices,
+                                help=self.help + (f" (default: {self.default})" if self.default is not None else ""))
+
+
+def config_options(skip: tuple[str, ...] = ()) -> list[ConfigOption]:
+    """One :class:`ConfigOption` per :class:`~ndlib.config.TrainConfig` field (but ``skip``), in field order."""
+    from ndlib.config import TrainConfig
+
+    return [ConfigOption(item.name, "--" + item.name.replace("_", "-"), _base_type(item.type), item.default,
+                         _HELP.get(item.name, ""))
+            for item in dataclasses.fields(TrainConfig) if item.name not in skip]
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One option per :class:`~ndlib.config.TrainConfig` field: ``--batch-size``, ``--amp/--no-amp``..."""
+    for option in config_options(skip):
+        option.add_to(parser)
 
 
 def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
     """Build the TrainConfig; a validation error becomes a usage error (exit 2) with its message."""
-    from ndlib.train import TrainConfig
+    from ndlib.config import TrainConfig
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     try:

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ndlib.cliargs import add_config_arguments, usage_error
-from ndlib.data import DATASETS
+from ndlib.checkpoint import checkpoint_position
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
+from ndlib.cliargs import add_config_arguments, usage_error
+from ndlib.config import NORMS, TrainConfig, known_archs, run_id_options
+from ndlib.data import DATASETS
 from ndlib.records import machine_id, process_alive, read_record, record_path
-from ndlib.train import TrainConfig, known_archs
 
 __all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "CostEstimate", "estimate_cost", "run_grid",
            "slurm_script", "add_parser"]
@@ -66,7 +67,7 @@ def plan(table: int, epochs: Sequence[int] | None = None, seeds: Sequence[int] =
     archs = list(archs) if archs else known_archs(table, extras=False)  # the paper's grid
     _check_choices("archs", archs, known_archs(table))
     if norms:
-        _check_choices("norms", norms, ("none", "bn", "nd"))
+        _check_choices("norms", norms, NORMS)
     epochs = list(epochs) if epochs else list(defaults["epochs"])
     for name, values in (("seeds", list(seeds)), ("epochs", epochs), ("archs", archs), ("datasets", datasets),
                          ("norms", list(norms or []))):
@@ -175,12 +176,10 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     architecture at the run's batch size on the same device type (and thread count, as above),
     times the steps of ``config.epochs`` epochs.  Never from another model or device: no
     estimate is better than a guess."""
-    from ndlib.report import run_options
-
     device_type = _planned_device_type(config)
-    options = run_options(config.run_id)
+    options = run_id_options(config.run_id)
     if runs is not None and len(runs):
-        runs = runs[runs["run_id"].map(run_options) == options]
+        runs = runs[runs["run_id"].map(run_id_options) == options]
         done = runs[(runs["status"] == "completed") & ~runs["synthetic"].astype(bool)
                     & (runs["table"] == config.table) & (runs["arch"] == config.arch)
                     & (runs["norm"] == config.norm) & (runs["device_type"] == device_type)
@@ -280,17 +279,9 @@ def run_grid(configs: Sequence[TrainConfig], *, claims: str | Path | None = None
 
 
 def _train_arguments(config: TrainConfig) -> str:
-    """The ``python -m ndlib train`` options that reproduce ``config`` (non-default fields only)."""
-    reference = TrainConfig(arch=config.arch, dataset=config.dataset)
-    parts = []
-    for name, value in config.to_dict().items():
-        if name in {"arch", "norm", "dataset", "epochs", "seed"} or getattr(reference, name) != value:
-            flag = "--" + name.replace("_", "-")
-            if isinstance(value, bool):
-                parts.append(flag if value else "--no-" + name.replace("_", "-"))
-            elif value is not None:
-                parts.append(f"{flag} {shlex.quote(str(value))}")
-    return " ".join(parts)
+    """The ``python -m ndlib train`` options that reproduce ``config`` (:meth:`TrainConfig.train_arguments`:
+    the run id's fields and the non-default ones), shell-quoted."""
+    return shlex.join(config.train_arguments())
 
 
 def slurm_script(configs: Sequence[TrainConfig], *, job_name: str = "ndlib-grid", partition: str | None = None,
@@ -323,11 +314,10 @@ def slurm_script(configs: Sequence[TrainConfig], *, job_name: str = "ndlib-grid"
 
 def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
     """The plan, one line per run: its status, and for a run still to do where it resumes from
-    its checkpoint (:func:`ndlib.train.checkpoint_position`) and what is left of its cost
+    its checkpoint (:func:`ndlib.checkpoint.checkpoint_position`) and what is left of its cost
     (:func:`estimate_cost`, times the share of training still to do); then the total."""
     from ndlib.bench import load_bench
     from ndlib.records import load_runs
-    from ndlib.train import checkpoint_position
 
     records = {folder: load_runs(folder) for folder in {c.runs_dir for c in configs}}
     bench = load_bench(None)
@@ -413,7 +403,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--archs", nargs="+", help="default: every architecture of the table")
     parser.add_argument("--datasets", nargs="+", help="default: cifar10 cifar100 (Table 1), imagenet (Table 2)")
-    parser.add_argument("--norms", nargs="+", choices=["none", "bn", "nd"], help="default: every variant")
+    parser.add_argument("--norms", nargs="+", choices=list(NORMS), help="default: every variant")
     parser.add_argument("--dry-run", action="store_true", help="print the plan only")
     parser.add_argument("--slurm", metavar="PATH", help="write a Slurm array script for the missing runs instead")
     parser.add_argument("--partition", help="Slurm partition (with --slurm)")

@@ -38,6 +38,13 @@ from ndlib.paths import project_root, runs_dir
 __all__ = [
     "SCHEMA_VERSION",
     "STATUSES",
+    "FINISHED_STATUSES",
+    "RECORD_FIELDS",
+    "EPOCH_FIELDS",
+    "new_record",
+    "epoch_entry",
+    "add_epoch",
+    "finish_record",
     "RUN_COLUMNS",
     "HISTORY_COLUMNS",
     "write_json_atomic",
@@ -64,14 +71,110 @@ STATUSES = ("running", "completed", "diverged", "interrupted", "failed")
 #: Version of the run-record layout this code writes and reads (1: records without the field).
 SCHEMA_VERSION = 2
 
+#: How a run ended (every status but ``running``).
+FINISHED_STATUSES = STATUSES[1:]
+
+# --------------------------------------------------------------------------------------
+# The record's schema: what the trainer writes (new_record, epoch_entry / add_epoch,
+# finish_record) and what the readers below (read_record, _summary_row) expect.
+# --------------------------------------------------------------------------------------
+#: The top-level fields of a record: name -> JSON type(s) of its value (None is allowed where a
+#: run has no value yet).  A new record has the first fourteen, in this order (:func:`new_record`);
+#: the trainer adds ``environment``, ``segments``, ``data_source``, ``model`` and
+#: ``steps_per_epoch`` once it has them; a failed run adds ``traceback``.
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,), "run_id": (str,), "status": (str,), "table": (int,), "label": (str,),
+    "config": (dict,), "started_at": (str,), "finished_at": (str,), "history": (list,), "final": (dict,),
+    "divergence": (dict,), "error": (str,), "resumed_at_epochs": (list,), "resumed_at_steps": (list,),
+    "environment": (dict,), "segments": (list,), "data_source": (dict,), "model": (dict,),
+    "steps_per_epoch": (int,), "traceback": (str,),
+}
+
+#: The fields of one ``history`` entry (one per finished epoch), in the order written
+#: (:func:`epoch_entry`); an epoch resumed mid-way also has ``resumed_mid_epoch: true``.
+EPOCH_FIELDS: tuple[str, ...] = (
+    "epoch", "global_step", "lr", "lr_end", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5",
+    "test_images", "train_images", "train_time_s", "eval_time_s", "images_per_s", "peak_mem_mb", "peak_mem_kind",
+)
+
+# The fields every reader uses, checked by read_record (records of every schema version have them right).
+_CHECKED_FIELDS = ("history", "final", "environment", "segments", "data_source", "divergence", "resumed_at_epochs",
+                   "resumed_at_steps", "started_at", "finished_at", "error", "label")
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {name: RECORD_FIELDS[name] for name in _CHECKED_FIELDS}
+
+
+def new_record(run_id: str, table: int, config: dict, *, synthetic: bool) -> dict:
+    """A run's record as it starts (status ``running``, no history): :data:`RECORD_FIELDS`' first
+    fourteen.  ``config`` is the run's TrainConfig as a dict (folders made portable)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "status": "running",
+        "table": table,
+        "label": "synthetic smoke run" if synthetic else "",
+        "config": config,
+        "started_at": utc_now(),
+        "finished_at": None,
+        "history": [],
+        "final": None,
+        "divergence": None,
+        "error": None,
+        "resumed_at_epochs": [],
+        "resumed_at_steps": [],
+    }
+
+
+def epoch_entry(*, epoch: int, global_step: int, lr: float, lr_end: float, train_loss: float, train_acc: float,
+                metrics: dict, train_images: int, train_time_s: float, eval_time_s: float, peak_mem_mb: float,
+                peak_mem_kind: str, resumed_mid_epoch: bool = False) -> dict:
+    """One ``history`` entry (:data:`EPOCH_FIELDS`): ``epoch`` is 1-based, ``metrics`` the
+    evaluation's ``test_loss``, ``test_acc``, ``test_top5`` and ``test_images``; ``images_per_s``
+    is derived.  ``resumed_mid_epoch``: its train time omits the steps lost to the stop."""
+    entry = {
+        "epoch": epoch, "global_step": global_step, "lr": lr, "lr_end": lr_end, "train_loss": train_loss,
+        "train_acc": train_acc, **metrics, "train_images": train_images, "train_time_s": train_time_s,
+        "eval_time_s": eval_time_s, "images_per_s": train_images / train_time_s, "peak_mem_mb": peak_mem_mb,
+        "peak_mem_kind": peak_mem_kind,
+    }
+    if resumed_mid_epoch:
+        entry["resumed_mid_epoch"] = True
+    return entry
+
+
+def add_epoch(record: dict, entry: dict) -> None:
+    """Append a finished epoch (:func:`epoch_entry`) to the record's history."""
+    record["history"].append(entry)
+
+
+def finish_record(record: dict, status: str, *, error: BaseException | None = None, divergence: dict | None = None,
+                  traceback: str | None = None) -> dict:
+    """End the record with ``status`` (one of :data:`FINISHED_STATUSES`): the finish time, the
+    ``error`` as ``"<type>: <message>"``, the ``divergence`` (``step``, ``epoch``, ``loss``), a
+    failure's ``traceback``, and ``final``, the last finished epoch (None before the first)."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"a record finishes as one of {FINISHED_STATUSES}, not {status!r}")
+    record["status"] = status
+    record["finished_at"] = utc_now()
+    if divergence is not None:
+        record["divergence"] = divergence
+    if error is not None:
+        record["error"] = f"{type(error).__name__}: {error}"
+    if traceback is not None:
+        record["traceback"] = traceback
+    record["final"] = dict(record["history"][-1]) if record["history"] else None
+    return record
+
+
+#: The columns of :func:`load_runs`: one row per record (:func:`_summary_row`).
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic", "data_source",
     "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
     "peak_mem_mb", "device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory", "timing_mixed",
-    "torch_version",
-    "git_commit", "git_dirty", "started_at", "finished_at", "epochs_done", "diverged_step", "error", "label", "note", "path",
+    "torch_version", "git_commit", "git_dirty", "started_at", "finished_at", "epochs_done", "diverged_step", "error",
+    "label", "note", "path",
 ]
 
+#: The columns of :func:`load_histories`: the run id and these :data:`EPOCH_FIELDS`.
 HISTORY_COLUMNS = [
     "run_id", "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "test_top5", "lr",
     "train_time_s", "eval_time_s", "images_per_s", "peak_mem_mb",
@@ -148,14 +251,6 @@ def record_path(run_id: str, root: str | Path | None = None) -> Path:
 def attempts_dir(root: str | Path | None = None) -> Path:
     """Where superseded completed records and unfinished reruns live: ``<runs>/attempts``."""
     return Path(root if root is not None else runs_dir()) / "attempts"
-
-
-# The fields every reader uses, and their JSON types (None is allowed where a run has no value yet).
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "history": (list,), "final": (dict,), "environment": (dict,), "segments": (list,), "data_source": (dict,),
-    "divergence": (dict,), "resumed_at_epochs": (list,), "resumed_at_steps": (list,), "started_at": (str,),
-    "finished_at": (str,), "error": (str,), "label": (str,),
-}
 
 
 def read_record(path: str | Path) -> dict:

@@ -21,28 +21,31 @@ Resuming: a checkpoint is written atomically after every epoch and, within an ep
 ``checkpoint_interval_s`` seconds.  It holds the model, optimizer and scheduler states, the
 torch (CPU and CUDA), Python and NumPy random states, the data loader's position and its
 augmentation generator, the epoch's running loss and accuracy sums, the epoch and the global
-step; the data order of epoch ``e`` depends only on ``(seed, e)``.  So on CPU with
+step (:class:`ndlib.checkpoint.Checkpoint`: its format, versions, files and position); the
+data order of epoch ``e`` depends only on ``(seed, e)``.  So on CPU with
 ``deterministic=True`` a run killed at any moment (even with SIGKILL) and resumed with the
 same command ends with the same weights and metrics as an uninterrupted one; it loses at most
 the work since the last checkpoint.
+
+Where things live: the configuration and its run id and command line in :mod:`ndlib.config`
+(``TrainConfig`` is re-exported here), the checkpoint in :mod:`ndlib.checkpoint` (its
+``checkpoint_file``, ``checkpoint_position`` and ``CheckpointWriteError`` re-exported here), the
+record's layout in :mod:`ndlib.records`.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import json
 import math
 import os
 import random
-import re
 import resource
 import shutil
 import signal
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -53,28 +56,49 @@ from torch import nn
 
 from ndlib import cpu_memory
 from ndlib import distributed as dist_utils
+from ndlib.checkpoint import (
+    Checkpoint,
+    CheckpointPosition,
+    CheckpointWriteError,
+    EpochProgress,
+    checkpoint_file,
+    checkpoint_position,
+    load_checkpoint,
+    remove_dead_temporaries,
+)
+from ndlib.config import (
+    DECONV_FIELDS,
+    DEFAULTS_BY_TABLE,
+    MAX_SEED,
+    MIN_SYNTHETIC_IMAGE_SIZE,
+    NON_IDENTITY_FIELDS,
+    NORMS,
+    TrainConfig,
+    known_archs,
+)
 from ndlib.data import DATASETS, TensorLoader, dataset_info, imagenet_loaders, load_cifar, synthetic_arrays
 from ndlib.devices import synchronize
-from ndlib.layers import REFRESH_STATS, finite_checks
-from ndlib.paths import checkpoints_dir, data_dir, portable_path, runs_dir, scrub_paths
+from ndlib.layers import finite_checks
+from ndlib.paths import data_dir, portable_path, scrub_paths
 from ndlib.records import (
-    SCHEMA_VERSION,
     RecordWriteError,
+    add_epoch,
     attempts_dir,
     completed_record,
     environment_info,
-    process_alive,
+    epoch_entry,
+    finish_record,
+    new_record,
     read_record,
     record_path,
     training_segment,
-    utc_now,
     write_json_atomic,
 )
 
 __all__ = [
     "TrainConfig",
     "NORMS",
-    "TABLE_ARCHS",
+    "DECONV_FIELDS",
     "known_archs",
     "RunInterrupted",
     "RunPaused",
@@ -89,242 +113,14 @@ __all__ = [
     "checkpoint_position",
     "create_model",
     "DEFAULTS_BY_TABLE",
+    "MAX_SEED",
+    "MIN_SYNTHETIC_IMAGE_SIZE",
     "run_notebook",
     "notebook_parameters",
 ]
 
-NORMS = ("bn", "nd", "none")
-
-# The contract's architecture names (ndlib.models.available(table) is preferred when it exists).
-TABLE_ARCHS: dict[int, tuple[str, ...]] = {
-    1: ("vgg16", "resnet18", "preact18", "densenet121", "resnext29", "mobilenetv2", "dpn92", "pnasneta",
-        "senet18", "efficientnetb0"),
-    2: ("vgg11_imagenet", "resnet18_imagenet", "densenet121_imagenet"),
-}
-
-# Paper settings that differ between the tables (spec sections 4 and 5).
-DEFAULTS_BY_TABLE: dict[int, dict] = {
-    1: {"batch_size": 128, "weight_decay": 1e-3},
-    2: {"batch_size": 256, "weight_decay": 1e-4},
-}
-
-#: The largest seed NumPy's legacy seeding (``np.random.seed``) accepts.
-MAX_SEED = 2**32 - 1
-
-#: Below this side no model of ours trains (VGG-16 needs 32: its probe says so at the start).
-MIN_SYNTHETIC_IMAGE_SIZE = 8
-
-# Config fields that do not change what is computed (where, how fast, where files go): left out
-# of the run id, so a cell run on a laptop and on a GPU share it.
-_NON_IDENTITY = frozenset({
-    "data_dir", "download", "device", "num_threads", "num_workers", "deterministic", "checkpoint",
-    "checkpoint_interval_s", "runs_dir", "checkpoint_dir", "note", "keep_freed_memory",
-})
-
-# Deconvolution options: config field -> keyword of ndlib.models.create (None = model default).
-DECONV_OPTIONS = {
-    "deconv_block": "block",
-    "deconv_block_fc": "block_fc",
-    "deconv_eps": "eps",
-    "deconv_n_iter": "n_iter",
-    "deconv_sampling_stride": "sampling_stride",
-    "deconv_refresh_every": "refresh_every",
-    "deconv_refresh_stats": "refresh_stats",
-    "deconv_refresh_warmup": "refresh_warmup",
-}
-
-
-def known_archs(table: int | None = None, *, extras: bool = True) -> list[str]:
-    """Architecture names for ``table`` (both tables when None), from ``ndlib.models`` if present;
-    with ``extras`` (default) our extra variants too (e.g. ``efficientnetb0_allnd``)."""
-    try:
-        from ndlib.models import available
-    except ImportError:
-        available = None
-    if available is not None:
-        return list(available(table, extras=extras))
-    tables = (table,) if table is not None else tuple(TABLE_ARCHS)
-    return [name for t in tables for name in TABLE_ARCHS[t]]
-
-
-def _positive_int(name: str, value, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _non_negative_float(name: str, value, allow_none: bool = False, positive: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 \
-            or (positive and value == 0):
-        kind = "positive" if positive else "non-negative"
-        raise ValueError(f"{name} must be a {kind} finite number, got {value!r}")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (flat fields; paper defaults).
-
-    ``batch_size`` and ``weight_decay`` left as None take the table's paper value (128 / 1e-3
-    for CIFAR, 256 / 1e-4 for ImageNet).  ``deconv_*`` left as None take the model's default
-    (the paper's ND settings).  ``synthetic=True`` replaces the dataset by labelled synthetic
-    images of the same shape (``synthetic_*`` sizes) for tests and smoke runs.
-    ``deterministic`` (None: on for CPU, off for CUDA) makes CPU kernels deterministic and
-    turns cuDNN autotuning off on a GPU.  ``amp`` uses bfloat16 autocast.
-    ``keep_freed_memory`` (CPU runs): glibc keeps freed memory in the process instead of
-    mapping every step's large tensors in afresh (:mod:`ndlib.cpu_memory`; 6 % to 25 % of a
-    CPU step was page faults); results are bit-identical, and the record says whether it applied.
-    ``checkpoint_interval_s``: a checkpoint is also written within an epoch every that many
-    seconds (0: after every step), so a killed run loses at most that much work.
-    ``deconv_refresh_stats="running"`` and ``deconv_refresh_warmup=0`` are stored as None (the
-    layers' defaults), so the same computation always gets the same run id.
-    """
-
-    arch: str = "vgg16"
-    norm: str = "bn"
-    dataset: str = "cifar10"
-    epochs: int = 1
-    seed: int = 0
-    batch_size: int | None = None
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float | None = None
-    deconv_block: int | None = None
-    deconv_block_fc: int | None = None
-    deconv_eps: float | None = None
-    deconv_n_iter: int | None = None
-    deconv_sampling_stride: int | None = None
-    deconv_refresh_every: int | None = None
-    deconv_refresh_stats: str | None = None
-    deconv_refresh_warmup: int | None = None
-    synthetic: bool = False
-    synthetic_train_size: int = 512
-    synthetic_test_size: int = 256
-    synthetic_image_size: int | None = None
-    synthetic_num_classes: int | None = None
-    amp: bool = False
-    channels_last: bool = False
-    device: str = "auto"
-    num_threads: int | None = None
-    keep_freed_memory: bool = True
-    deterministic: bool | None = None
-    num_workers: int = 4
-    data_dir: str | None = None
-    download: bool = False
-    checkpoint: bool = True
-    checkpoint_interval_s: float = 300.0
-    runs_dir: str | None = None
-    checkpoint_dir: str | None = None
-    note: str = field(default="", compare=False)
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid: {sorted(DATASETS)}")
-        table = DATASETS[self.dataset].table
-        valid_archs = known_archs(table)
-        if self.arch not in valid_archs:
-            raise ValueError(f"unknown arch {self.arch!r} for dataset {self.dataset!r} (Table {table}); "
-                             f"valid: {valid_archs}")
-        if self.norm not in NORMS:
-            raise ValueError(f"unknown norm {self.norm!r}; valid: {list(NORMS)}")
-        if self.norm == "none" and self.arch != "vgg11_imagenet":
-            raise ValueError(f"norm 'none' exists for vgg11_imagenet only (Table 2), not {self.arch!r}; use 'bn' or 'nd'")
-        for name in ("epochs", "synthetic_train_size", "synthetic_test_size"):
-            _positive_int(name, getattr(self, name))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be an integer from 0 to {MAX_SEED} (NumPy's seed range), got {self.seed!r}")
-        for name in ("batch_size", "deconv_block", "deconv_block_fc", "deconv_n_iter", "deconv_sampling_stride",
-                     "deconv_refresh_every", "synthetic_image_size", "synthetic_num_classes", "num_threads"):
-            _positive_int(name, getattr(self, name), allow_none=True)
-        if self.deconv_refresh_stats is not None and self.deconv_refresh_stats not in REFRESH_STATS:
-            raise ValueError(f"deconv_refresh_stats must be one of {REFRESH_STATS}, got {self.deconv_refresh_stats!r}")
-        warmup = self.deconv_refresh_warmup
-        if warmup is not None and (isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0):
-            raise ValueError(f"deconv_refresh_warmup must be a non-negative integer, got {warmup!r}")
-        for name, layer_default in (("deconv_refresh_stats", "running"), ("deconv_refresh_warmup", 0)):
-            if getattr(self, name) is None:
-                continue
-            if self.deconv_refresh_every in (None, 1):
-                raise ValueError(f"{name} only applies to refreshing layers: set deconv_refresh_every > 1 too "
-                                 f"(or leave {name} unset)")
-            if getattr(self, name) == layer_default:  # the layers' default: one run id for one computation
-                object.__setattr__(self, name, None)
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
-            raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
-        _non_negative_float("lr", self.lr, positive=True)
-        _non_negative_float("momentum", self.momentum)
-        _non_negative_float("weight_decay", self.weight_decay, allow_none=True)
-        _non_negative_float("deconv_eps", self.deconv_eps, allow_none=True, positive=True)
-        _non_negative_float("checkpoint_interval_s", self.checkpoint_interval_s)
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>' (index 0, 1, ...), "
-                             f"got {self.device!r}")
-        if self.norm != "nd":
-            given = [name for name in DECONV_OPTIONS if getattr(self, name) is not None]
-            if given:
-                raise ValueError(f"{', '.join(given)} only apply to ND models, not norm {self.norm!r}: "
-                                 "use --norm nd or leave them out")
-        if self.synthetic and (self.download or self.data_dir is not None):
-            raise ValueError("synthetic runs read no dataset: leave out download / data_dir with synthetic, or "
-                             "drop synthetic to train on the real data")
-        if self.synthetic_image_size is not None and self.synthetic_image_size < MIN_SYNTHETIC_IMAGE_SIZE:
-            raise ValueError(f"synthetic_image_size must be at least {MIN_SYNTHETIC_IMAGE_SIZE}, got "
-                             f"{self.synthetic_image_size}")
-        for name in ("synthetic", "amp", "channels_last", "download", "checkpoint", "keep_freed_memory"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        # Resolve the table's paper defaults (frozen dataclass: set through object.__setattr__).
-        for name, value in DEFAULTS_BY_TABLE[table].items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
-
-    # ----------------------------------------------------------------------------------
-    @property
-    def table(self) -> int:
-        return DATASETS[self.dataset].table
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}; valid: {sorted(names)}")
-        return cls(**values)
-
-    def identity(self) -> dict:
-        """The fields that define what is computed (everything but placement and file locations)."""
-        values = {k: v for k, v in self.to_dict().items() if k not in _NON_IDENTITY}
-        if not self.synthetic:
-            values = {k: v for k, v in values.items() if not k.startswith("synthetic_")}
-        return values
-
-    def non_default_options(self) -> dict:
-        """Identity fields that differ from the paper's defaults (and are not in the run id's name)."""
-        reference = TrainConfig(arch=self.arch, norm=self.norm, dataset=self.dataset, epochs=self.epochs,
-                                seed=self.seed, synthetic=self.synthetic)
-        named = {"arch", "norm", "dataset", "epochs", "seed", "synthetic"}
-        mine, theirs = self.identity(), reference.identity()
-        return {k: v for k, v in mine.items() if k not in named and theirs.get(k) != v}
-
-    @property
-    def run_id(self) -> str:
-        """E.g. ``t1-cifar10-vgg16-nd-e1-s0``; ``-syn`` marks synthetic data; a hash of any
-        non-default option is appended (``-o1a2b3c4d``) so different settings never collide."""
-        dataset = f"{self.dataset}-syn" if self.synthetic else self.dataset
-        base = f"t{self.table}-{dataset}-{self.arch}-{self.norm}-e{self.epochs}-s{self.seed}"
-        extra = self.non_default_options()
-        if extra:
-            digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8]
-            base += f"-o{digest}"
-        return base
-
-    def deconv_options(self) -> dict:
-        return {keyword: getattr(self, name) for name, keyword in DECONV_OPTIONS.items() if getattr(self, name) is not None}
+# Kept for the modules that imported them from here (ndlib.campaign): ndlib.config defines them.
+_NON_IDENTITY = NON_IDENTITY_FIELDS
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -482,23 +278,13 @@ def _cosine_factor(total_steps: int):
     return factor
 
 
-@dataclass
-class _EpochProgress:
-    """The running sums of the epoch in progress: enough to continue it exactly after a resume."""
-
-    loss_sum: float = 0.0
-    correct: float = 0.0
-    seen: int = 0
-    elapsed_s: float = 0.0  # training wall time of this epoch before the resume
-
-
 def _train_epoch(model, loader, optimizer, scheduler, config, device, context, epoch, global_step, progress,
-                 start: _EpochProgress | None = None, checkpointer: "_Checkpointer | None" = None):
+                 start: EpochProgress | None = None, checkpointer: "_Checkpointer | None" = None):
     """One pass over the training split (or the rest of it, from ``start``); returns
     (loss, top-1 %, images, new global step).  After an optimizer step at which
     ``checkpointer.due()``, the state is saved mid-epoch (with the epoch's running sums)."""
     model.train()
-    start = start or _EpochProgress()
+    start = start or EpochProgress()
     loss_sum = torch.tensor(start.loss_sum, dtype=torch.float64, device=device)
     correct = torch.tensor(start.correct, dtype=torch.float64, device=device)
     seen = start.seen
@@ -511,8 +297,8 @@ def _train_epoch(model, loader, optimizer, scheduler, config, device, context, e
 
         bar = tqdm(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}", mininterval=10, leave=False)
 
-    def progress_so_far() -> _EpochProgress:
-        return _EpochProgress(float(loss_sum.item()), float(correct.item()), seen, start.elapsed_s)
+    def progress_so_far() -> EpochProgress:
+        return EpochProgress(float(loss_sum.item()), float(correct.item()), seen, start.elapsed_s)
 
     for x, y in loader:
         with _autocast(config, device):
@@ -566,142 +352,21 @@ def evaluate(model, loader, config: TrainConfig, device, context=dist_utils.Dist
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hits = top == y[:, None]
+        images = torch.tensor(float(len(y)), dtype=torch.float64, device=device)
         sums += torch.stack([F.cross_entropy(logits, y, reduction="sum").double(), hits[:, 0].sum().double(),
-                             hits.any(1).sum().double(), torch.tensor(float(len(y)), dtype=torch.float64, device=device)])
+                             hits.any(1).sum().double(), images])
     dist_utils.all_reduce_sum(sums, context)
     count = sums[3].item()
     return {"test_loss": sums[0].item() / count, "test_acc": 100.0 * sums[1].item() / count,
             "test_top5": 100.0 * sums[2].item() / count, "test_images": int(count)}
 
-
 # --------------------------------------------------------------------------------------
-# Checkpoints
+# Checkpoints (the format, files and position: ndlib.checkpoint)
 # --------------------------------------------------------------------------------------
-def checkpoint_file(config: TrainConfig, rerun: bool = False) -> Path:
-    """Where ``config``'s run keeps its resumable state: ``<checkpoint_dir>/<run_id>/last.pt``.
-
-    A rerun of a completed run checkpoints to ``rerun.pt`` beside it, never over the completed
-    run's weights; the two are swapped only when the rerun completes (:func:`promote_pending_rerun`)."""
-    root = Path(config.checkpoint_dir) if config.checkpoint_dir else checkpoints_dir()
-    return root / config.run_id / ("rerun.pt" if rerun else "last.pt")
-
-
-@dataclass(frozen=True)
-class CheckpointPosition:
-    """Where a run's checkpoint stands, for planning (``grid --dry-run``).
-
-    ``epochs_done`` whole epochs are behind it and ``images_in`` training images of the next
-    one (0 at an epoch's end); ``step`` is the optimizer step it resumes after.  ``problem``,
-    when set, says why the run would refuse the checkpoint, with the fix: the run then starts
-    over and nothing of it is done."""
-
-    epochs: int
-    num_train: int
-    batch_size: int
-    epochs_done: int = 0
-    images_in: int = 0
-    step: int = 0
-    problem: str | None = None
-
-    @property
-    def fraction_done(self) -> float:
-        """The share of the run's training behind the checkpoint, in [0, 1].
-
-        Counted in steps, ``(epochs_done + s / S) / epochs`` with ``s`` the steps into the
-        unfinished epoch and ``S = ceil(num_train / batch_size)`` the steps of an epoch, so that
-        it does not depend on how many processes shared the epoch."""
-        if self.problem is not None:
-            return 0.0
-        steps_per_epoch = math.ceil(self.num_train / self.batch_size)
-        within = min(max(self.step - self.epochs_done * steps_per_epoch, 0), steps_per_epoch)
-        return min((self.epochs_done + within / steps_per_epoch) / self.epochs, 1.0)
-
-    def describe(self) -> str:
-        if self.problem is not None:
-            return self.problem
-        if self.images_in:
-            return (f"resumes from its checkpoint: epoch {self.epochs_done + 1} of {self.epochs}, "
-                    f"{self.images_in:,} training images in, step {self.step}")
-        return f"resumes from its checkpoint: {self.epochs_done} of {self.epochs} epochs done, step {self.step}"
-
-
-def checkpoint_position(config: TrainConfig) -> CheckpointPosition | None:
-    """Where ``config``'s run would resume (:class:`CheckpointPosition`); None without a checkpoint.
-
-    A checkpoint that cannot be read, or that another configuration wrote, comes back with its
-    ``problem`` set, as the run itself would refuse it.  The file is memory-mapped
-    (``weights_only``), so reading the position of a large checkpoint does not read its tensors."""
-    path = checkpoint_file(config)
-    if not path.is_file():
-        return None
-    num_train = config.synthetic_train_size if config.synthetic else DATASETS[config.dataset].num_train
-    blank = CheckpointPosition(config.epochs, num_train, config.batch_size)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # a damaged or empty file
-        return dataclasses.replace(blank, problem=f"checkpoint cannot be read ({type(error).__name__}): "
-                                                  f"delete {path} to start the run over")
-    if not isinstance(state, dict) or not _same_identity(state.get("identity_json"), config):
-        return dataclasses.replace(blank, problem=f"checkpoint belongs to another configuration: delete {path} "
-                                                  "to start the run over")
-    within = state.get("within_epoch") or {}
-    # ``seen`` counts the writing process's shard; checkpoints before world_size was kept: 1 process
-    images_in = int(within.get("seen", 0)) * int(state.get("world_size", 1))
-    return dataclasses.replace(blank, epochs_done=int(state.get("epoch", 0)), step=int(state.get("global_step", 0)),
-                               images_in=min(images_in, num_train))
-
-
-class CheckpointWriteError(RecordWriteError):
-    """A checkpoint could not be written (full disk, read-only folder); names the folder and the fix."""
-
-
-def _save_atomic(state: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync, then ``os.replace``: a kill at any moment
-    leaves either the previous checkpoint or the new one, never a torn file.  A write that
-    fails (``torch.save`` reports a full disk as a ``RuntimeError``, not an ``OSError``) raises
-    :class:`CheckpointWriteError` and leaves the previous checkpoint as it was."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(temp, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except (OSError, RuntimeError) as error:
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
-        raise CheckpointWriteError(f"cannot write checkpoint {path} ({reason}); free disk space or make "
-                                   f"{path.parent} writable (or pass --checkpoint-dir), then run the same "
-                                   "command again: it resumes from the last checkpoint that was written") from error
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _remove_dead_temporaries(folder: Path) -> None:
-    """Delete the temporary checkpoint files (``.<name>.<pid>.tmp``) that a process killed during
-    a save left behind (100+ MB each); those of a live process are left alone."""
-    if not folder.is_dir():
-        return
-    for temp in folder.glob(".*.tmp"):
-        pid = temp.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):
-            temp.unlink()
-
-
 class _Checkpointer:
-    """Writes the run's checkpoint: after every epoch, and within an epoch every
-    ``config.checkpoint_interval_s`` seconds (0: after every step).
-
-    A checkpoint holds everything the rest of the run depends on: model, optimizer and
-    scheduler states, the torch (CPU and CUDA), Python and NumPy random states, the data
-    loader's position and augmentation generator, the epoch's running loss/accuracy sums,
-    the history and the global step.  Only rank 0 writes.
-    """
+    """Writes the run's checkpoint (:class:`ndlib.checkpoint.Checkpoint`): after every epoch, and
+    within an epoch every ``config.checkpoint_interval_s`` seconds (0: after every step).
+    Only rank 0 writes.  After each one it asks ``pause_requested`` and raises :class:`RunPaused`."""
 
     def __init__(self, path: Path, config: TrainConfig, model, optimizer, scheduler, loader, record: dict,
                  enabled: bool, pause_requested=None) -> None:
@@ -714,38 +379,14 @@ class _Checkpointer:
     def due(self) -> bool:
         return self.enabled and time.monotonic() - self.last >= self.interval
 
-    def save(self, epoch: int, global_step: int, within: _EpochProgress | None) -> None:
+    def save(self, epoch: int, global_step: int, within: EpochProgress | None) -> None:
         """``within`` is the epoch's progress for a mid-epoch checkpoint, None at an epoch's end."""
         if not self.enabled:
             return
-        elapsed = None
-        if within is not None:
-            elapsed = _EpochProgress(within.loss_sum, within.correct, within.seen,
-                                     within.elapsed_s + time.perf_counter() - self.epoch_t0)
-        state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python_rng_json": json.dumps(random.getstate()),
-            "numpy_rng_json": json.dumps(_numpy_state_to_json(np.random.get_state())),
-            "epoch": epoch if within is not None else epoch + 1,
-            "global_step": global_step,
-            "within_epoch": None if elapsed is None else {
-                "loader": self.loader.state_dict(), "loss_sum": elapsed.loss_sum, "correct": elapsed.correct,
-                "seen": elapsed.seen, "elapsed_s": elapsed.elapsed_s},
-            "history": list(self.record["history"]),
-            "identity_json": json.dumps(self.config.identity(), sort_keys=True),
-            "started_at": self.record["started_at"],
-            # whether every attempt so far kept freed memory (ndlib.cpu_memory): it changes step times
-            "keep_freed_memory": bool(self.record.get("environment", {}).get("keep_freed_memory", False)),
-            # the processes sharing each epoch: ``within_epoch["seen"]`` counts this one's shard only
-            "world_size": int(self.record.get("environment", {}).get("world_size", 1)),
-            # the training segments so far (records.training_segment), as JSON for weights_only loading
-            "segments_json": json.dumps(self.record.get("segments", [])),
-        }
-        _save_atomic(state, self.path)
+        if within is not None:  # the epoch's train time so far, this segment's included
+            within = dataclasses.replace(within, elapsed_s=within.elapsed_s + time.perf_counter() - self.epoch_t0)
+        Checkpoint.capture(self.config, self.model, self.optimizer, self.scheduler, self.loader, epoch=epoch,
+                           global_step=global_step, progress=within, record=self.record).save(self.path)
         self.last = time.monotonic()
         finished = within is None and epoch + 1 >= self.config.epochs  # nothing left to pause: let it complete
         if not finished and self.pause_requested is not None and self.pause_requested():
@@ -753,88 +394,6 @@ class _Checkpointer:
 
     def epoch_started(self) -> None:
         self.epoch_t0 = time.perf_counter()
-
-
-def _numpy_state_to_json(state) -> list:
-    name, keys, pos, has_gauss, cached = state
-    return [name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached)]
-
-
-def _numpy_state_from_json(values: list):
-    name, keys, pos, has_gauss, cached = values
-    return name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached
-
-
-_CELL_FIELDS = frozenset({"arch", "norm", "dataset", "epochs", "seed"})
-
-
-def _same_identity(saved_json: object, config: TrainConfig) -> bool:
-    """Whether a checkpoint's stored identity is ``config``'s.  A field added to
-    :class:`TrainConfig` after the checkpoint was written is absent from it: the checkpoint
-    matches when every such field has its default value in ``config`` (the run it was
-    written by could not have set it), so old checkpoints keep resuming."""
-    if not isinstance(saved_json, str):
-        return False
-    try:
-        saved = json.loads(saved_json)
-    except ValueError:
-        return False
-    current = config.identity()
-    if not isinstance(saved, dict) or set(saved) - set(current) or not _CELL_FIELDS <= set(saved):
-        return False
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return all(saved[k] == v if k in saved else v == defaults.get(k, object()) for k, v in current.items())
-
-
-def _load_checkpoint(path: Path, config: TrainConfig, device) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as error:  # a damaged file: name it and the fix
-        raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}: {error}); delete it to start "
-                         "the run over (or pass --no-resume)") from error
-    if not _same_identity(state.get("identity_json"), config):
-        raise ValueError(f"checkpoint {path} belongs to a different configuration than run {config.run_id}; "
-                         "delete it (or pass resume=False / --no-resume) to start over")
-    return state
-
-
-def _earlier_segments(state: dict) -> list[dict]:
-    """The training segments a checkpoint's run had before this resume; a checkpoint written
-    before segments were recorded gives one segment from step 0 with its settings unknown."""
-    if state.get("segments_json"):
-        return list(json.loads(state["segments_json"]))
-    return [{"from_step": 0, "started_at": state.get("started_at"), "unknown_settings": True}]
-
-
-def _restore(state: dict, model, optimizer, scheduler, loader) -> tuple[int, int, _EpochProgress | None]:
-    """Load a checkpoint into the run; returns (epoch, global step, progress within that epoch)."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["cpu_rng"].cpu())
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
-    if state.get("python_rng_json"):
-        version, internal, gauss = json.loads(state["python_rng_json"])
-        random.setstate((version, tuple(internal), gauss))
-    if state.get("numpy_rng_json"):
-        np.random.set_state(_numpy_state_from_json(json.loads(state["numpy_rng_json"])))
-    within = state.get("within_epoch")
-    progress = None
-    if within is not None:
-        loader_state = dict(within["loader"])
-        if loader_state.get("generator_state") is not None:
-            loader_state["generator_state"] = loader_state["generator_state"].cpu()
-        loader.load_state_dict(loader_state)
-        progress = _EpochProgress(within["loss_sum"], within["correct"], within["seen"], within["elapsed_s"])
-    return int(state["epoch"]), int(state["global_step"]), progress
-
-
-def _is_final(state: dict, config: TrainConfig) -> bool:
-    """A checkpoint written at the end of the last epoch (a finished run's weights)."""
-    return state.get("within_epoch") is None and int(state["epoch"]) >= config.epochs
 
 
 # --------------------------------------------------------------------------------------
@@ -894,6 +453,39 @@ def promote_pending_rerun(config: TrainConfig) -> dict | None:
     _promote(config, pending, record_path(config.run_id, config.runs_dir), record)
     return record
 
+@dataclass
+class _Run:
+    """A run in progress: its record and where it goes, and what :func:`_set_up` built for the
+    epoch loop (:func:`_train_epochs`) and the end (:func:`_complete`)."""
+
+    config: TrainConfig
+    context: dist_utils.DistContext
+    record: dict
+    path: Path  # where the record is written: the canonical record, or a rerun's attempt
+    canonical: Path
+    is_rerun: bool
+    device: torch.device | None = None
+    model: nn.Module | None = None
+    wrapped: nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    train_loader: object = None
+    test_loader: object = None
+    checkpointer: _Checkpointer | None = None
+    start_epoch: int = 0
+    global_step: int = 0
+    within: EpochProgress | None = None
+    written: bool = False
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * len(self.train_loader)
+
+    def write(self) -> None:
+        if self.context.is_main:
+            write_json_atomic(self.path, scrub_paths(self.record))
+            self.written = True
+
 
 def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool = True, resume: bool = True,
         rerun: bool = False, pause_requested=None) -> dict:
@@ -918,6 +510,10 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
     trained, nothing recorded) when the data or the device is not there; on
     interruption (after recording ``interrupted``) and on other errors (after recording
     ``failed``) it re-raises.  A diverged run returns normally with ``status == "diverged"``.
+
+    The steps: :func:`_set_up` (device, seeds, data, model, optimizer), :func:`_resume` (from the
+    checkpoint), :func:`_train_epochs` (the epoch loop) and :func:`_complete`; the record's
+    layout and its end states are :mod:`ndlib.records`' (``new_record``, ``finish_record``).
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -929,168 +525,163 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
     existing = completed_record(config.run_id, config.runs_dir)  # a damaged record raises, naming the file
     if existing is not None and not rerun:
         return existing
-    path = _rerun_path(config) if existing is not None else canonical
-    device = _resolve_device(config, context)
-    created_group = dist_utils.init_process_group(context, device)
-    record: dict = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": config.run_id,
-        "status": "running",
-        "table": config.table,
-        "label": "synthetic smoke run" if config.synthetic else "",
-        "config": _portable_config(config),
-        "started_at": utc_now(),
-        "finished_at": None,
-        "history": [],
-        "final": None,
-        "divergence": None,
-        "error": None,
-        "resumed_at_epochs": [],
-        "resumed_at_steps": [],
-    }
-    written = False
-
-    def write() -> None:
-        nonlocal written
-        if context.is_main:
-            write_json_atomic(path, scrub_paths(record))
-            written = True
-
+    state = _Run(config, context, new_record(config.run_id, config.table, _portable_config(config),
+                                             synthetic=config.synthetic),
+                 path=_rerun_path(config) if existing is not None else canonical, canonical=canonical,
+                 is_rerun=existing is not None)
+    state.device = _resolve_device(config, context)
+    created_group = dist_utils.init_process_group(context, state.device)
+    record = state.record
     try:
-        with _torch_settings(config, device) as deterministic, _sigterm_raises():
-            if device.type == "cpu" and config.keep_freed_memory:
-                cpu_memory.keep_freed_memory()
-            # the process's state, not only the request: a process that kept freed memory once keeps it
-            record["environment"] = {**environment_info(device), "deterministic": deterministic,
-                                     "world_size": context.world_size, "amp": config.amp,
-                                     "channels_last": config.channels_last,
-                                     "keep_freed_memory": cpu_memory.is_kept()}
-            # One segment per start or resume, with the settings that time it (records.TIMING_SETTINGS).
-            this_segment = training_segment(record["environment"], from_step=0)
-            record["segments"] = [this_segment]
-            _seed_everything(config.seed)
-            try:
-                train_loader, test_loader, source = _build_loaders(config, device, context)
-            except (FileNotFoundError, ValueError) as error:
-                raise DataUnavailable(str(error)) from error
-            record["data_source"] = source.to_dict()
-            model_source = "ndlib.models.create" if model is None else "passed to ndlib.train.run"
-            model = create_model(config) if model is None else model
-            model = model.to(device)
-            if config.synthetic and config.synthetic_image_size is not None:
-                _probe_image_size(model, config, device)
-            if config.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            record["model"] = {"class": type(model).__name__, "source": model_source,
-                               "num_params": sum(p.numel() for p in model.parameters())}
-            record["steps_per_epoch"] = len(train_loader)
-            wrapped = dist_utils.wrap_model(model, context, device)
-            optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                        weight_decay=config.weight_decay)
-            total_steps = config.epochs * len(train_loader)
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_factor(total_steps))
-            start_epoch, global_step, within = 0, 0, None
-            checkpoint_path = checkpoint_file(config, rerun=existing is not None)
+        with _torch_settings(config, state.device) as deterministic, _sigterm_raises():
+            _set_up(state, model, deterministic)
+            checkpoint_path = checkpoint_file(config, rerun=state.is_rerun)
             if context.is_main:
-                _remove_dead_temporaries(checkpoint_path.parent)
-            state = _load_checkpoint(checkpoint_path, config, device) if (resume and config.checkpoint) else None
-            if state is not None:
-                start_epoch, global_step, within = _restore(state, model, optimizer, scheduler, train_loader)
-                record["history"] = list(state["history"])
-                record["started_at"] = state["started_at"]
-                # The record's times span every attempt: it kept freed memory only if all of them did
-                # (a checkpoint from before the setting existed was written by a run that did not).
-                record["environment"]["keep_freed_memory"] = bool(
-                    record["environment"]["keep_freed_memory"] and state.get("keep_freed_memory", False))
-                record["segments"] = _earlier_segments(state) + [dict(this_segment, from_step=global_step)]
-                # every resume so far, not only this one: one per segment after the first
-                steps = [int(segment["from_step"]) for segment in record["segments"][1:]]
-                record["resumed_at_steps"] = steps
-                record["resumed_at_epochs"] = [step // len(train_loader) for step in steps]
-            checkpointer = _Checkpointer(checkpoint_path, config, model, optimizer, scheduler, train_loader, record,
-                                         enabled=config.checkpoint and context.is_main,
-                                         pause_requested=pause_requested)
-            write()
+                remove_dead_temporaries(checkpoint_path.parent)
+            if resume and config.checkpoint:
+                _resume(state, load_checkpoint(checkpoint_path, config, state.device))
+            state.checkpointer = _Checkpointer(checkpoint_path, config, state.model, state.optimizer, state.scheduler,
+                                               state.train_loader, record,
+                                               enabled=config.checkpoint and context.is_main,
+                                               pause_requested=pause_requested)
+            state.write()
             with finite_checks(False):  # the loop checks the loss itself; no per-layer device read-back
-                for epoch in range(start_epoch, config.epochs):
-                    if within is None:
-                        train_loader.set_epoch(epoch)
-                    resumed_mid_epoch = within is not None
-                    lr_at_start = optimizer.param_groups[0]["lr"]
-                    if resumed_mid_epoch:  # the lr the epoch started with, as LambdaLR computed it
-                        lr_at_start = config.lr * _cosine_factor(total_steps)(epoch * len(train_loader))
-                    if device.type == "cuda":
-                        torch.cuda.reset_peak_memory_stats(device)
-                    synchronize(device)
-                    checkpointer.epoch_started()
-                    t0 = time.perf_counter()
-                    try:
-                        train_loss, train_acc, images, global_step = _train_epoch(
-                            wrapped, train_loader, optimizer, scheduler, config, device, context, epoch,
-                            global_step, progress, start=within, checkpointer=checkpointer)
-                    except _Diverged as diverged:
-                        record.update(status="diverged", finished_at=utc_now(),
-                                      divergence={"step": diverged.step, "epoch": diverged.epoch,
-                                                  "loss": str(diverged.value)})
-                        record["final"] = dict(record["history"][-1]) if record["history"] else None
-                        write()
-                        return record
-                    synchronize(device)
-                    train_time = time.perf_counter() - t0 + (within.elapsed_s if within is not None else 0.0)
-                    within = None
-                    t1 = time.perf_counter()
-                    metrics = evaluate(wrapped, test_loader, config, device, context)
-                    synchronize(device)
-                    eval_time = time.perf_counter() - t1
-                    entry = {
-                        "epoch": epoch + 1, "global_step": global_step, "lr": lr_at_start,
-                        "lr_end": optimizer.param_groups[0]["lr"], "train_loss": train_loss, "train_acc": train_acc,
-                        **metrics, "train_images": images, "train_time_s": train_time, "eval_time_s": eval_time,
-                        "images_per_s": images / train_time, "peak_mem_mb": _peak_memory_mb(device),
-                        "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "cpu_process_max_rss",
-                    }
-                    if resumed_mid_epoch:
-                        entry["resumed_mid_epoch"] = True  # its train time omits the steps lost to the stop
-                    record["history"].append(entry)
-                    checkpointer.save(epoch, global_step, None)
-                    dist_utils.barrier(context)
-                    write()
-            record["final"] = dict(record["history"][-1])
-            record["status"] = "completed"
-            record["finished_at"] = utc_now()
-            record["environment"]["load_avg_at_end"] = list(os.getloadavg())
-            if path != canonical:
-                write()
-                if context.is_main:
-                    _promote(config, path, canonical, scrub_paths(record))
-            else:
-                write()
+                if _train_epochs(state, progress):
+                    _complete(state)
             return record
     except KeyboardInterrupt as interrupt:
-        record.update(status="interrupted", finished_at=utc_now(), error=f"{type(interrupt).__name__}: {interrupt}")
-        record["final"] = dict(record["history"][-1]) if record["history"] else None
-        if written:
-            write()
+        finish_record(record, "interrupted", error=interrupt)
+        if state.written:
+            state.write()
         raise
     except BadRunInput:
         raise  # bad input, nothing trained: no record
     except CheckpointWriteError as error:  # the environment stopped the run, not the run itself
-        record.update(status="interrupted", finished_at=utc_now(), error=f"{type(error).__name__}: {error}")
-        record["final"] = dict(record["history"][-1]) if record["history"] else None
+        finish_record(record, "interrupted", error=error)
         with contextlib.suppress(RecordWriteError):
-            write()  # the trained epochs' metrics are kept
+            state.write()  # the trained epochs' metrics are kept
         raise
     except Exception as error:
-        record.update(status="failed", finished_at=utc_now(), error=f"{type(error).__name__}: {error}",
-                      traceback=traceback.format_exc())
-        record["final"] = dict(record["history"][-1]) if record["history"] else None
+        finish_record(record, "failed", error=error, traceback=traceback.format_exc())
         if not isinstance(error, RecordWriteError):
             with contextlib.suppress(RecordWriteError):
-                write()
+                state.write()
         raise
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
+
+
+def _set_up(state: _Run, model: nn.Module | None, deterministic: bool) -> None:
+    """Everything before the first step: memory policy, the environment and first segment in
+    the record, seeds, data loaders, the model (probed, moved, wrapped), optimizer and schedule."""
+    config, device, context, record = state.config, state.device, state.context, state.record
+    if device.type == "cpu" and config.keep_freed_memory:
+        cpu_memory.keep_freed_memory()
+    # the process's state, not only the request: a process that kept freed memory once keeps it
+    record["environment"] = {**environment_info(device), "deterministic": deterministic,
+                             "world_size": context.world_size, "amp": config.amp,
+                             "channels_last": config.channels_last, "keep_freed_memory": cpu_memory.is_kept()}
+    # One segment per start or resume, with the settings that time it (records.TIMING_SETTINGS).
+    record["segments"] = [training_segment(record["environment"], from_step=0)]
+    _seed_everything(config.seed)
+    try:
+        state.train_loader, state.test_loader, source = _build_loaders(config, device, context)
+    except (FileNotFoundError, ValueError) as error:
+        raise DataUnavailable(str(error)) from error
+    record["data_source"] = source.to_dict()
+    model_source = "ndlib.models.create" if model is None else "passed to ndlib.train.run"
+    model = create_model(config) if model is None else model
+    model = model.to(device)
+    if config.synthetic and config.synthetic_image_size is not None:
+        _probe_image_size(model, config, device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    record["model"] = {"class": type(model).__name__, "source": model_source,
+                       "num_params": sum(p.numel() for p in model.parameters())}
+    record["steps_per_epoch"] = len(state.train_loader)
+    state.model = model
+    state.wrapped = dist_utils.wrap_model(model, context, device)
+    state.optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                      weight_decay=config.weight_decay)
+    state.scheduler = torch.optim.lr_scheduler.LambdaLR(state.optimizer, _cosine_factor(state.total_steps))
+
+
+def _resume(state: _Run, checkpoint: Checkpoint | None) -> None:
+    """Continue from ``checkpoint`` (None: start afresh): restore the training state, and carry
+    the history, start time and training segments of the earlier attempts into the record."""
+    if checkpoint is None:
+        return
+    record = state.record
+    state.start_epoch, state.global_step, state.within = checkpoint.restore(
+        state.model, state.optimizer, state.scheduler, state.train_loader)
+    record["history"] = list(checkpoint.history)
+    record["started_at"] = checkpoint.started_at
+    # The record's times span every attempt: it kept freed memory only if all of them did
+    # (a checkpoint from before the setting existed was written by a run that did not).
+    record["environment"]["keep_freed_memory"] = bool(record["environment"]["keep_freed_memory"]
+                                                      and checkpoint.keep_freed_memory)
+    this_segment = record["segments"][-1]
+    record["segments"] = checkpoint.earlier_segments() + [dict(this_segment, from_step=state.global_step)]
+    # every resume so far, not only this one: one per segment after the first
+    steps = [int(segment["from_step"]) for segment in record["segments"][1:]]
+    record["resumed_at_steps"] = steps
+    record["resumed_at_epochs"] = [step // len(state.train_loader) for step in steps]
+
+
+def _train_epochs(state: _Run, progress: bool) -> bool:
+    """The epoch loop, from where :func:`_resume` left the run: train, evaluate, record the
+    epoch, checkpoint.  False when the loss diverged (the record then says so)."""
+    config, device, context, record = state.config, state.device, state.context, state.record
+    optimizer, loader, within = state.optimizer, state.train_loader, state.within
+    for epoch in range(state.start_epoch, config.epochs):
+        if within is None:
+            loader.set_epoch(epoch)
+        resumed_mid_epoch = within is not None
+        lr_at_start = optimizer.param_groups[0]["lr"]
+        if resumed_mid_epoch:  # the lr the epoch started with, as LambdaLR computed it
+            lr_at_start = config.lr * _cosine_factor(state.total_steps)(epoch * len(loader))
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        synchronize(device)
+        state.checkpointer.epoch_started()
+        t0 = time.perf_counter()
+        try:
+            train_loss, train_acc, images, state.global_step = _train_epoch(
+                state.wrapped, loader, optimizer, state.scheduler, config, device, context, epoch,
+                state.global_step, progress, start=within, checkpointer=state.checkpointer)
+        except _Diverged as diverged:
+            finish_record(record, "diverged", divergence={"step": diverged.step, "epoch": diverged.epoch,
+                                                          "loss": str(diverged.value)})
+            state.write()
+            return False
+        synchronize(device)
+        train_time = time.perf_counter() - t0 + (within.elapsed_s if within is not None else 0.0)
+        within = None
+        t1 = time.perf_counter()
+        metrics = evaluate(state.wrapped, state.test_loader, config, device, context)
+        synchronize(device)
+        eval_time = time.perf_counter() - t1
+        add_epoch(record, epoch_entry(
+            epoch=epoch + 1, global_step=state.global_step, lr=lr_at_start, lr_end=optimizer.param_groups[0]["lr"],
+            train_loss=train_loss, train_acc=train_acc, metrics=metrics, train_images=images,
+            train_time_s=train_time, eval_time_s=eval_time, peak_mem_mb=_peak_memory_mb(device),
+            peak_mem_kind="cuda_max_allocated" if device.type == "cuda" else "cpu_process_max_rss",
+            resumed_mid_epoch=resumed_mid_epoch))
+        state.checkpointer.save(epoch, state.global_step, None)
+        dist_utils.barrier(context)
+        state.write()
+    return True
+
+
+def _complete(state: _Run) -> None:
+    """The run trained every epoch: record it ``completed``; a rerun then replaces the record."""
+    record = state.record
+    finish_record(record, "completed")
+    record["environment"]["load_avg_at_end"] = list(os.getloadavg())
+    state.write()
+    if state.path != state.canonical and state.context.is_main:
+        _promote(state.config, state.path, state.canonical, scrub_paths(record))
 
 
 def _portable_config(config: TrainConfig) -> dict:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 import shutil
 import subprocess
@@ -69,8 +68,9 @@ def test_grid_runs_only_what_has_no_completed_record(tmp_path, monkeypatch):
     write_json_atomic(runs / f"{done.run_id}.json", {"run_id": done.run_id, "status": "completed", "config": {}})
     dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                                   text=True).stdout)
-    write_json_atomic(runs / f"{stale.run_id}.json", {"run_id": stale.run_id, "status": "running", "config": {}, "environment": {
-        "pid": dead_pid, "hostname": __import__("socket").gethostname()}})
+    write_json_atomic(runs / f"{stale.run_id}.json", {"run_id": stale.run_id, "status": "running", "config": {},
+                                                      "environment": {"pid": dead_pid,
+                                                                      "hostname": __import__("socket").gethostname()}})
     calls = []
     monkeypatch.setattr(ndlib.train, "run", _fake_run(calls))
     summary = run_grid(configs, claims=tmp_path / "claims", progress=False, stream=io.StringIO())
@@ -125,7 +125,7 @@ def test_slurm_task_reproduces_the_configuration(tmp_path):
 
     config = plan(1, epochs=[20], archs=["resnet18"], datasets=["cifar100"], norms=["nd"], lr=0.05, note="x y")[0]
     script = slurm_script([config])
-    line = [l for l in script.splitlines() if l.strip().startswith("'")][0]
+    line = [text for text in script.splitlines() if text.strip().startswith("'")][0]
     program = f"RUNS=(\n{line}\n)\neval \"printf '%s\\n' ${{RUNS[0]}}\""
     words = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True).stdout.splitlines()
     assert "x y" in words  # the note survives as one argument
@@ -251,8 +251,8 @@ def test_dry_run_prints_estimates_checkpoints_and_the_total(tmp_path, capsys):
 
 
 def test_dry_run_counts_only_what_a_resuming_run_has_left(tmp_path, capsys, monkeypatch):
-    import ndlib.train
-    from ndlib.train import CheckpointPosition
+    import ndlib.grid
+    from ndlib.checkpoint import CheckpointPosition
 
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -260,7 +260,7 @@ def test_dry_run_counts_only_what_a_resuming_run_has_left(tmp_path, capsys, monk
                       _record("t1-cifar10-vgg16-bn-e1-s0", "vgg16", "bn", seconds=(3500.0, 100.0)))
     # seed 1 stopped 293 of its 391 steps in (three quarters); seed 2 has no checkpoint
     positions = {"t1-cifar10-vgg16-bn-e1-s1": CheckpointPosition(1, 50_000, 128, 0, 37_504, 293)}
-    monkeypatch.setattr(ndlib.train, "checkpoint_position", lambda config: positions.get(config.run_id))
+    monkeypatch.setattr(ndlib.grid, "checkpoint_position", lambda config: positions.get(config.run_id))
     code = ndlib.cli.main(["grid", "--table", "1", "--epochs", "1", "--seeds", "0", "1", "2", "--archs", "vgg16",
                            "--datasets", "cifar10", "--norms", "bn", "--device", "cpu", "--num-threads", "1",
                            "--runs-dir", str(runs), "--checkpoint-dir", str(tmp_path / "ckpt"), "--dry-run"])

@@ -6,8 +6,8 @@ import os
 
 import pandas as pd
 import pytest
-
 from _experiments_helpers import tiny_config, tiny_model
+
 from ndlib.paths import project_root
 from ndlib.records import HISTORY_COLUMNS, RUN_COLUMNS, load_histories, load_runs, read_record, write_json_atomic
 from ndlib.train import run
@@ -151,3 +151,47 @@ def test_rewritten_records_under_results_do_not_make_the_code_dirty(tmp_path):
         assert records.environment_info("cpu")["git_dirty"] is True
     finally:
         records.project_root = original
+
+
+def test_the_trainer_writes_the_schema_the_readers_use(tmp_path):
+    """One definition: a run's record has the fields of RECORD_FIELDS (the first fourteen in their
+    order), its history entries EPOCH_FIELDS, and the flattener's history columns are among them."""
+    from ndlib.records import EPOCH_FIELDS, RECORD_FIELDS
+
+    record = run(tiny_config(tmp_path, epochs=2), model=tiny_model(), progress=False)
+    on_disk = json.loads((tmp_path / "runs" / f"{record['run_id']}.json").read_text())
+    assert list(on_disk)[:14] == list(RECORD_FIELDS)[:14] and set(on_disk) <= set(RECORD_FIELDS)
+    assert set(RECORD_FIELDS) - set(on_disk) == {"traceback"}  # a failed run's only
+    for entry in on_disk["history"]:
+        assert tuple(entry) == EPOCH_FIELDS
+    assert on_disk["final"] == on_disk["history"][-1]
+    assert set(HISTORY_COLUMNS[1:]) <= set(EPOCH_FIELDS)
+    from ndlib.records import _summary_row
+
+    assert list(_summary_row(on_disk)) == RUN_COLUMNS
+    row = load_runs(tmp_path / "runs").iloc[0]
+    assert row["epochs_done"] == 2 and row["test_acc"] == on_disk["history"][-1]["test_acc"]
+
+
+@pytest.mark.parametrize("status", ["completed", "diverged", "interrupted", "failed"])
+def test_finish_record_ends_a_record_in_each_status(status):
+    from ndlib.records import add_epoch, epoch_entry, finish_record, new_record
+
+    record = new_record("t1-cifar10-vgg16-bn-e1-s0", 1, {"arch": "vgg16"}, synthetic=False)
+    assert record["status"] == "running" and record["history"] == [] and record["label"] == ""
+    assert finish_record(dict(record, history=[]), status)["final"] is None  # nothing finished: no final
+    entry = epoch_entry(epoch=1, global_step=4, lr=0.1, lr_end=0.0, train_loss=2.0, train_acc=10.0,
+                        metrics={"test_loss": 2.1, "test_acc": 9.0, "test_top5": 50.0, "test_images": 32},
+                        train_images=64, train_time_s=2.0, eval_time_s=0.5, peak_mem_mb=1.0,
+                        peak_mem_kind="cpu_process_max_rss")
+    assert entry["images_per_s"] == 32.0 and "resumed_mid_epoch" not in entry
+    add_epoch(record, entry)
+    error = RuntimeError("boom") if status in ("failed", "interrupted") else None
+    finish_record(record, status, error=error, divergence={"step": 3, "epoch": 0, "loss": "nan"}
+                  if status == "diverged" else None, traceback="tb" if status == "failed" else None)
+    assert record["status"] == status and record["finished_at"] and record["final"] == entry
+    assert record["error"] == (None if error is None else "RuntimeError: boom")
+    assert ("traceback" in record) == (status == "failed")
+    assert (record["divergence"] is not None) == (status == "diverged")
+    with pytest.raises(ValueError, match="finishes as one of"):
+        finish_record(record, "running")
