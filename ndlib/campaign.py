@@ -37,16 +37,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import tomllib
+
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
+from ndlib.config import NON_IDENTITY_FIELDS, TrainConfig
 from ndlib.grid import estimate_cost, run_status
 from ndlib.paths import project_root
 from ndlib.records import read_record, record_path
-from ndlib.train import _NON_IDENTITY, TrainConfig
 
 __all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pause_file", "is_paused", "next_run",
            "work_lane", "status_lines", "commit_record", "FINISHED", "add_parser"]
@@ -55,7 +56,7 @@ __all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pa
 FINISHED = ("completed", "diverged")
 
 _STAGE_KEYS = {"title", "datasets", "archs", "norms", "epochs", "seeds"}
-_PLACEMENT = sorted(_NON_IDENTITY)  # never in a campaign file: they say where, not what
+_PLACEMENT = sorted(NON_IDENTITY_FIELDS)  # never in a campaign file: they say where, not what
 
 
 class CampaignError(ValueError):
@@ -107,7 +108,7 @@ def load_campaign(path: str | Path, **placement) -> Campaign:
         raise CampaignError(f"{path}: 'name' must be a short name without '/' (it names the pause file)")
     settings = spec.get("settings", {})
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    bad = sorted(set(settings) - (fields - _NON_IDENTITY - {"arch", "norm", "dataset", "epochs", "seed"}))
+    bad = sorted(set(settings) - (fields - NON_IDENTITY_FIELDS - {"arch", "norm", "dataset", "epochs", "seed"}))
     if bad:
         raise CampaignError(f"{path}: [settings] may hold only what a run computes, not {bad} (stages give arch, "
                             f"norm, dataset, epochs and seed; the command line gives {', '.join(_PLACEMENT)})")
@@ -183,7 +184,8 @@ def commit_record(record_file: Path, repo: str | Path, message: str) -> Path:
         shutil.copyfile(record_file, temp)
         temp.replace(target)
     relative = target.relative_to(repo).as_posix()
-    for command in (["git", "add", "--", relative], ["git", "commit", "--quiet", "--only", "-m", message, "--", relative]):
+    commit = ["git", "commit", "--quiet", "--only", "-m", message, "--", relative]
+    for command in (["git", "add", "--", relative], commit):
         done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
         if done.returncode != 0:
             raise OSError(f"`{' '.join(command[:2])}` in {repo} failed: {(done.stderr or done.stdout).strip()}; "
@@ -204,7 +206,8 @@ def _commit_message(campaign: Campaign, record: dict, lane: int) -> str:
             f"{seconds:,.0f} s training")
 
 
-def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = None, stream: TextIO | None = None) -> int:
+def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = None,
+              stream: TextIO | None = None) -> int:
     """Train the campaign's runs one after another until none is left or a pause is asked; an exit code.
 
     0: nothing left or paused; 1: a run failed (recorded; the lane went on with the rest); 2: bad
@@ -264,8 +267,8 @@ def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = N
 def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
     """What ``campaign status`` prints: one line per run in order, then what is left and its cost."""
     from ndlib.bench import load_bench
+    from ndlib.checkpoint import checkpoint_position
     from ndlib.records import load_runs
-    from ndlib.train import checkpoint_position
 
     records = load_runs(campaign.runs_dir)
     bench = load_bench(None)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 
+from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 from ndlib.checkpoint import (
     CHECKPOINT_VERSION,
     Checkpoint,

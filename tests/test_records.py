@@ -6,8 +6,8 @@ import os
 
 import pandas as pd
 import pytest
-from _experiments_helpers import tiny_config, tiny_model
 
+from _experiments_helpers import tiny_config, tiny_model
 from ndlib.paths import project_root
 from ndlib.records import HISTORY_COLUMNS, RUN_COLUMNS, load_histories, load_runs, read_record, write_json_atomic
 from ndlib.train import run

@@ -22,4 +22,5 @@ def test_notebook_is_stripped(path):
         if cell["cell_type"] != "code":
             continue
         assert not cell.get("outputs"), f"{path.name} cell {index} has outputs: run nbstripout {path}"
-        assert cell.get("execution_count") is None, f"{path.name} cell {index} has an execution count: run nbstripout {path}"
+        assert cell.get("execution_count") is None, (
+            f"{path.name} cell {index} has an execution count: run nbstripout {path}")

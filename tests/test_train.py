@@ -90,7 +90,8 @@ def test_refresh_options_reach_the_model_and_name_the_run():
     assert len(ids) == 3  # the paper's layer and the two refresh modes never share a record
     explicit = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_stats="running")
     assert explicit == running and explicit.run_id == running.run_id  # the default spelled out: same run
-    assert TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_warmup=0).run_id == running.run_id
+    same = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_warmup=0)
+    assert same.run_id == running.run_id
     warm = TrainConfig(arch="vgg16", norm="nd", deconv_refresh_every=4, deconv_refresh_warmup=100)
     assert warm.run_id not in ids and warm.deconv_options()["refresh_warmup"] == 100
     assert last.deconv_options() == {"refresh_every": 4, "refresh_stats": "last"}
@@ -307,8 +308,8 @@ def test_a_checkpoint_without_segments_resumes_with_its_first_settings_unknown(t
     assert [s["from_step"] for s in json.loads(state["segments_json"])] == [0]
     del state["segments_json"]  # as written before segments were recorded
     torch.save(state, checkpoint)
-    resumed = run(dataclasses.replace(config, num_threads=2), model=CallAt(tiny_model(), 0, raising(RuntimeError("never"))),
-                  progress=False)
+    never_called = CallAt(tiny_model(), 0, raising(RuntimeError("never")))
+    resumed = run(dataclasses.replace(config, num_threads=2), model=never_called, progress=False)
     first, second = resumed["segments"]
     assert first["unknown_settings"] and first["from_step"] == 0 and "num_threads" not in first
     assert second["from_step"] == 4 and second["num_threads"] == 2
@@ -446,7 +447,8 @@ def test_a_misspelled_notebook_parameter_is_refused_with_the_valid_names():
     namespace = {"epochs": 1, "seed": 0, "In": [], "get_ipython": print, "_": 1, "run_notebook": print}
     assert notebook_parameters(namespace, ["epochs", "seed"], {"In"}) == {"epochs": 1, "seed": 0}
     injected = {**namespace, "epoch": 3, "Seed": 5}
-    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) \['Seed', 'epoch'\]; valid: \['epochs', 'seed'\]"):
+    message = r"unknown notebook parameter\(s\) \['Seed', 'epoch'\]; valid: \['epochs', 'seed'\]"
+    with pytest.raises(ValueError, match=message):
         notebook_parameters(injected, ["epochs", "seed"], {"In"})
 
 

@@ -168,7 +168,8 @@ class LayerFactory:
             )
         if bias is None:
             bias = self.kind == "none"
-        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups, bias=bias)
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
+                         bias=bias)
 
     def norm(self, channels: int) -> nn.Module:
         """``BatchNorm2d(channels)`` for ``bn``; an identity for ``nd`` and ``none``."""
