@@ -5,7 +5,7 @@ in words."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Mapping
+from typing import Iterable, Mapping
 
 import pandas as pd
 
@@ -172,6 +172,11 @@ def _sum_sentence(line: str) -> str:
     return rest[:1].upper() + rest[1:]
 
 
+def _cell_name(row: pd.Series) -> str:
+    """E.g. ``"CIFAR-10 VGG-16"``: the dataset's title and the paper's name of the architecture."""
+    return f"{DATASET_TITLES.get(row['dataset'], row['dataset'])} {row['paper_name']}"
+
+
 def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_threshold: float = 10.0,
                          k: float = 2.0, min_seeds: int = 3,
                          first_layers: Mapping[str, str] | None = None,
@@ -198,96 +203,118 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
       gaps, their ND first-layer settings from ``first_layers`` (arch -> description), when
       given.
     """
-    out: dict[str, list[str]] = {"claims": [], "paper_values": [], "gaps": [], "summary": [],
-                                 "explanations": []}
     agreement, gains = agreement.reset_index(drop=True), gains.reset_index(drop=True)
+    ran = agreement[agreement["ours_n"] > 0]
+    gaps = agreement[agreement["repro_minus_paper"].abs() >= gap_threshold]
+    sections = {"claims": _claims_section(gains, k), "paper_values": _paper_values_section(ran, min_seeds),
+                "gaps": _gaps_section(gaps, gap_threshold)}
+    out = {name: lines for name, (lines, _) in sections.items()}
+    out["summary"] = [_sum_sentence(line) for _, line in sections.values() if line is not None]
+    out["explanations"] = (_scatter_sentences(agreement) + _train_vs_test_sentences(agreement)
+                           + _near_chance_sentences(ran, near_chance) + _first_layer_sentences(gaps, first_layers))
+    return out
 
-    def name(row) -> str:
-        return f"{DATASET_TITLES.get(row['dataset'], row['dataset'])} {row['paper_name']}"
 
-    # ND > BN per architecture.
+def _claims_section(gains: pd.DataFrame, k: float) -> tuple[list[str], str | None]:
+    """The ``"claims"`` bullets of :func:`one_epoch_discussion` (ND > BN per architecture) and
+    their "In sum" line (None without a cell run on both sides)."""
+    lines = []
     both = gains[(gains["ours_n_bn"] > 0) & (gains["ours_n_nd"] > 0)]
     for _, row in both.iterrows():
         ours = judge_difference(row["ours_gain"], row["ours_gain_se"], k)["text"]
-        out["claims"].append(f"{name(row)}: ND − BN {ours} in our runs (BN n={int(row['ours_n_bn'])}, "
-                             f"ND n={int(row['ours_n_nd'])}); the paper {row['paper_gain']:+.2f}, "
-                             f"the reproduction {row['repro_gain']:+.2f}.")
+        lines.append(f"{_cell_name(row)}: ND − BN {ours} in our runs (BN n={int(row['ours_n_bn'])}, "
+                     f"ND n={int(row['ours_n_nd'])}); the paper {row['paper_gain']:+.2f}, "
+                     f"the reproduction {row['repro_gain']:+.2f}.")
     if both.empty:
-        out["claims"].append(f"None of the paper's {len(gains)} one-budget cells has runs of ours "
-                             "on both sides yet, so we cannot test ND > BN on any architecture.")
-    else:
-        ahead = int((both["ours_gain"] > 0).sum())
-        paper_ahead = int((both["paper_gain"] > 0).sum())
-        missing = len(gains) - len(both)
-        coverage = (f"every one of the paper's {len(gains)} cells at this budget is run on both sides"
-                    if missing == 0 else
-                    f"{missing} of the paper's {len(gains)} cells at this budget "
-                    f"{'is' if missing == 1 else 'are'} not run on both sides yet")
-        out["claims"].append(f"In sum: ND is ahead of BN in {ahead} of the {len(both)} "
-                             f"architecture cells we have run on both sides (the paper: in "
-                             f"{paper_ahead} of those {len(both)}); {coverage}.")
-        out["summary"].append(_sum_sentence(out["claims"][-1]))
+        lines.append(f"None of the paper's {len(gains)} one-budget cells has runs of ours "
+                     "on both sides yet, so we cannot test ND > BN on any architecture.")
+        return lines, None
+    ahead = int((both["ours_gain"] > 0).sum())
+    paper_ahead = int((both["paper_gain"] > 0).sum())
+    missing = len(gains) - len(both)
+    coverage = (f"every one of the paper's {len(gains)} cells at this budget is run on both sides"
+                if missing == 0 else
+                f"{missing} of the paper's {len(gains)} cells at this budget "
+                f"{'is' if missing == 1 else 'are'} not run on both sides yet")
+    lines.append(f"In sum: ND is ahead of BN in {ahead} of the {len(both)} "
+                 f"architecture cells we have run on both sides (the paper: in "
+                 f"{paper_ahead} of those {len(both)}); {coverage}.")
+    return lines, lines[-1]
 
-    # The paper's values.
-    ran = agreement[agreement["ours_n"] > 0]
+
+def _paper_values_section(ran: pd.DataFrame, min_seeds: int) -> tuple[list[str], str | None]:
+    """The ``"paper_values"`` bullets of :func:`one_epoch_discussion` (our cells ``ran`` against
+    the paper's values) and their "In sum" line (None without a cell of ``min_seeds`` seeds)."""
+    lines, summary = [], None
     tested = ran[ran["ours_n"] >= min_seeds]
     for _, row in tested.iterrows():
         where = "outside" if bool(row["ours_outside"]) else "inside"
-        out["paper_values"].append(
-            f"{name(row)} {row['norm'].upper()}: ours {_mean_text(row)}, the paper "
+        lines.append(
+            f"{_cell_name(row)} {row['norm'].upper()}: ours {_mean_text(row)}, the paper "
             f"{row['paper_test']:.2f} ({row['ours_minus_paper']:+.2f}): the paper's value lies "
             f"{where} the prediction interval of our seeds (mean ± {row['ours_band']:.2f}).")
     if not tested.empty:
         n_out = int(tested["ours_outside"].astype(bool).sum())
-        out["paper_values"].append(f"In sum: {n_out} of the {len(tested)} cells with at least "
-                                   f"{min_seeds} seeds put the paper's value outside the "
-                                   f"prediction interval of our seeds.")
-        out["summary"].append(_sum_sentence(out["paper_values"][-1]))
+        summary = (f"In sum: {n_out} of the {len(tested)} cells with at least "
+                   f"{min_seeds} seeds put the paper's value outside the "
+                   f"prediction interval of our seeds.")
+        lines.append(summary)
     untested = ran[ran["ours_n"] < min_seeds]
     if not untested.empty:
-        listed = "; ".join(f"{name(row)} {row['norm'].upper()} {row['ours_minus_paper']:+.2f} "
+        listed = "; ".join(f"{_cell_name(row)} {row['norm'].upper()} {row['ours_minus_paper']:+.2f} "
                            f"(n={int(row['ours_n'])})" for _, row in untested.iterrows())
-        out["paper_values"].append(f"Cells with fewer than {min_seeds} seeds are not tested; our "
-                                   f"mean minus the paper's value there: {listed}.")
+        lines.append(f"Cells with fewer than {min_seeds} seeds are not tested; our "
+                     f"mean minus the paper's value there: {listed}.")
     if ran.empty:
-        out["paper_values"].append("We have no run at this budget yet.")
+        lines.append("We have no run at this budget yet.")
+    return lines, summary
 
-    # Where the reproduction and the paper disagree.
-    gaps = agreement[agreement["repro_minus_paper"].abs() >= gap_threshold]
+
+def _gaps_section(gaps: pd.DataFrame, gap_threshold: float) -> tuple[list[str], str | None]:
+    """The ``"gaps"`` bullets of :func:`one_epoch_discussion` (the cells ``gaps`` where the
+    reproduction and the paper disagree, with ours) and their "In sum" line (None while we
+    have run none of them)."""
+    lines = []
     for _, row in gaps.iterrows():
-        head = (f"{name(row)} {row['norm'].upper()}: the paper {row['paper_test']:.2f}, the "
+        head = (f"{_cell_name(row)} {row['norm'].upper()}: the paper {row['paper_test']:.2f}, the "
                 f"reproduction {row['repro_mean']:.2f} ({row['repro_minus_paper']:+.2f})")
         if row["ours_n"] == 0:
-            out["gaps"].append(f"{head}; ours: not run yet.")
+            lines.append(f"{head}; ours: not run yet.")
             continue
         closer = ("equally far from both" if row["closer_to"] == "equally close"
                   else f"closer to the {row['closer_to']}")
-        out["gaps"].append(f"{head}; ours {_mean_text(row)}, {abs(row['ours_minus_paper']):.2f} "
-                           f"points from the paper and {abs(row['ours_minus_repro']):.2f} from "
-                           f"the reproduction: {closer}.")
+        lines.append(f"{head}; ours {_mean_text(row)}, {abs(row['ours_minus_paper']):.2f} "
+                     f"points from the paper and {abs(row['ours_minus_repro']):.2f} from "
+                     f"the reproduction: {closer}.")
     if gaps.empty:
-        out["gaps"].append(f"No cell at this budget has the reproduction and the paper "
-                           f"{gap_threshold:g} or more points apart.")
-    else:
-        run = gaps[gaps["ours_n"] > 0]
-        counts = run["closer_to"].value_counts()
-        out["gaps"].append(
-            f"In sum: {len(gaps)} cells differ by {gap_threshold:g} points or more; we have run "
-            f"{len(run)} of them, closer to the paper in {int(counts.get('paper', 0))} and to the "
-            f"reproduction in {int(counts.get('reproduction', 0))}.")
-        if len(run):
-            out["summary"].append(_sum_sentence(out["gaps"][-1]))
-            # Split by method: whether one side's baseline, not the other's, carries the dispute.
-            parts = []
-            for norm in COMPARED_NORMS:
-                side = run[run["norm"] == norm]["closer_to"].value_counts()
-                if side.sum():
-                    parts.append(f"{norm.upper()}, {int(side.sum())} cell{'s' if side.sum() != 1 else ''} "
-                                 f"run: closer to the paper in {int(side.get('paper', 0))} and to the "
-                                 f"reproduction in {int(side.get('reproduction', 0))}")
-            out["gaps"].append("By method: " + "; ".join(parts) + ".")
+        lines.append(f"No cell at this budget has the reproduction and the paper "
+                     f"{gap_threshold:g} or more points apart.")
+        return lines, None
+    run = gaps[gaps["ours_n"] > 0]
+    counts = run["closer_to"].value_counts()
+    lines.append(
+        f"In sum: {len(gaps)} cells differ by {gap_threshold:g} points or more; we have run "
+        f"{len(run)} of them, closer to the paper in {int(counts.get('paper', 0))} and to the "
+        f"reproduction in {int(counts.get('reproduction', 0))}.")
+    if not len(run):
+        return lines, None
+    summary = lines[-1]
+    # Split by method: whether one side's baseline, not the other's, carries the dispute.
+    parts = []
+    for norm in COMPARED_NORMS:
+        side = run[run["norm"] == norm]["closer_to"].value_counts()
+        if side.sum():
+            parts.append(f"{norm.upper()}, {int(side.sum())} cell{'s' if side.sum() != 1 else ''} "
+                         f"run: closer to the paper in {int(side.get('paper', 0))} and to the "
+                         f"reproduction in {int(side.get('reproduction', 0))}")
+    lines.append("By method: " + "; ".join(parts) + ".")
+    return lines, summary
 
-    # Measured quantities that bear on the gaps: how much one cell scatters.
+
+def _scatter_sentences(agreement: pd.DataFrame) -> list[str]:
+    """How much one cell scatters, per norm: the widest standard deviation of the reproduction's
+    attempts and of our seeds, with the median over cells."""
+    lines = []
     for norm in COMPARED_NORMS:
         for who, column, n_column in (("The reproduction's attempts", "repro_std", "repro_n"),
                                       ("Our seeds", "ours_test_std", "ours_n")):
@@ -297,24 +324,35 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
             widest = part.loc[part[column].idxmax()]
             median = (f"; the median over {len(part)} such cells is {part[column].median():.2f}"
                       if len(part) > 1 else "")
-            out["explanations"].append(
+            lines.append(
                 f"{who} of one {norm.upper()} cell scatter by up to {widest[column]:.2f} points "
-                f"(standard deviation; {name(widest)}, n={int(widest[n_column])}){median}.")
+                f"(standard deviation; {_cell_name(widest)}, n={int(widest[n_column])}){median}.")
+    return lines
+
+
+def _train_vs_test_sentences(agreement: pd.DataFrame) -> list[str]:
+    """Our running training accuracy over the epoch against the test accuracy after it, and how
+    often the reproduction's value is below the paper's: one sentence, or none without a run."""
     measured = agreement[(agreement["ours_n"] > 0) & agreement["ours_train_mean"].notna()]
-    if not measured.empty:
-        lead = measured["ours_test_mean"] - measured["ours_train_mean"]
-        below_paper = int((agreement["repro_minus_paper"] < 0).sum())
-        out["explanations"].append(
-            f"In {int((lead > 0).sum())} of our {len(measured)} cells the running training "
+    if measured.empty:
+        return []
+    lead = measured["ours_test_mean"] - measured["ours_train_mean"]
+    below_paper = int((agreement["repro_minus_paper"] < 0).sum())
+    return [f"In {int((lead > 0).sum())} of our {len(measured)} cells the running training "
             f"accuracy over the epoch is below the test accuracy measured after it (test minus "
             f"training: {lead.mean():+.2f} points on average, from {lead.min():+.2f} to "
             f"{lead.max():+.2f}). Of the paper's {len(agreement)} cells at this budget, the "
-            f"reproduction's value is below the paper's in {below_paper}.")
-    out["explanations"] += _near_chance_sentences(ran, near_chance, name)
+            f"reproduction's value is below the paper's in {below_paper}."]
+
+
+def _first_layer_sentences(gaps: pd.DataFrame, first_layers: Mapping[str, str] | None) -> list[str]:
+    """What the ND first layers say about the ``gaps``: nothing for BN's, and the settings
+    (``first_layers``: arch -> description) of the architectures with an ND gap."""
+    lines = []
     gap_norms = set(gaps["norm"])
     if "bn" in gap_norms:
-        out["explanations"].append("A BN model has no deconvolution layer, so the ND settings "
-                                   "(first layer included) do not bear on the BN gaps.")
+        lines.append("A BN model has no deconvolution layer, so the ND settings "
+                     "(first layer included) do not bear on the BN gaps.")
     if first_layers and "nd" in gap_norms:
         nd_gaps = gaps[gaps["norm"] == "nd"].drop_duplicates("arch")
         by_setting: dict[str, list[str]] = {}
@@ -322,14 +360,13 @@ def one_epoch_discussion(agreement: pd.DataFrame, gains: pd.DataFrame, gap_thres
             if row["arch"] in first_layers:
                 by_setting.setdefault(first_layers[row["arch"]], []).append(row["paper_name"])
         if by_setting:
-            out["explanations"].append(
+            lines.append(
                 "The ND first layers of the architectures with an ND gap: " + "; ".join(
                     f"{setting}: {', '.join(names)}" for setting, names in by_setting.items()) + ".")
-    return out
+    return lines
 
 
-def _near_chance_sentences(ran: pd.DataFrame, multiple: float,
-                           name: Callable[[pd.Series], str]) -> list[str]:
+def _near_chance_sentences(ran: pd.DataFrame, multiple: float) -> list[str]:
     """The cells of ``ran`` (agreement rows with runs of ours) whose mean test accuracy is
     below ``multiple`` times chance (``100 / K`` %), each with its mean test loss against
     ``ln K``, the test cross-entropy of a uniform guess; one sentence, or none without a
@@ -341,8 +378,7 @@ def _near_chance_sentences(ran: pd.DataFrame, multiple: float,
     limits = ", ".join(f"{multiple * 100.0 / NUM_CLASSES[d]:g} % on {DATASET_TITLES.get(d, d)}"
                        for d in dict.fromkeys(known["dataset"]))
     low = known[known["ours_test_mean"] < multiple * chance]
-    single = _single_seeds_near_chance(known[known["ours_test_mean"] >= multiple * chance],
-                                       multiple, name)
+    single = _single_seeds_near_chance(known[known["ours_test_mean"] >= multiple * chance], multiple)
     if low.empty:
         return [f"None of our cells ends the epoch below {multiple:g} times chance ({limits})."] + single
     items = []
@@ -351,7 +387,7 @@ def _near_chance_sentences(ran: pd.DataFrame, multiple: float,
         published_text = "".join(f", the {who} {row[column]:.2f}" for who, column in
                                  (("paper", "paper_test"), ("reproduction", "repro_mean"))
                                  if not is_missing(row[column]))
-        items.append(f"{name(row)} {row['norm'].upper()}: ours {_mean_text(row)}, {loss_text}"
+        items.append(f"{_cell_name(row)} {row['norm'].upper()}: ours {_mean_text(row)}, {loss_text}"
                      f"{published_text}")
     return [f"Our cells that end the epoch below {multiple:g} times chance ({limits}), with "
             f"their mean test loss against ln K, the test cross-entropy of a uniform guess over "
@@ -368,8 +404,7 @@ def _loss_against_uniform(loss: float, classes: int) -> str:
     return f"test loss {loss:.2f} ({'above' if loss > uniform else 'below'} ln {classes} = {uniform:.2f})"
 
 
-def _single_seeds_near_chance(cells: pd.DataFrame, multiple: float,
-                              name: Callable[[pd.Series], str]) -> list[str]:
+def _single_seeds_near_chance(cells: pd.DataFrame, multiple: float) -> list[str]:
     """The seeds below ``multiple`` times chance in ``cells`` whose mean is above it (their
     ``ours_seed_results``), each with its test loss and the cell's other seeds: one sentence,
     or none.  A mean hides such a seed, and it widens its cell's standard deviation."""
@@ -384,7 +419,7 @@ def _single_seeds_near_chance(cells: pd.DataFrame, multiple: float,
                 continue
             loss_text = _loss_against_uniform(loss, classes)
             others = ", ".join(f"{a:.2f}" for s, a, _ in results if s != seed)
-            items.append(f"{name(row)} {row['norm'].upper()}, seed {seed}: {acc:.2f} %, "
+            items.append(f"{_cell_name(row)} {row['norm'].upper()}, seed {seed}: {acc:.2f} %, "
                          f"{loss_text} (the cell's other seeds: {others or 'none'})")
     if not items:
         return []
