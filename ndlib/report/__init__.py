@@ -27,8 +27,16 @@ One module per concern; ``from ndlib import report`` gives every public name bel
 ``prose``                  generated discussion (Markdown sentences)
 =========================  ==================================================================
 
-Two rules are enforced here rather than in the chapters: synthetic-data runs never enter a
-results table, and only completed runs give accuracies (:mod:`ndlib.report.selection`).
+Two rules are enforced here rather than in the chapters:
+
+* **Synthetic-data runs never enter a results table** (:func:`split_synthetic`); the chapters
+  list them separately, labelled "synthetic smoke run" (:func:`synthetic_summary`).
+* **Only completed runs give accuracies.**  Diverged, interrupted and failed runs are counted
+  per cell (column ``ours_other_runs``) so that a reader sees them, but they give no accuracy.
+
+Statistics over seeds (:mod:`ndlib.report.stats`): mean and sample standard deviation
+(``ddof=1``; undefined for one seed), with ``n`` the number of distinct seeds.  All accuracies
+are in percent.
 """
 from __future__ import annotations
 

@@ -28,8 +28,6 @@ from ndlib.report.loading import load_average_text
 
 #: Issue 11's targets for the exact layer on the project's CPU (2 threads, batch 128).
 MEDIAN_TARGET = 1.5
-
-
 MAX_TARGET = 2.0
 
 

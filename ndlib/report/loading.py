@@ -11,7 +11,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from ndlib import bench, records
+from ndlib import bench as bench_records
+from ndlib import records as run_records
 from ndlib.paths import project_root
 
 
@@ -23,18 +24,18 @@ def _folder(root: str | Path | None, default: str) -> str:
 def load_runs(root: str | Path | None = None) -> pd.DataFrame:
     """Our run records (one row per run, columns :data:`ndlib.records.RUN_COLUMNS`).  ``root``
     defaults to ``<project>/results/runs``."""
-    return records.load_runs(root=_folder(root, "results/runs"))
+    return run_records.load_runs(root=_folder(root, "results/runs"))
 
 
 def load_histories(root: str | Path | None = None) -> pd.DataFrame:
     """Per-epoch histories of our runs (long form), empty when there are none."""
-    return records.load_histories(root=_folder(root, "results/runs"))
+    return run_records.load_histories(root=_folder(root, "results/runs"))
 
 
 def load_bench(root: str | Path | None = None) -> pd.DataFrame:
     """Our step-time benchmarks, empty when there are none.  ``root`` defaults to
     ``<project>/results/bench``."""
-    return bench.load_bench(root=_folder(root, "results/bench"))
+    return bench_records.load_bench(root=_folder(root, "results/bench"))
 
 
 def load_average_text(value: object) -> str:
@@ -69,4 +70,4 @@ def record_details(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 def load_record_details(root: str | Path | None = None) -> pd.DataFrame:
     """:func:`record_details` of the records in ``root`` (default ``<project>/results/runs``)."""
-    return record_details(records.load_records(root=_folder(root, "results/runs")))
+    return record_details(run_records.load_records(root=_folder(root, "results/runs")))
