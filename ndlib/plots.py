@@ -12,6 +12,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ndlib.report import CIFAR_EPOCHS
+from ndlib.report.frames import require_columns
 
 __all__ = ["table1_figure", "reproduction_vs_paper_figure", "timing_ratio_figure",
            "learning_curves_figure", "reproduction_difference_figure", "one_epoch_figure",
@@ -25,12 +26,6 @@ SOURCE_TITLES = {
     "ours": "ours (test accuracy)",
 }
 NORM_PALETTE = {"BN": "#4C72B0", "ND": "#DD8452"}
-
-
-def _require(df: pd.DataFrame, columns: list[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} lacks the column(s) {missing}; build it with ndlib.report")
 
 
 def _say_empty(ax: plt.Axes, text: str) -> None:
@@ -62,7 +57,7 @@ def table1_figure(long: pd.DataFrame, title: str = "") -> Figure:
 
     ``long`` is :func:`ndlib.report.table1_long` for one dataset.
     """
-    _require(long, ["paper_name", "norm", "epochs", "source", "accuracy"], "the Table 1 frame")
+    require_columns(long, ["paper_name", "norm", "epochs", "source", "accuracy"], "the Table 1 frame")
     if long.empty:
         raise ValueError("the Table 1 frame is empty; nothing to plot")
     data = long.assign(series=long["source"] + " " + long["norm"].str.upper())
@@ -114,7 +109,7 @@ def reproduction_vs_paper_figure(comparison: pd.DataFrame, ours: pd.DataFrame | 
     not have (no ``paper_test``: an extra variant, or BN at twice the epochs for the
     equal-cost comparison) have no place on the x axis and are left out.
     """
-    _require(comparison, ["paper_test", "repro_mean", "epochs", "dataset"], "the comparison")
+    require_columns(comparison, ["paper_test", "repro_mean", "epochs", "dataset"], "the comparison")
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.5))
     palette = dict(zip(CIFAR_EPOCHS, sns.color_palette("viridis", len(CIFAR_EPOCHS))))
     sns.scatterplot(data=comparison, x="paper_test", y="repro_mean", hue="epochs",
@@ -134,7 +129,7 @@ def reproduction_vs_paper_figure(comparison: pd.DataFrame, ours: pd.DataFrame | 
         _say_empty(right, "no completed real-data runs yet")
         ours = None
     else:
-        _require(ours, ["paper_test", "train_acc", "test_acc", "epochs"], "our runs")
+        require_columns(ours, ["paper_test", "train_acc", "test_acc", "epochs"], "our runs")
         ours = ours.dropna(subset=["paper_test"])
         if ours.empty:
             _say_empty(right, "no completed real-data run of a paper cell yet")
@@ -154,7 +149,7 @@ def reproduction_vs_paper_figure(comparison: pd.DataFrame, ours: pd.DataFrame | 
 def timing_ratio_figure(repro_timing: pd.DataFrame) -> Figure:
     """The reproduction's training-time ratio ND / BN per architecture (V100), one bar per
     epoch budget, one panel per dataset; the dashed line is parity."""
-    _require(repro_timing, ["dataset", "arch", "epochs", "ratio_nd_bn"], "the timing frame")
+    require_columns(repro_timing, ["dataset", "arch", "epochs", "ratio_nd_bn"], "the timing frame")
     datasets = list(dict.fromkeys(repro_timing["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 5), sharey=True,
                              squeeze=False)
@@ -174,14 +169,14 @@ def timing_ratio_figure(repro_timing: pd.DataFrame) -> Figure:
 def learning_curves_figure(histories: pd.DataFrame, runs: pd.DataFrame) -> Figure:
     """Training and test accuracy per epoch for each of our runs, one panel per
     (dataset, arch, epoch budget): BN blue, ND orange; solid = test set, dashed = training
-    batches (running accuracy over the epoch); circles mark test, crosses training values.  The gap between the two lines is what the
-    reproduction's 20/100-epoch values leave out.
+    batches (running accuracy over the epoch); circles mark test, crosses training values.  The
+    gap between the two lines is what the reproduction's 20/100-epoch values leave out.
 
     ``histories`` is :func:`ndlib.records.load_histories`; ``runs`` the matching run rows
     (for dataset, arch, norm, epochs), e.g. the completed real-data runs.
     """
-    _require(histories, ["run_id", "epoch", "train_acc", "test_acc"], "the histories")
-    _require(runs, ["run_id", "dataset", "arch", "norm", "epochs"], "the runs")
+    require_columns(histories, ["run_id", "epoch", "train_acc", "test_acc"], "the histories")
+    require_columns(runs, ["run_id", "dataset", "arch", "norm", "epochs"], "the runs")
     data = histories.merge(runs[["run_id", "dataset", "arch", "norm", "epochs"]], on="run_id")
     if data.empty:
         raise ValueError("no history rows for these runs; nothing to plot")
@@ -221,7 +216,7 @@ def reproduction_difference_figure(comparison: pd.DataFrame) -> Figure:
     architecture and BN/ND, columns dataset and epoch budget; red = the reproduction above
     the paper's test accuracy.  ``comparison`` is :func:`ndlib.report.reproduction_vs_paper`.
     """
-    _require(comparison, ["dataset", "paper_name", "norm", "epochs", "diff"], "the comparison")
+    require_columns(comparison, ["dataset", "paper_name", "norm", "epochs", "diff"], "the comparison")
     data = comparison.assign(row=comparison["paper_name"] + " " + comparison["norm"].str.upper(),
                              column=comparison["dataset"].str.upper().str.replace("CIFAR", "CIFAR-")
                              + "\n" + comparison["epochs"].astype(int).astype(str) + " ep")
@@ -281,7 +276,7 @@ def one_epoch_figure(agreement: pd.DataFrame, title: str = "", level: float = 0.
 
     ``agreement`` is :func:`ndlib.report.agreement_with_paper` for one dataset.
     """
-    _require(agreement, ["paper_name", "norm", "paper_test", "repro_mean", "repro_std",
+    require_columns(agreement, ["paper_name", "norm", "paper_test", "repro_mean", "repro_std",
                          "ours_test_mean", "ours_test_std", "ours_n", "ours_outside"],
              "the agreement frame")
     if agreement.empty:
@@ -339,7 +334,7 @@ def nd_gain_figure(gains: pd.DataFrame, titles: dict[str, str] | None = None) ->
 
     ``gains`` is :func:`ndlib.report.nd_vs_bn` rows of one budget (with ``paper_name``).
     """
-    _require(gains, ["dataset", "paper_name", "paper_gain", "repro_gain", "repro_gain_se",
+    require_columns(gains, ["dataset", "paper_name", "paper_gain", "repro_gain", "repro_gain_se",
                      "ours_gain", "ours_gain_se"], "the gains frame")
     if gains.empty:
         raise ValueError("the gains frame is empty; nothing to plot")
@@ -373,7 +368,7 @@ def bench_sweep_figure(sweep: pd.DataFrame, median_target: float, max_target: fl
     """Our benchmarked ND / BN step-time ratio per architecture (median over rounds, with the
     range of the per-round ratios), against the targets: dotted = the median target, dashed =
     the largest allowed; architectures without a measurement say so."""
-    _require(sweep, ["arch", "ratio_nd_bn", "ratio_min", "ratio_max"], "the benchmark sweep")
+    require_columns(sweep, ["arch", "ratio_nd_bn", "ratio_min", "ratio_max"], "the benchmark sweep")
     fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(sweep), 2) + 1.2))
     y = list(range(len(sweep)))
     for i, row in enumerate(sweep.itertuples()):
@@ -428,7 +423,7 @@ def convergence_figure(curves: pd.DataFrame, paper: pd.DataFrame, dataset_titles
     epochs in the same colours.  A run still training ends at its last finished epoch (the panel
     title says so).  ``curves``: :func:`ndlib.convergence.campaign_curves`; ``paper``: rows of
     ``dataset, arch, norm, paper_test`` at ``epochs``."""
-    _require(curves, ["dataset", "arch", "paper_name", "norm", "seed", "epoch", "test_acc", "in_progress"],
+    require_columns(curves, ["dataset", "arch", "paper_name", "norm", "seed", "epoch", "test_acc", "in_progress"],
              "the curves")
     data = curves[curves["seed"] == 0]
     if data.empty:
@@ -461,7 +456,7 @@ def time_to_accuracy_figure(curves: pd.DataFrame, pairs: pd.DataFrame, dataset_t
     """Test accuracy against training hours (evaluation excluded), BN blue and ND orange, one panel
     per architecture and dataset whose BN and ND runs trained on one machine with one thread count
     (``pairs``: :func:`ndlib.convergence.same_machine_pairs`); other panels say why they are empty."""
-    _require(curves, ["dataset", "arch", "paper_name", "norm", "seed", "elapsed_s", "test_acc", "in_progress"],
+    require_columns(curves, ["dataset", "arch", "paper_name", "norm", "seed", "elapsed_s", "test_acc", "in_progress"],
              "the curves")
     data = curves[curves["seed"] == 0]
     if data.empty:

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from ndlib import cost_report
+from ndlib import report
 from ndlib.bench import BENCH_COLUMNS, STAGE_COLUMNS
 from ndlib.records import RUN_COLUMNS
 from ndlib.train import TrainConfig
@@ -32,27 +32,27 @@ def test_sweep_takes_the_newest_qualifying_record_per_arch_and_judges_the_target
         bench_row("a", 0.5, "2026-01-07", keep_freed_memory=True),  # another memory setting
         bench_row("b", 1.4, "2026-01-01"), bench_row("c", 2.5, "2026-01-01"),
     ], columns=BENCH_COLUMNS)
-    sweep = cost_report.bench_sweep(bench, ["a", "b", "c"])
+    sweep = report.bench_sweep(bench, ["a", "b", "c"])
     assert sweep["ratio_nd_bn"].tolist() == [1.2, 1.4, 2.5]
-    verdict = cost_report.sweep_verdict(sweep)
+    verdict = report.sweep_verdict(sweep)
     assert verdict["complete"] and verdict["median"] == pytest.approx(1.4) and verdict["max_arch"] == "c"
     assert verdict["meets_median"] and not verdict["meets_max"] and verdict["over_max"] == ["c"]
-    assert cost_report.sweep_verdict(cost_report.bench_sweep(bench, ["a", "b"]))["meets_max"]
+    assert report.sweep_verdict(report.bench_sweep(bench, ["a", "b"]))["meets_max"]
     # the stage breakdown: the sweep's own record where it has one, else the newest of the setting that has
-    staged = cost_report.bench_sweep(bench, ["a", "b", "c"], with_stages={"a-2026-01-01", "b-2026-01-01",
+    staged = report.bench_sweep(bench, ["a", "b", "c"], with_stages={"a-2026-01-01", "b-2026-01-01",
                                                                          "a-2026-01-04"})
     assert staged["stages_bench_id"].tolist()[:2] == ["a-2026-01-01", "b-2026-01-01"]
     assert math.isnan(staged.loc[2, "stages_bench_id"])
     assert staged.loc[0, "bench_id"] == "a-2026-01-02"  # the ratio stays the newest record's
-    kept = cost_report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True)
+    kept = report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True)
     assert kept.loc[0, "ratio_nd_bn"] == 0.5 and math.isnan(kept.loc[1, "ratio_nd_bn"])
     # an architecture without a measurement: listed, and no verdict on an incomplete sweep
-    partial = cost_report.sweep_verdict(cost_report.bench_sweep(bench, ["a", "b", "d"]))
+    partial = report.sweep_verdict(report.bench_sweep(bench, ["a", "b", "d"]))
     assert partial["missing"] == ["d"] and not partial["complete"] and not partial["meets_median"]
-    empty = cost_report.bench_sweep(pd.DataFrame(columns=BENCH_COLUMNS), ["a"])
+    empty = report.bench_sweep(pd.DataFrame(columns=BENCH_COLUMNS), ["a"])
     assert math.isnan(empty.loc[0, "ratio_nd_bn"])
-    with pytest.raises(ValueError, match="lack the columns"):
-        cost_report.bench_sweep(pd.DataFrame({"arch": ["a"]}), ["a"])
+    with pytest.raises(ValueError, match="lacks the column"):
+        report.bench_sweep(pd.DataFrame({"arch": ["a"]}), ["a"])
 
 
 def test_memory_setting_comparison_pairs_the_two_sweeps_by_architecture():
@@ -64,20 +64,20 @@ def test_memory_setting_comparison_pairs_the_two_sweeps_by_architecture():
         bench_row("b", 1.2, "2026-01-02", bn_step_s=1.0, nd_step_s=1.2, keep_freed_memory=True),
         bench_row("c", 1.4, "2026-01-01"),  # measured one way only
     ], columns=BENCH_COLUMNS)
-    default = cost_report.bench_sweep(bench, ["a", "b", "c"])
-    kept = cost_report.bench_sweep(bench, ["a", "b", "c"], keep_freed_memory=True)
-    both = cost_report.memory_setting_comparison(default, kept)
+    default = report.bench_sweep(bench, ["a", "b", "c"])
+    kept = report.bench_sweep(bench, ["a", "b", "c"], keep_freed_memory=True)
+    both = report.memory_setting_comparison(default, kept)
     assert both["arch"].tolist() == ["a", "b", "c"]
     assert both["ratio_nd_bn_default"].tolist() == [1.8, 1.5, 1.4]
     assert both["ratio_nd_bn_kept"].tolist()[:2] == [2.1, 1.2] and math.isnan(both["ratio_nd_bn_kept"].iloc[2])
     assert both["ratio_change"].iloc[0] == pytest.approx(2.1 / 1.8) and both["load_kept"].iloc[0].startswith("1.5")
-    sentences = " ".join(cost_report.memory_setting_sentences(both))
+    sentences = " ".join(report.memory_setting_sentences(both))
     assert "Measured both ways: 2 of 3 architectures" in sentences
     assert "the BN step was faster for 1 of them and the ND step for 2" in sentences
     assert "the ND/BN ratio rose for 1 and fell for 1" in sentences
     assert "1.65 with the default allocator, 1.65 with freed memory kept" in sentences
     assert "Above 2 with freed memory kept: a (2.10)." in sentences
-    assert cost_report.memory_setting_sentences(cost_report.memory_setting_comparison(default, default.iloc[0:0])) == []
+    assert report.memory_setting_sentences(report.memory_setting_comparison(default, default.iloc[0:0])) == []
 
 
 def test_stage_breakdown_sums_forward_and_backward_of_the_stages_the_layer_runs():
@@ -90,12 +90,12 @@ def test_stage_breakdown_sums_forward_and_backward_of_the_stages_the_layer_runs(
             row.update(bench_id="x", arch="vgg16", layer=layer, stage=stage, forward_s=seconds / 2,
                        backward_s=seconds / 2)
             rows.append(row)
-    table = cost_report.stage_breakdown(pd.DataFrame(rows, columns=STAGE_COLUMNS), ["x", "missing"])
+    table = report.stage_breakdown(pd.DataFrame(rows, columns=STAGE_COLUMNS), ["x", "missing"])
     assert len(table) == 1 and table.loc[0, "layers"] == 2
     assert table.loc[0, "Newton-Schulz"] == pytest.approx(6.0) and table.loc[0, "convolution"] == pytest.approx(7.0)
     # the unfused centering/covariance (timed for information) are not counted twice
     assert table.loc[0, "whitening_share"] == pytest.approx(13.0 / 20.0)
-    assert cost_report.stage_breakdown(pd.DataFrame(columns=STAGE_COLUMNS), ["x"]).empty
+    assert report.stage_breakdown(pd.DataFrame(columns=STAGE_COLUMNS), ["x"]).empty
 
 
 def test_exact_floor_counts_the_products_the_exact_layer_needs_and_what_it_leaves_out():
@@ -104,7 +104,7 @@ def test_exact_floor_counts_the_products_the_exact_layer_needs_and_what_it_leave
     sweep = pd.DataFrame({"arch": ["a", "b", "c", "d", "e"], "ratio_nd_bn": [1.8, 1.6, 2.0, 1.0, 1.5],
                           "bn_step_s": [2.0, 2.0, 1.0, 1.0, 1.0]})
     breakdown = pd.DataFrame({"arch": ["a", "c", "d"], "patches": [0.3, 0.1, 0.1], "Newton-Schulz": [0.5, 0.1, 0.1]})
-    floor = cost_report.exact_floor(flops, sweep, breakdown).set_index("arch")
+    floor = report.exact_floor(flops, sweep, breakdown).set_index("arch")
     # 1 + (1.5 * 40 + 3 * 10) / (3 * 100): symmetric covariance + its backward, fold forward + backward
     assert floor.loc["a", "flop_floor"] == pytest.approx(1.3)
     assert floor.loc["a", "outside_share"] == pytest.approx(0.4)  # (0.3 + 0.5) s of a 2 s BN step
@@ -115,15 +115,15 @@ def test_exact_floor_counts_the_products_the_exact_layer_needs_and_what_it_leave
     assert floor.loc["c", "flop_floor"] == pytest.approx(3.0) and math.isinf(floor.loc["c", "outside_cut"])
     assert math.isnan(floor.loc["d", "outside_cut"])  # 1.01 + 0.2 is within the target already
     assert math.isnan(floor.loc["e", "flop_floor"])  # no FLOP model for it
-    text = " ".join(cost_report.floor_sentences(floor.reset_index()))
+    text = " ".join(report.floor_sentences(floor.reset_index()))
     assert "median FLOP floor is 1.30" in text and "measured median of 1.70" in text
     # 'a' is described (1.70 against 1.80) and needs its outside stages 2x cheaper; 'c' (3.2 vs 2.0) is not described
     assert "a (1.70 against 1.80)" in text and "a 2.0x" in text and "It does not describe c (3.20 against 2.00)" in text
     assert "c (its floor" not in text
-    empty = cost_report.exact_floor(pd.DataFrame({"note": ["not available"]}), sweep, breakdown)
-    assert empty["flop_floor"].isna().all() and cost_report.floor_sentences(empty) == []
-    with pytest.raises(ValueError, match="lack the columns"):
-        cost_report.exact_floor(flops.drop(columns="fold_gflop"), sweep, breakdown)
+    empty = report.exact_floor(pd.DataFrame({"note": ["not available"]}), sweep, breakdown)
+    assert empty["flop_floor"].isna().all() and report.floor_sentences(empty) == []
+    with pytest.raises(ValueError, match="lacks the column"):
+        report.exact_floor(flops.drop(columns="fold_gflop"), sweep, breakdown)
 
 
 def run_row(config: TrainConfig, status, test_acc=None, diverged_step=None, train_time_s=None):
@@ -150,7 +150,7 @@ def test_refresh_tradeoff_finds_each_setting_by_its_run_id():
                           # a median over single steps times only the cheap steps between refreshes: ignored
                           bench_row("vgg16", 0.9, "2026-01-02", refresh_every=16, round_statistic="median")],
                          columns=BENCH_COLUMNS)
-    table = cost_report.refresh_tradeoff(runs, bench, archs=["vgg16"]).set_index("setting")
+    table = report.refresh_tradeoff(runs, bench, archs=["vgg16"]).set_index("setting")
     assert table.loc["BN", "test_acc"] == 11.0 and math.isnan(table.loc["BN", "bench_ratio"])
     assert table.loc["ND, exact (k = 1)", "bench_ratio"] == 2.2
     assert table.loc["ND, k = 4, running statistics", "status"] == "diverged"
@@ -164,11 +164,11 @@ def test_refresh_tradeoff_finds_each_setting_by_its_run_id():
     assert table.loc["BN", "command"].endswith("--norm bn --dataset cifar10 --epochs 1 --seed 0")
     assert "--deconv-refresh-stats" not in table.loc["ND, k = 16, running statistics", "command"]
     assert 60.0 not in table["test_acc"].tolist()
-    text = " ".join(cost_report.refresh_sentences(table.reset_index()))
+    text = " ".join(report.refresh_sentences(table.reset_index()))
     assert "exact layer reached 74.00% and BN 11.00%" in text
     assert "k = 4, running statistics diverged at step 18" in text
     assert "k = 16, last estimate reached 70.50% (-3.50 points against the exact layer)" in text
-    assert cost_report.refresh_sentences(cost_report.refresh_tradeoff(runs.iloc[:0], bench, archs=["vgg16"])) == []
+    assert report.refresh_sentences(report.refresh_tradeoff(runs.iloc[:0], bench, archs=["vgg16"])) == []
 
 
 def test_measured_cost_sentences_name_each_machine_and_cite_the_run_notes():
@@ -189,10 +189,10 @@ def test_measured_cost_sentences_name_each_machine_and_cite_the_run_notes():
     ])
     bench = pd.DataFrame([bench_row("a", 1.8, "2026-01-01"), bench_row("b", 1.2, "2026-01-01"),
                           bench_row("a", 2.0, "2026-01-02", keep_freed_memory=True)], columns=BENCH_COLUMNS)
-    sweep = cost_report.bench_sweep(bench, ["a", "b"])
+    sweep = report.bench_sweep(bench, ["a", "b"])
     assert sweep["num_threads"].tolist() == [2, 2] and sweep["batch_size"].tolist() == [128, 128]
-    kept = cost_report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True)
-    lines, notes = cost_report.measured_cost_sentences(times, sweep, kept, names={"a": "Model A"})
+    kept = report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True)
+    lines, notes = report.measured_cost_sentences(times, sweep, kept, names={"a": "Model A"})
     assert notes == ["busy", "quiet"]
     assert lines[0] == ("Training runs, CIFAR-10 Model A, 1 epoch, on cpu x (instance not recorded, CPU, "
                         "1 thread): ND took 1.50 times BN's training time (run notes 1).")
@@ -204,5 +204,5 @@ def test_measured_cost_sentences_name_each_machine_and_cite_the_run_notes():
                                "took 1.20 (b) to 1.80 (Model A) times a BN step, median 1.50")
     assert lines[2].endswith("; with freed memory kept, median 2.00 over 1 architectures.")
     empty_times = pd.DataFrame(columns=list(times.columns))
-    empty_bench = cost_report.bench_sweep(pd.DataFrame(columns=BENCH_COLUMNS), ["a"])
-    assert cost_report.measured_cost_sentences(empty_times, empty_bench) == ([], [])
+    empty_bench = report.bench_sweep(pd.DataFrame(columns=BENCH_COLUMNS), ["a"])
+    assert report.measured_cost_sentences(empty_times, empty_bench) == ([], [])

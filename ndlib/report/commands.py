@@ -1,0 +1,110 @@
+"""The shell commands the chapters print: the grid and single-run training commands of the
+runs still missing, the refresh settings' commands, and the ``torchrun`` commands of Table 2;
+with :func:`format_command` to break a long command into lines for display."""
+from __future__ import annotations
+
+import shlex
+from typing import Sequence
+
+import pandas as pd
+
+from ndlib.report.constants import CIFAR_EPOCHS, DEFAULT_SEEDS
+from ndlib.report.table2 import table2_published
+
+
+def grid_command(dataset: str, archs: Sequence[str] | None = None,
+                 epochs: Sequence[int] = CIFAR_EPOCHS,
+                 seeds: Sequence[int] = DEFAULT_SEEDS, table: int = 1) -> str:
+    """The command that runs the given Table 1 cells with the grid CLI (``python -m ndlib``)."""
+    parts = ["python", "-m", "ndlib", "grid", "--table", str(table), "--datasets", dataset]
+    if archs:
+        parts += ["--archs", *archs]
+    parts += ["--epochs", *map(str, epochs), "--seeds", *map(str, seeds)]
+    return shlex.join(parts)
+
+
+def format_command(command: str, width: int = 72) -> str:
+    """A long shell command broken into lines of about ``width`` characters, joined with
+    `` \\`` continuations (for display; the shell reads it as one command).  Lines break
+    before an ``--option`` so that options stay with their values; an option whose values do
+    not fit on one line is broken between its values."""
+    groups: list[list[str]] = []
+    for word in shlex.split(command):
+        if word.startswith("--") or not groups:
+            groups.append([])
+        groups[-1].append(shlex.quote(word))
+    lines, current = [], ""
+    for group in groups:
+        text = " ".join(group)
+        if current.strip() and len(current) + 1 + len(text) <= width:
+            current = f"{current} {text}"
+            continue
+        if current.strip():
+            lines.append(current)
+            current = "    "
+        for piece in group:
+            if current.strip() and len(current) + 1 + len(piece) > width:
+                lines.append(current)
+                current = "    " + piece
+            else:
+                current = f"{current} {piece}" if current.strip() else current + piece
+    lines.append(current)
+    return " \\\n".join(lines)
+
+
+def train_command(dataset: str, arch: str, norm: str, epochs: int, seed: int) -> str:
+    """The command that trains one run with the paper's settings, e.g.
+    ``python -m ndlib train --arch vgg16 --norm bn --dataset cifar10 --epochs 2 --seed 0``."""
+    return shlex.join(["python", "-m", "ndlib", "train", "--arch", arch, "--norm", norm,
+                       "--dataset", dataset, "--epochs", str(int(epochs)), "--seed", str(int(seed))])
+
+
+def refresh_command(dataset: str, arch: str, norm: str, epochs: int, seed: int, refresh_every: int | None,
+                     refresh_stats: str | None, refresh_warmup: int) -> str:
+    """:func:`train_command` plus the refresh flags of a setting (:data:`ndlib.report.refresh.REFRESH_SETTINGS`)."""
+    command = train_command(dataset, arch, norm, epochs, seed)
+    if refresh_every not in (None, 1):
+        command += f" --deconv-refresh-every {refresh_every}"
+        if refresh_stats not in (None, "running"):
+            command += f" --deconv-refresh-stats {refresh_stats}"
+        if refresh_warmup:
+            command += f" --deconv-refresh-warmup {refresh_warmup}"
+    return command
+
+
+def table2_commands(nproc_per_node: int = 8, data_dir: str = "data/imagenet",
+                    epochs: int = 90) -> pd.DataFrame:
+    """One ``torchrun`` command per Table 2 cell (``python -m ndlib train`` under DDP; the
+    global batch of 256 is split over the processes).  ``data_dir`` holds ``train/<class>/``
+    and ``val/<class>/``."""
+    if isinstance(nproc_per_node, bool) or not isinstance(nproc_per_node, int) or nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be a positive integer, got {nproc_per_node!r}")
+    rows = []
+    for cell in table2_published()[["arch", "method"]].itertuples():
+        parts = ["torchrun", f"--nproc_per_node={nproc_per_node}", "-m", "ndlib", "train",
+                 "--dataset", "imagenet", "--arch", f"{cell.arch}_imagenet",
+                 "--norm", cell.method.lower(), "--epochs", str(epochs), "--data-dir", data_dir]
+        rows.append({"arch": cell.arch, "method": cell.method, "command": shlex.join(parts)})
+    return pd.DataFrame(rows)
+
+
+def missing_commands(table: pd.DataFrame, seeds: Sequence[int] = DEFAULT_SEEDS) -> pd.DataFrame:
+    """The runs still missing from a :func:`table1` frame, as one grid command per
+    (dataset, epochs): the architectures with any cell short of ``seeds``."""
+    todo = table[table["ours_n"] < len(seeds)]
+    rows = []
+    for (dataset, epochs), part in todo.groupby(["dataset", "epochs"], sort=True):
+        archs = list(dict.fromkeys(part["arch"]))
+        rows.append({"dataset": dataset, "epochs": int(epochs), "cells_missing": len(part),
+                     "archs": ", ".join(archs),
+                     "command": grid_command(dataset, archs, [int(epochs)], seeds)})
+    return pd.DataFrame(rows, columns=["dataset", "epochs", "cells_missing", "archs", "command"])
+
+
+def commands_markdown(commands: Sequence[str]) -> str:
+    """Markdown for the train commands of missing seeds: the first in full, the others as the
+    seed that changes (they differ only in ``--seed``)."""
+    if not commands:
+        return ""
+    rest = [command.rsplit(" ", 1)[-1] for command in commands[1:]]
+    return f"`{commands[0]}`" + (" and the same with `--seed` " + ", ".join(rest) if rest else "")
