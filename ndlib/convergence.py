@@ -173,7 +173,8 @@ def progress_sentences(cells: pd.DataFrame, gains: pd.DataFrame, epochs: int = 2
     partial = gains[~gains["final"]] if not gains.empty else gains
     for row in partial.itertuples():
         lead = "ahead of" if row.ours_gain > 0 else "behind"
-        lines.append(f"{row.paper_name} ({_DATASET_TITLES.get(row.dataset, row.dataset)}), in progress: after epoch {row.at_epoch} of {epochs} ND "
+        cell = f"{row.paper_name} ({_DATASET_TITLES.get(row.dataset, row.dataset)})"
+        lines.append(f"{cell}, in progress: after epoch {row.at_epoch} of {epochs} ND "
                      f"({row.nd_test:.2f} %) is {abs(row.ours_gain):.2f} points {lead} BN ({row.bn_test:.2f} %); "
                      f"the learning rate is still high at that point of the cosine schedule, so this is a "
                      f"snapshot, not a result (the paper's gain after {epochs} epochs: {row.paper_gain:+.2f}).")
