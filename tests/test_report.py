@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import math
+import shlex
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from ndlib import published, report
+from ndlib.cli import build_parser, config_from_args
+from ndlib.config import TrainConfig
 
 
 def make_run(**overrides) -> dict:
@@ -295,8 +298,10 @@ def test_table2_commands_one_per_cell():
     commands = report.table2_commands(nproc_per_node=4, data_dir="/data/in")
     assert len(commands) == 7
     first = commands.iloc[0]["command"]
-    assert first.startswith("torchrun --nproc_per_node=4 -m ndlib train --dataset imagenet")
-    assert "--arch vgg11_imagenet" in first and "--data-dir /data/in" in first
+    assert first.startswith("torchrun --nproc_per_node=4 -m ndlib train ")
+    parser = build_parser()  # the command's options parse back to the cell's configuration
+    config = config_from_args(parser.parse_args(shlex.split(first)[4:]), parser)
+    assert config == TrainConfig(arch="vgg11_imagenet", norm="bn", dataset="imagenet", epochs=90, data_dir="/data/in")
     with pytest.raises(ValueError):
         report.table2_commands(nproc_per_node=0)
 

@@ -67,9 +67,7 @@ from ndlib.report.commands import (
     format_command,
     grid_command,
     missing_commands,
-    refresh_command,
     table2_commands,
-    train_command,
 )
 from ndlib.report.constants import (
     CIFAR_EPOCHS,
@@ -151,8 +149,6 @@ __all__ = [
     "prediction_factor",
     # commands
     "grid_command",
-    "train_command",
-    "refresh_command",
     "table2_commands",
     "missing_commands",
     "format_command",

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from ndlib.report.commands import train_command
+from ndlib.config import TrainConfig
 from ndlib.report.constants import CELL_KEYS, DEFAULT_SEEDS
 from ndlib.report.frames import seed_count
 from ndlib.report.table1 import all_paper_cells, cell_status, our_cells, paper_names, reproduction_cells
@@ -40,7 +40,8 @@ def compare_cells(runs: pd.DataFrame, cells: Iterable[Mapping[str, Any]],
 
     def commands(row: pd.Series) -> list[str]:
         have = set(row["ours_seeds"]) if isinstance(row["ours_seeds"], tuple) else set()
-        return [train_command(row["dataset"], row["arch"], row["norm"], row["epochs"], seed)
+        return [TrainConfig(arch=row["arch"], norm=row["norm"], dataset=row["dataset"], epochs=int(row["epochs"]),
+                            seed=int(seed)).shell_command()
                 for seed in seeds if seed not in have]
 
     out["commands"] = [commands(row) for _, row in out.iterrows()]

@@ -1,6 +1,7 @@
-"""The shell commands the chapters print: the grid and single-run training commands of the
-runs still missing, the refresh settings' commands, and the ``torchrun`` commands of Table 2;
-with :func:`format_command` to break a long command into lines for display."""
+"""The shell commands the chapters print: the grid commands of the runs still missing and the
+``torchrun`` commands of Table 2, with :func:`format_command` to break a long command into lines
+for display.  A single run's command comes from its configuration
+(:meth:`ndlib.config.TrainConfig.shell_command`), built from the same option table as the parser."""
 from __future__ import annotations
 
 import shlex
@@ -8,6 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from ndlib.config import TrainConfig
 from ndlib.report.constants import CIFAR_EPOCHS, DEFAULT_SEEDS
 from ndlib.report.table2 import table2_published
 
@@ -52,26 +54,6 @@ def format_command(command: str, width: int = 72) -> str:
     return " \\\n".join(lines)
 
 
-def train_command(dataset: str, arch: str, norm: str, epochs: int, seed: int) -> str:
-    """The command that trains one run with the paper's settings, e.g.
-    ``python -m ndlib train --arch vgg16 --norm bn --dataset cifar10 --epochs 2 --seed 0``."""
-    return shlex.join(["python", "-m", "ndlib", "train", "--arch", arch, "--norm", norm,
-                       "--dataset", dataset, "--epochs", str(int(epochs)), "--seed", str(int(seed))])
-
-
-def refresh_command(dataset: str, arch: str, norm: str, epochs: int, seed: int, refresh_every: int | None,
-                     refresh_stats: str | None, refresh_warmup: int) -> str:
-    """:func:`train_command` plus the refresh flags of a setting (:data:`ndlib.report.refresh.REFRESH_SETTINGS`)."""
-    command = train_command(dataset, arch, norm, epochs, seed)
-    if refresh_every not in (None, 1):
-        command += f" --deconv-refresh-every {refresh_every}"
-        if refresh_stats not in (None, "running"):
-            command += f" --deconv-refresh-stats {refresh_stats}"
-        if refresh_warmup:
-            command += f" --deconv-refresh-warmup {refresh_warmup}"
-    return command
-
-
 def table2_commands(nproc_per_node: int = 8, data_dir: str = "data/imagenet",
                     epochs: int = 90) -> pd.DataFrame:
     """One ``torchrun`` command per Table 2 cell (``python -m ndlib train`` under DDP; the
@@ -81,9 +63,9 @@ def table2_commands(nproc_per_node: int = 8, data_dir: str = "data/imagenet",
         raise ValueError(f"nproc_per_node must be a positive integer, got {nproc_per_node!r}")
     rows = []
     for cell in table2_published()[["arch", "method"]].itertuples():
-        parts = ["torchrun", f"--nproc_per_node={nproc_per_node}", "-m", "ndlib", "train",
-                 "--dataset", "imagenet", "--arch", f"{cell.arch}_imagenet",
-                 "--norm", cell.method.lower(), "--epochs", str(epochs), "--data-dir", data_dir]
+        config = TrainConfig(arch=f"{cell.arch}_imagenet", norm=cell.method.lower(), dataset="imagenet",
+                             epochs=epochs, data_dir=data_dir)
+        parts = ["torchrun", f"--nproc_per_node={nproc_per_node}", "-m", "ndlib", "train", *config.train_arguments()]
         rows.append({"arch": cell.arch, "method": cell.method, "command": shlex.join(parts)})
     return pd.DataFrame(rows)
 

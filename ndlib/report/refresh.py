@@ -8,9 +8,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ndlib.config import TrainConfig
 from ndlib.report.benchmarks import bench_sweep
-from ndlib.report.commands import refresh_command
-from ndlib.train import TrainConfig
 
 #: ``(label, refresh_every, refresh_stats, refresh_warmup)`` of the refresh comparison;
 #: ``refresh_every=None`` is BN.  The warm-up of 100 steps mirrors the public code's
@@ -27,15 +26,15 @@ REFRESH_SETTINGS: tuple[tuple[str, int | None, str | None, int], ...] = (
 )
 
 
-def _run_id(arch: str, norm: str, dataset: str, epochs: int, seed: int, refresh_every: int | None,
-            refresh_stats: str | None, refresh_warmup: int = 0) -> str:
-    """The run id of a setting of :data:`REFRESH_SETTINGS` (the paper's settings otherwise)."""
+def _setting_config(arch: str, norm: str, dataset: str, epochs: int, seed: int, refresh_every: int | None,
+                    refresh_stats: str | None, refresh_warmup: int = 0) -> TrainConfig:
+    """The configuration of a setting of :data:`REFRESH_SETTINGS` (the paper's settings otherwise)."""
     options = {}
     if refresh_every not in (None, 1):
         options["deconv_refresh_every"] = refresh_every
         options["deconv_refresh_stats"] = refresh_stats
         options["deconv_refresh_warmup"] = refresh_warmup
-    return TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epochs, seed=seed, **options).run_id
+    return TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epochs, seed=seed, **options)
 
 
 def refresh_tradeoff(runs: pd.DataFrame, bench: pd.DataFrame, archs: Sequence[str] = ("vgg16", "resnet18"),
@@ -60,13 +59,14 @@ def refresh_tradeoff(runs: pd.DataFrame, bench: pd.DataFrame, archs: Sequence[st
     for arch in archs:
         for label, every, stats, warmup in settings:
             norm = "bn" if every is None else "nd"
-            run_id = _run_id(arch, norm, dataset, epochs, seed, every, stats, warmup)
+            config = _setting_config(arch, norm, dataset, epochs, seed, every, stats, warmup)
+            run_id = config.run_id
             row = {"arch": arch, "setting": label, "refresh_every": every, "refresh_stats": stats,
                    "refresh_warmup": warmup,
                    "run_id": run_id, "status": "not run", "diverged_step": np.nan, "test_acc": np.nan,
                    "train_time_s": np.nan, "device_name": "", "run_threads": np.nan,
                    "bench_ratio": np.nan, "bench_id": "",
-                   "command": refresh_command(dataset, arch, norm, epochs, seed, every, stats, warmup)}
+                   "command": config.shell_command()}
             if run_id in by_id.index:
                 record = by_id.loc[run_id]
                 row.update(status=record["status"], device_name=record.get("device_name", ""),

@@ -4,7 +4,7 @@ training times taken under one machine setting.
 * **Synthetic-data runs never enter a results table.**  Records with ``synthetic == True``
   (smoke runs on random images) are split off by :func:`split_synthetic`.
 * **A run with non-default options measures something else**: its run id ends in
-  ``-o<hash>`` (:func:`run_options`) and :func:`paper_settings_only` drops it.
+  ``-o<hash>`` (:func:`ndlib.config.run_id_options`) and :func:`paper_settings_only` drops it.
 * **A training time counts only under one setting**: a run resumed under other threads,
   another machine or memory setting (``timing_mixed``) keeps its accuracy but not its time
   (:func:`single_setting_times`); times are grouped by machine instance and memory setting
@@ -13,28 +13,16 @@ training times taken under one machine setting.
 from __future__ import annotations
 
 import math
-import re
 
 import pandas as pd
 
+from ndlib.config import run_id_options as run_options
 from ndlib.report.frames import require_columns
 
 
 def in_table(runs: pd.DataFrame, table: int) -> pd.Series:
     """Rows of ``runs`` that belong to the paper's Table ``table`` (a missing value: none)."""
     return pd.to_numeric(runs["table"], errors="coerce") == table
-
-
-# A run whose settings differ from the paper's defaults has ``-o<hash of the options>`` at the
-# end of its run id (``ndlib.train.TrainConfig.run_id``).
-_OPTIONS_SUFFIX = re.compile(r"-o[0-9a-f]+$")
-
-
-def run_options(run_id: object) -> str:
-    """The ``-o<hash>`` suffix of a run id (its non-default options), ``""`` for a run with
-    the paper's settings.  E.g. ``"t1-cifar10-vgg16-nd-e1-s0-o1a2b3c4d"`` -> ``"o1a2b3c4d"``."""
-    match = _OPTIONS_SUFFIX.search(run_id) if isinstance(run_id, str) else None
-    return match.group(0)[1:] if match else ""
 
 
 def paper_settings_only(runs: pd.DataFrame) -> pd.DataFrame:
