@@ -206,3 +206,27 @@ def test_measured_cost_sentences_name_each_machine_and_cite_the_run_notes():
     empty_times = pd.DataFrame(columns=list(times.columns))
     empty_bench = report.bench_sweep(pd.DataFrame(columns=BENCH_COLUMNS), ["a"])
     assert report.measured_cost_sentences(empty_times, empty_bench) == ([], [])
+
+
+def test_floor_targets_judge_the_ratio_over_the_floor_and_compare_with_the_reference_in_one_benchmark():
+    floor = pd.DataFrame({"arch": ["vgg16", "resnet18", "dpn92"], "ratio_nd_bn": [2.0, 1.5, float("nan")],
+                          "flop_floor": [1.5, 1.25, 1.0]})
+    bench = pd.DataFrame({"bench_id": ["b1", "b1", "b0"], "implementation": ["ndlib", "reference", "ndlib"],
+                          "nd_step_s": [3.0, 4.0, 9.0]})
+    reference_sweep = pd.DataFrame({"arch": ["vgg16", "resnet18", "dpn92"], "bench_id": [None, "b1", None],
+                                    "nd_step_s": [float("nan"), 4.0, float("nan")]})
+    targets = report.floor_targets(floor, bench, reference_sweep).set_index("arch")
+    assert targets.loc["vgg16", "over_floor"] == pytest.approx(2.0 / 1.5)
+    assert not targets.loc["vgg16", "meets_floor"] and not targets.loc["vgg16", "meets_ratio"]  # 2.0 > 1.80
+    meets = targets.loc["resnet18", "meets_floor"]
+    assert meets and not pd.isna(meets)  # 1.5 / 1.25 = 1.2 <= 1.25
+    assert pd.isna(targets.loc["resnet18", "ratio_target"]) and pd.isna(targets.loc["resnet18", "meets_ratio"])
+    assert pd.isna(targets.loc["dpn92", "meets_floor"])  # not measured: not judged
+    assert targets.loc["resnet18", "ndlib_over_reference"] == pytest.approx(3.0 / 4.0)  # same benchmark b1
+    assert pd.isna(targets.loc["vgg16", "ndlib_over_reference"])
+    text = " ".join(report.floor_target_sentences(targets.reset_index()))
+    assert "1 of 2 measured architectures are within 1.25x of their FLOP floor; above it: vgg16 (1.33x)" in text
+    assert "vgg16's ND/BN is 2.00 against a target of 1.80: not met" in text
+    assert "faster on 1 of the 1 architectures compared (resnet18 0.75x); 2 are not compared yet" in text
+    assert "not judged" in report.floor_target_sentences(report.floor_targets(floor.iloc[2:], bench,
+                                                                              reference_sweep))[0]

@@ -30,6 +30,12 @@ from ndlib.report.loading import load_average_text
 MEDIAN_TARGET = 1.5
 MAX_TARGET = 2.0
 
+#: Issue 30's targets, re-based on the FLOP floor (:func:`exact_floor`): every architecture's
+#: measured ND/BN at most this multiple of its floor ...
+FLOOR_MULTIPLE_TARGET = 1.25
+#: ... and these architectures' ND/BN at most this ratio (VGG-16 is the furthest above its floor).
+RATIO_TARGETS = {"vgg16": 1.80}
+
 
 #: :func:`floor_sentences` reasons from :func:`exact_floor` only for architectures whose
 #: floor plus measured outside stages is within this fraction of the measured ratio.
@@ -325,4 +331,72 @@ def floor_sentences(floor: pd.DataFrame, target: float = MEDIAN_TARGET,
         sentences.append("For those it describes that are above the target, patch extraction and "
                          "Newton-Schulz would have to become this much cheaper, with the covariance and the "
                          "fold already at the floor, to reach it: " + "; ".join(parts) + ".")
+    return sentences
+
+
+def floor_targets(floor: pd.DataFrame, bench: pd.DataFrame, reference_sweep: pd.DataFrame,
+                  floor_multiple: float = FLOOR_MULTIPLE_TARGET,
+                  ratio_targets: dict[str, float] | None = None) -> pd.DataFrame:
+    """Issue 30's targets per architecture: the measured ND/BN over its FLOP floor, the ND/BN
+    ratio targets, and ndlib against the public algorithm.
+
+    ``floor`` is :func:`exact_floor`; ``reference_sweep`` is :func:`bench_sweep` with
+    ``implementation="reference"`` (the newest benchmark per architecture that also timed the
+    re-implementation of the public code), and ``bench`` the benchmark rows it came from.  The
+    comparison with the public algorithm takes both ND steps from that same benchmark
+    (``ndlib_over_reference`` = ndlib's ND step / the reference's: below 1, ndlib is faster).
+    Columns: ``arch, ratio_nd_bn, flop_floor, over_floor, meets_floor, ratio_target,
+    meets_ratio, ndlib_over_reference, reference_bench_id``; ``meets_*`` is NaN where not
+    measured or without a target.
+    """
+    ratio_targets = RATIO_TARGETS if ratio_targets is None else ratio_targets
+    columns = ["arch", "ratio_nd_bn", "flop_floor", "over_floor", "meets_floor", "ratio_target", "meets_ratio",
+               "ndlib_over_reference", "reference_bench_id"]
+    if floor.empty:
+        return pd.DataFrame(columns=columns)
+    require_columns(floor, ["arch", "ratio_nd_bn", "flop_floor"], "the floor table")
+    out = floor[["arch", "ratio_nd_bn", "flop_floor"]].copy()
+    out["over_floor"] = out["ratio_nd_bn"] / out["flop_floor"]
+    out["meets_floor"] = (out["over_floor"] <= floor_multiple).where(out["over_floor"].notna())
+    out["ratio_target"] = out["arch"].map(ratio_targets).astype(float)
+    out["meets_ratio"] = (out["ratio_nd_bn"] <= out["ratio_target"]).where(
+        out["ratio_nd_bn"].notna() & out["ratio_target"].notna())
+    reference = reference_sweep.dropna(subset=["bench_id"]).set_index("arch") if not reference_sweep.empty \
+        else pd.DataFrame(columns=["bench_id", "nd_step_s"])
+    ours = bench[bench["implementation"] == "ndlib"].set_index("bench_id")["nd_step_s"] if not bench.empty \
+        else pd.Series(dtype=float)
+    out["reference_bench_id"] = out["arch"].map(reference["bench_id"]) if not reference.empty else np.nan
+    ndlib_step = out["reference_bench_id"].map(ours)
+    out["ndlib_over_reference"] = ndlib_step / out["arch"].map(reference["nd_step_s"]) if not reference.empty \
+        else np.nan
+    return out[columns]
+
+
+def floor_target_sentences(targets: pd.DataFrame, floor_multiple: float = FLOOR_MULTIPLE_TARGET) -> list[str]:
+    """What :func:`floor_targets` says, from the table only."""
+    measured = targets.dropna(subset=["over_floor"])
+    if measured.empty:
+        return ["No architecture has both a benchmark and a FLOP floor yet, so the targets are not judged."]
+    over = measured[measured["over_floor"] > floor_multiple].sort_values("over_floor", ascending=False)
+    sentences = [f"{len(measured) - len(over)} of {len(measured)} measured architectures are within "
+                 f"{floor_multiple:g}x of their FLOP floor"
+                 + (": every one." if over.empty else
+                    "; above it: " + ", ".join(f"{r.arch} ({r.over_floor:.2f}x)" for r in over.itertuples()) + ".")]
+    for row in targets.dropna(subset=["ratio_target"]).itertuples():
+        if pd.isna(row.ratio_nd_bn):
+            sentences.append(f"{row.arch}: not measured, so its ND/BN target of {row.ratio_target:.2f} is not judged.")
+        else:
+            verdict = "met" if row.meets_ratio else "not met"
+            sentences.append(f"{row.arch}'s ND/BN is {row.ratio_nd_bn:.2f} against a target of "
+                             f"{row.ratio_target:.2f}: {verdict}.")
+    compared = targets.dropna(subset=["ndlib_over_reference"])
+    missing = len(targets) - len(compared)
+    if compared.empty:
+        sentences.append("No benchmark in this setting timed the public algorithm beside ndlib yet.")
+    else:
+        faster = compared[compared["ndlib_over_reference"] < 1.0]
+        sentences.append(f"Against the public algorithm, timed in the same benchmark: ndlib's ND step is faster on "
+                         f"{len(faster)} of the {len(compared)} architectures compared "
+                         f"({', '.join(f'{r.arch} {r.ndlib_over_reference:.2f}x' for r in compared.itertuples())})"
+                         + (f"; {missing} are not compared yet." if missing else "."))
     return sentences
