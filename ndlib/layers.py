@@ -116,6 +116,12 @@ __all__ = [
 ]
 
 GROUPINGS = ("interleaved", "contiguous")
+#: How the layers evaluate ``Cov^(-1/2)`` (the same Newton-Schulz polynomial every way):
+#: ``"matmul"``, the coupled Newton-Schulz loop (:func:`isqrt_newton_schulz`); ``"spectral"``, through
+#: an eigendecomposition (:func:`isqrt_newton_schulz_spectral`) -- and, for a covariance estimated
+#: from fewer sampled rows than features, through the rows instead of an ``n x n`` ``eigh``
+#: (:func:`isqrt_newton_schulz_lowrank`); ``"auto"``, spectral on the CPU for covariances of at
+#: least :data:`SPECTRAL_MIN_SIZE` features when ``n_iter >= 2``, matmul otherwise (GPUs: matmul).
 ISQRT_METHODS = ("auto", "matmul", "spectral")
 #: What a layer with ``refresh_every > 1`` whitens with between refreshes (module docstring).
 REFRESH_STATS = ("running", "last")
@@ -916,7 +922,9 @@ class FastDeconv(_StepCounter, nn.Conv2d):
             ``"spectral"`` (the same Newton-Schulz polynomial through an eigendecomposition,
             :func:`isqrt_newton_schulz_spectral`) or ``"auto"`` (spectral on the CPU for
             covariances of at least :data:`SPECTRAL_MIN_SIZE` features when ``n_iter >= 2``,
-            matmul otherwise).
+            matmul otherwise).  On the spectral route a covariance with fewer sampled rows than
+            features (:meth:`sampled_rows`) takes its eigenvectors from the centred rows
+            (:func:`isqrt_newton_schulz_lowrank`, no ``n x n`` eigendecomposition).
             All give the same values and gradients up to float rounding.
         refresh_every: estimate the statistics (covariance + Newton-Schulz) only on every
             ``refresh_every``-th training step (steps ``0, k, 2k, ...`` of ``num_batches_tracked``)
@@ -1147,7 +1155,9 @@ class Delinear(_StepCounter, nn.Linear):
     Newton-Schulz, running averages and the fold into the weight follow :class:`FastDeconv`,
     and so do ``refresh_every`` (statistics on training steps ``0, k, 2k, ...`` of
     ``num_batches_tracked`` only) and ``refresh_stats`` (the running values or the last
-    estimate as constants on the other steps).
+    estimate as constants on the other steps).  A batch with fewer rows than ``block`` features
+    (VGG-16's 512-feature classifier at batch 128) takes its eigenvectors from the rows on the
+    spectral route (:func:`isqrt_newton_schulz_lowrank`).
     """
 
     def __init__(
