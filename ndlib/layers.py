@@ -119,9 +119,10 @@ GROUPINGS = ("interleaved", "contiguous")
 #: How the layers evaluate ``Cov^(-1/2)`` (the same Newton-Schulz polynomial every way):
 #: ``"matmul"``, the coupled Newton-Schulz loop (:func:`isqrt_newton_schulz`); ``"spectral"``, through
 #: an eigendecomposition (:func:`isqrt_newton_schulz_spectral`) -- and, for a covariance estimated
-#: from fewer sampled rows than features, through the rows instead of an ``n x n`` ``eigh``
-#: (:func:`isqrt_newton_schulz_lowrank`); ``"auto"``, spectral on the CPU for covariances of at
-#: least :data:`SPECTRAL_MIN_SIZE` features when ``n_iter >= 2``, matmul otherwise (GPUs: matmul).
+#: from few sampled rows (:data:`LOWRANK_MAX_ROW_FRACTION` of its features or fewer), through the
+#: rows instead of an ``n x n`` ``eigh`` (:func:`isqrt_newton_schulz_lowrank`); ``"auto"``,
+#: spectral on the CPU for covariances of at least :data:`SPECTRAL_MIN_SIZE` features when
+#: ``n_iter >= 2``, matmul otherwise (GPUs: matmul).
 ISQRT_METHODS = ("auto", "matmul", "spectral")
 #: What a layer with ``refresh_every > 1`` whitens with between refreshes (module docstring).
 REFRESH_STATS = ("running", "last")
@@ -129,6 +130,12 @@ REFRESH_STATS = ("running", "last")
 #: "auto" evaluates the Newton-Schulz polynomial spectrally on the CPU for matrices at least
 #: this large (measured: below it the plain matmul loop is as fast), and with matmuls elsewhere.
 SPECTRAL_MIN_SIZE = 64
+
+#: The spectral route evaluates a covariance of at least this many features that was estimated
+#: from at most ``LOWRANK_MAX_ROW_FRACTION`` times as many rows through the rows
+#: (:func:`isqrt_newton_schulz_lowrank`); measured crossovers in :func:`_uses_lowrank`.
+LOWRANK_MIN_SIZE = 128
+LOWRANK_MAX_ROW_FRACTION = 0.4
 
 _CHECK_FINITE = True
 
@@ -588,7 +595,8 @@ def isqrt_newton_schulz_lowrank(
     ``centred`` is only a constant that locates the eigenbasis (no gradient flows into it, and it
     must be the rows ``A`` was made from).  Same values and gradients as
     :func:`isqrt_newton_schulz_spectral` and :func:`isqrt_newton_schulz` up to rounding.  Falls
-    back to :func:`isqrt_newton_schulz_spectral` if the small eigensolver does not converge.
+    back to :func:`isqrt_newton_schulz_spectral` if the small eigensolver does not converge.  The
+    layers use it where it is the faster of the two (few rows, see :func:`_uses_lowrank`).
     """
     _check_positive_int("n_iter", n_iter)
     if A.dim() < 2 or A.shape[-1] != A.shape[-2]:
@@ -616,12 +624,24 @@ def isqrt_newton_schulz_lowrank(
 
 
 def _uses_lowrank(A: torch.Tensor, rows: int, n_iter: int, method: str) -> bool:
-    """Whether :func:`_isqrt` of a covariance ``A`` made from ``rows`` centred rows goes through
-    :func:`isqrt_newton_schulz_lowrank`: when the spectral route is in effect (``"spectral"``, or
-    ``"auto"`` choosing it) and there are fewer rows than features."""
+    """Whether :func:`_isqrt_of_rows` evaluates a covariance ``A`` made from ``rows`` centred rows
+    with :func:`isqrt_newton_schulz_lowrank`: when the spectral route is in effect (``"spectral"``,
+    or ``"auto"`` choosing it), ``A`` has at least :data:`LOWRANK_MIN_SIZE` features and
+    ``rows <= LOWRANK_MAX_ROW_FRACTION * features``.
+
+    Measured (forward + backward, 1 thread, 9 interleaved pairs, busy 2-core machine), row route
+    over full spectral route: 512 features 0.36 (128 rows), 0.82 (256), 1.44 (384), 2.07 (480);
+    576 features 0.31 (128 rows), 2.2 (512); 320 features 0.70 (128 rows); 256 features 0.45 (64
+    rows), 1.2 (128); 128 features 0.74 (32 rows); but 64 features 1.07 (15 rows), 1.25 (30) and
+    176 features 1.43 (128 rows): the backward's four ``n x n x rows`` products cost as much as
+    the full route's ``n x n x n`` ones once the rows approach half the features, and below ~128
+    features the full ``eigh`` is too cheap to gain on.
+    """
     if method == "auto":
         method = _auto_isqrt_method(A, n_iter)
-    return method == "spectral" and rows < A.shape[-1]
+    n = A.shape[-1]
+    return method == "spectral" and n >= LOWRANK_MIN_SIZE and rows <= LOWRANK_MAX_ROW_FRACTION * n
+
 
 def _auto_isqrt_method(A: torch.Tensor, n_iter: int) -> str:
     """What ``isqrt_method="auto"`` evaluates ``A`` with: ``"spectral"`` on the CPU for matrices
@@ -660,8 +680,8 @@ def _isqrt_of_rows(
     """:func:`_isqrt` of the covariance ``cov`` of the rows ``X`` (``features_first``: ``X`` is the
     transpose) with column mean ``mean``; ``centred``: ``X`` already holds the centred rows (the
     in-place centring of :func:`_centered_covariance_of_patches`).  Through
-    :func:`isqrt_newton_schulz_lowrank` when :func:`_uses_lowrank` (fewer rows than features, spectral
-    route), where the centred rows give the eigenvectors without an ``n x n`` eigendecomposition."""
+    :func:`isqrt_newton_schulz_lowrank` when :func:`_uses_lowrank` (few rows for the features,
+    spectral route): the centred rows give the eigenvectors without an ``n x n`` ``eigh``."""
     row_dim = -1 if features_first else -2
     if not _uses_lowrank(cov, X.shape[row_dim], n_iter, method):
         return _isqrt(cov, n_iter, method)
@@ -922,8 +942,9 @@ class FastDeconv(_StepCounter, nn.Conv2d):
             ``"spectral"`` (the same Newton-Schulz polynomial through an eigendecomposition,
             :func:`isqrt_newton_schulz_spectral`) or ``"auto"`` (spectral on the CPU for
             covariances of at least :data:`SPECTRAL_MIN_SIZE` features when ``n_iter >= 2``,
-            matmul otherwise).  On the spectral route a covariance with fewer sampled rows than
-            features (:meth:`sampled_rows`) takes its eigenvectors from the centred rows
+            matmul otherwise).  On the spectral route a covariance with few sampled rows (at
+            most :data:`LOWRANK_MAX_ROW_FRACTION` of its features, :meth:`sampled_rows`) takes
+            its eigenvectors from the centred rows
             (:func:`isqrt_newton_schulz_lowrank`, no ``n x n`` eigendecomposition).
             All give the same values and gradients up to float rounding.
         refresh_every: estimate the statistics (covariance + Newton-Schulz) only on every
@@ -1155,7 +1176,7 @@ class Delinear(_StepCounter, nn.Linear):
     Newton-Schulz, running averages and the fold into the weight follow :class:`FastDeconv`,
     and so do ``refresh_every`` (statistics on training steps ``0, k, 2k, ...`` of
     ``num_batches_tracked`` only) and ``refresh_stats`` (the running values or the last
-    estimate as constants on the other steps).  A batch with fewer rows than ``block`` features
+    estimate as constants on the other steps).  A batch with few rows for its ``block`` features
     (VGG-16's 512-feature classifier at batch 128) takes its eigenvectors from the rows on the
     spectral route (:func:`isqrt_newton_schulz_lowrank`).
     """

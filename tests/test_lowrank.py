@@ -118,6 +118,11 @@ def test_route_choice():
     assert nd._uses_lowrank(cpu, 128, 5, "auto") and nd._uses_lowrank(cpu, 128, 5, "spectral")
     assert not nd._uses_lowrank(cpu, 128, 5, "matmul")
     assert not nd._uses_lowrank(cpu, 576, 5, "auto") and not nd._uses_lowrank(cpu, 1024, 5, "spectral")
+    limit = int(nd.LOWRANK_MAX_ROW_FRACTION * 576)
+    assert nd._uses_lowrank(cpu, limit, 5, "auto") and not nd._uses_lowrank(cpu, limit + 1, 5, "auto")
+    small = torch.eye(nd.LOWRANK_MIN_SIZE - 1)
+    assert not nd._uses_lowrank(small, 8, 5, "spectral")  # below the size where the row route gains
+    assert nd._uses_lowrank(torch.eye(nd.LOWRANK_MIN_SIZE), 8, 5, "spectral")
     assert not nd._uses_lowrank(torch.eye(32), 8, 5, "auto")  # auto: matmul below SPECTRAL_MIN_SIZE
     assert not nd._uses_lowrank(cpu, 128, 1, "auto")  # auto: matmul for n_iter == 1
 
@@ -166,11 +171,11 @@ def test_vgg16_2x2_layer_at_batch_128_is_not_rank_deficient():
 @pytest.mark.parametrize(
     "case",
     [
-        # (in, out, kernel, padding, groups, block, input shape): rows < features
+        # (in, out, kernel, padding, groups, block, input shape): few rows for the features
         (512, 512, 3, 1, 1, 64, (16, 512, 2, 2)),  # VGG-16's 2x2 layer at batch 16: 128 rows, 576 features
         (64, 32, 3, 1, 1, 64, (48, 64, 2, 2)),  # one block: 48 rows, 576 features
-        (32, 16, 3, 1, 4, 64, (6, 32, 2, 2)),  # grouped: feature-major patches, 6 rows, 72 features
-        (96, 48, 1, 0, 1, 96, (10, 96, 3, 3)),  # 1x1 at a 3x3 map: every 9th pixel, 10 rows, 96 features
+        (64, 16, 3, 1, 4, 64, (6, 64, 2, 2)),  # grouped: feature-major patches, 4 x (6 rows, 144 features)
+        (160, 48, 1, 0, 1, 160, (10, 160, 3, 3)),  # 1x1 at a 3x3 map: every 9th pixel, 10 rows, 160 features
     ],
 )
 def test_rank_deficient_fastdeconv_takes_the_route_and_matches_reference(case, dtype, lowrank_calls):
@@ -179,7 +184,7 @@ def test_rank_deficient_fastdeconv_takes_the_route_and_matches_reference(case, d
         pytest.skip("the float32 run covers this size; float64 runs the smaller cases")
     layer, reference = conv_pair(cin, cout, k, padding, groups, block, dtype)
     rows_, features = layer.sampled_rows(torch.zeros(shape))
-    assert rows_ < features
+    assert rows_ <= nd.LOWRANK_MAX_ROW_FRACTION * features and features >= nd.LOWRANK_MIN_SIZE
     run_pair(layer, reference, correlated_input(shape), dtype, steps=2)
     assert len(lowrank_calls) == 2
     run_pair(layer, reference, correlated_input(shape), dtype, steps=1, train=False)
