@@ -280,7 +280,8 @@ def deconv_stages(layer: nd_layers.FastDeconv) -> list[tuple[str, Callable]]:
     def fused_center_covariance(X):
         return nd_layers.centered_covariance(X, layer.eps)
 
-    def newton_schulz(cov):  # the layer's own method (spectral on CPU for >= 64 features)
+    def newton_schulz(cov):  # the layer's own method (spectral on CPU for >= 64 features); the row route of
+        # few-row covariances (`_isqrt_of_rows`) needs the rows: not timed here (no CIFAR conv at batch 128 takes it)
         return nd_layers._isqrt(cov, layer.n_iter, layer.isqrt_method)
 
     def fold(mean, deconv):
