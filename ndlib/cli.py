@@ -20,7 +20,8 @@ import sys
 
 from ndlib.cliargs import EXIT_CODES, ArgumentParser, add_config_arguments, config_from_args, usage_error
 
-__all__ = ["main", "build_parser", "subcommand_modules", "add_config_arguments", "config_from_args", "EXIT_CODES"]
+__all__ = ["main", "build_parser", "subcommand_modules", "subcommand_argv", "add_config_arguments", "config_from_args",
+           "EXIT_CODES"]
 
 
 def subcommand_modules() -> tuple:
@@ -112,6 +113,40 @@ def build_parser() -> argparse.ArgumentParser:
     for module in subcommand_modules():
         module.add_parser(subparsers)
     return parser
+
+
+def subcommand_argv(command: str, **values) -> list[str]:
+    """``[command, *options]``: the arguments that give ``values`` (argument name -> value, in the
+    order given) to subcommand ``command``, spelled with that subcommand's own option strings, so
+    a printed command cannot drift from its parser.  A list becomes one option with several
+    values, ``True`` a bare flag; ``None`` and ``False`` are left out.  Raises ValueError for a
+    name the subcommand has no option for, and checks that the words parse back to ``values``."""
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if command not in subparsers.choices:
+        raise ValueError(f"no subcommand {command!r}; known: {sorted(subparsers.choices)}")
+    sub = subparsers.choices[command]
+    options = {action.dest: action for action in sub._actions if action.option_strings}
+    words: list[str] = [command]
+    for name, value in values.items():
+        if name not in options:
+            raise ValueError(f"`python -m ndlib {command}` has no option for {name!r}")
+        if value is None or value is False:
+            continue
+        flag = max(options[name].option_strings, key=len)  # the long form
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    parsed = vars(parser.parse_args(words))
+    wrong = {name: parsed[name] for name, value in values.items()
+             if value is not None and value is not False and parsed[name] != value
+             and parsed[name] != (list(value) if isinstance(value, tuple) else value)}
+    if wrong:
+        raise ValueError(f"`python -m ndlib {command}` reads {wrong} from {words[1:]}, not the values given")
+    return words
 
 
 def main(argv: list[str] | None = None) -> int:

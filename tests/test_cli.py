@@ -184,3 +184,18 @@ def test_only_rank_zero_claims_under_torchrun(tmp_path, monkeypatch):
     with claim(run_id, claims_folder(tmp_path / "runs")):  # held by "rank 0"
         assert main(["train", "--arch", "vgg16", *TINY, *_dirs(tmp_path)]) == 0
     assert seen == [run_id]
+
+
+def test_subcommand_argv_spells_options_with_the_subcommands_own_parser():
+    from ndlib.cli import subcommand_argv
+
+    argv = subcommand_argv("grid", table=1, datasets=["cifar10"], archs=None, epochs=[20], seeds=[0, 1])
+    assert argv == ["grid", "--table", "1", "--datasets", "cifar10", "--epochs", "20", "--seeds", "0", "1"]
+    assert subcommand_argv("bench", arch="vgg16", amp=True, channels_last=False) == ["bench", "--arch", "vgg16",
+                                                                                   "--amp"]
+    with pytest.raises(ValueError, match="has no option for 'tabel'"):
+        subcommand_argv("grid", tabel=1)
+    with pytest.raises(ValueError, match="no subcommand 'gird'"):
+        subcommand_argv("gird", table=1)
+    with pytest.raises(ValueError, match="reads"):  # a value the parser would read differently
+        subcommand_argv("bench", rounds="3")

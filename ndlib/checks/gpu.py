@@ -134,10 +134,12 @@ def bench_archs(quick: bool = False) -> list[str]:
 
 def bench_argv(arch: str, device: str, out_dir: Path, *, rounds: int, batch_size: int, warmup: int,
                threads: int) -> list[str]:
-    """The ``python -m ndlib bench`` arguments for one architecture."""
-    return ["bench", "--arch", arch, "--device", device, "--batch-size", str(batch_size), "--rounds", str(rounds),
-            "--warmup", str(warmup), "--threads", str(threads), "--out-dir", str(out_dir),
-            "--note", "make gpu-check"]
+    """The ``python -m ndlib bench`` arguments for one architecture, spelled by bench's own parser
+    (:func:`ndlib.cli.subcommand_argv`)."""
+    from ndlib.cli import subcommand_argv
+
+    return subcommand_argv("bench", arch=arch, device=device, batch_size=batch_size, rounds=rounds, warmup=warmup,
+                           threads=threads, out_dir=str(out_dir), note="make gpu-check")
 
 
 def _bench_cli(argv: list[str]) -> int:

@@ -17,12 +17,13 @@ from ndlib.report.table2 import table2_published
 def grid_command(dataset: str, archs: Sequence[str] | None = None,
                  epochs: Sequence[int] = CIFAR_EPOCHS,
                  seeds: Sequence[int] = DEFAULT_SEEDS, table: int = 1) -> str:
-    """The command that runs the given Table 1 cells with the grid CLI (``python -m ndlib``)."""
-    parts = ["python", "-m", "ndlib", "grid", "--table", str(table), "--datasets", dataset]
-    if archs:
-        parts += ["--archs", *archs]
-    parts += ["--epochs", *map(str, epochs), "--seeds", *map(str, seeds)]
-    return shlex.join(parts)
+    """The command that runs the given Table 1 cells with the grid CLI (``python -m ndlib``), its
+    options spelled by the grid's own parser (:func:`ndlib.cli.subcommand_argv`)."""
+    from ndlib.cli import subcommand_argv
+
+    argv = subcommand_argv("grid", table=table, datasets=[dataset], archs=list(archs) if archs else None,
+                           epochs=[int(e) for e in epochs], seeds=[int(s) for s in seeds])
+    return shlex.join(["python", "-m", "ndlib", *argv])
 
 
 def format_command(command: str, width: int = 72) -> str:
