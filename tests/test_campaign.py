@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -165,8 +166,8 @@ def test_two_lanes_share_the_campaign_without_training_a_run_twice(tmp_path):
     records = _records(tmp_path)
     assert len(records) == 4 and {r["status"] for r in records.values()} == {"completed"}
     assert all(r["resumed_at_steps"] == [] for r in records.values())  # none trained twice or over another
-    trained = [line.split()[-1] for line in done.stdout.splitlines() if "] train " in line]
-    assert sorted(trained) == sorted(records)  # each run trained once, by one lane
+    trained = re.findall(r"\] train (t1-\S+)", done.stdout)  # wherever the two lanes' lines fall
+    assert sorted(trained) == sorted(records), done.stdout  # each run trained once, by one lane
     finished = {line.split("]")[0] + "]" for line in done.stdout.splitlines() if "nothing left to train" in line}
     assert finished == {"[lane 1]", "[lane 2]"}  # both lane processes ran and ended with the queue empty
     assert all(r["config"]["note"] == "test lanes" and r["config"]["num_threads"] == 1 for r in records.values())
