@@ -39,11 +39,12 @@ def _summary(record: dict) -> dict:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from ndlib.checkpoint import CheckpointWriteError
     from ndlib.claims import ClaimTaken, claim, claims_folder
     from ndlib.distributed import context_from_env
     from ndlib.paths import portable_path
     from ndlib.records import RecordWriteError, attempts_dir, completed_record, record_path
-    from ndlib.train import BadRunInput, CheckpointWriteError, promote_pending_rerun, run
+    from ndlib.train import BadRunInput, promote_pending_rerun, run
 
     config = config_from_args(args, args.parser)
     prog = args.parser.prog

@@ -28,9 +28,8 @@ same command ends with the same weights and metrics as an uninterrupted one; it 
 the work since the last checkpoint.
 
 Where things live: the configuration and its run id and command line in :mod:`ndlib.config`
-(``TrainConfig`` is re-exported here), the checkpoint in :mod:`ndlib.checkpoint` (its
-``checkpoint_file``, ``checkpoint_position`` and ``CheckpointWriteError`` re-exported here), the
-record's layout in :mod:`ndlib.records`.
+(``TrainConfig`` is re-exported here, the type every caller of :func:`run` needs), the
+checkpoint in :mod:`ndlib.checkpoint`, the record's layout in :mod:`ndlib.records`.
 """
 from __future__ import annotations
 
@@ -58,24 +57,13 @@ from ndlib import cpu_memory
 from ndlib import distributed as dist_utils
 from ndlib.checkpoint import (
     Checkpoint,
-    CheckpointPosition,
     CheckpointWriteError,
     EpochProgress,
     checkpoint_file,
-    checkpoint_position,
     load_checkpoint,
     remove_dead_temporaries,
 )
-from ndlib.config import (
-    DECONV_FIELDS,
-    DEFAULTS_BY_TABLE,
-    MAX_SEED,
-    MIN_SYNTHETIC_IMAGE_SIZE,
-    NON_IDENTITY_FIELDS,
-    NORMS,
-    TrainConfig,
-    known_archs,
-)
+from ndlib.config import TrainConfig
 from ndlib.data import DATASETS, TensorLoader, dataset_info, imagenet_loaders, load_cifar, synthetic_arrays
 from ndlib.devices import synchronize
 from ndlib.layers import finite_checks
@@ -97,30 +85,17 @@ from ndlib.records import (
 
 __all__ = [
     "TrainConfig",
-    "NORMS",
-    "DECONV_FIELDS",
-    "known_archs",
     "RunInterrupted",
     "RunPaused",
     "BadRunInput",
-    "CheckpointWriteError",
     "promote_pending_rerun",
     "DataUnavailable",
     "DeviceUnavailable",
     "run",
-    "checkpoint_file",
-    "CheckpointPosition",
-    "checkpoint_position",
     "create_model",
-    "DEFAULTS_BY_TABLE",
-    "MAX_SEED",
-    "MIN_SYNTHETIC_IMAGE_SIZE",
     "run_notebook",
     "notebook_parameters",
 ]
-
-# Kept for the modules that imported them from here (ndlib.campaign): ndlib.config defines them.
-_NON_IDENTITY = NON_IDENTITY_FIELDS
 
 
 class RunInterrupted(KeyboardInterrupt):

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 import ndlib.cli
+import ndlib.config
 import ndlib.train
 from ndlib.claims import claim
 from ndlib.grid import norms_for, plan, run_grid, run_status, slurm_script
@@ -22,7 +23,7 @@ def test_table1_plan_is_the_full_cross_product(tmp_path):
     configs = plan(1, epochs=[1, 20], seeds=[0, 1], runs_dir=str(tmp_path))
     assert len(configs) == 2 * 10 * 2 * 2 * 2  # datasets x archs x norms x epochs x seeds
     assert len({c.run_id for c in configs}) == len(configs)
-    assert {c.arch for c in configs} == set(ndlib.train.known_archs(1, extras=False))
+    assert {c.arch for c in configs} == set(ndlib.config.known_archs(1, extras=False))
     assert "efficientnetb0_allnd" not in {c.arch for c in configs}  # an extra, not a paper cell
 
 

@@ -13,8 +13,9 @@ from torch import nn
 
 from _experiments_helpers import CallAt, raising, tiny_config, tiny_model
 from ndlib import cpu_memory
+from ndlib.checkpoint import checkpoint_position
 from ndlib.records import load_runs, timing_settings_mixed
-from ndlib.train import TrainConfig, checkpoint_position, run
+from ndlib.train import TrainConfig, run
 
 
 # --------------------------------------------------------------------------------------
