@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from ndlib.checks import common
+from ndlib.checks import common, compare
 from ndlib.checks import gpu as gpu_check
 from ndlib.layers import Delinear, FastDeconv
 
@@ -118,19 +118,19 @@ def test_registers_as_a_subcommand(tmp_path, capsys):
 # The steps, on the CPU
 # --------------------------------------------------------------------------------------
 def test_layer_comparison_passes_and_can_fail():
-    cases = [gpu_check.LayerCase("tiny depthwise stride 2", lambda: FastDeconv(4, 4, 3, stride=2, padding=1, groups=4),
+    cases = [compare.LayerCase("tiny depthwise stride 2", lambda: FastDeconv(4, 4, 3, stride=2, padding=1, groups=4),
                                  (4, 4, 8, 8), steps=2)]
-    cases += [c for c in gpu_check.layer_cases() if c.name in {"Delinear blocks of 64", "ChannelDeconv on vectors"}]
-    assert len(cases) == 3 and len(gpu_check.layer_cases(quick=True)) < len(gpu_check.layer_cases())
-    result = gpu_check.check_layers("cpu", cases)
+    cases += [c for c in compare.layer_cases() if c.name in {"Delinear blocks of 64", "ChannelDeconv on vectors"}]
+    assert len(cases) == 3 and len(compare.layer_cases(quick=True)) < len(compare.layer_cases())
+    result = compare.check_layers("cpu", cases)
     assert result["status"] == "passed", result["detail"]
     conv = result["results"][0]
-    assert set(conv["errors"]) == set(gpu_check.LAYER_TOLERANCES)
+    assert set(conv["errors"]) == set(compare.LAYER_TOLERANCES)
     assert 0 < conv["errors"]["output"] < 1e-5 and conv["counters_equal"]  # float32 vs float64: rounding only
     assert "amp_output" not in result["results"][2]["errors"]  # ChannelDeconv: no AMP handling
     # a layer whose device copy differs from the reference (wrong eps in float32) is caught
-    broken = gpu_check.LayerCase("broken", lambda: _EpsOnDevice(8, 8, 3, padding=1), (4, 8, 8, 8), steps=1)
-    failed = gpu_check.check_layers("cpu", [broken])
+    broken = compare.LayerCase("broken", lambda: _EpsOnDevice(8, 8, 3, padding=1), (4, 8, 8, 8), steps=1)
+    failed = compare.check_layers("cpu", [broken])
     assert failed["status"] == "failed" and "output" in failed["results"][0]["failures"]
     assert "FAILED: broken" in failed["detail"]
 
@@ -146,13 +146,13 @@ class _EpsOnDevice(FastDeconv):
 
 
 def test_model_check_with_an_injected_builder():
-    result = gpu_check.check_models("cpu", [("tiny", "bn"), ("tiny", "nd")], batch_size=4, build=tiny_model)
+    result = compare.check_models("cpu", [("tiny", "bn"), ("tiny", "nd")], batch_size=4, build=tiny_model)
     assert result["status"] == "passed", result["detail"]
     for entry in result["results"]:
         assert entry["modes"]["amp"]["output_dtype"] == "bfloat16"
         assert all(mode["shape"] == [4, 10] for mode in entry["modes"].values())
         assert entry["errors"]["channels_last"] < 1e-5 and entry["errors"]["amp"] < 0.1  # dropout off
-    broken = gpu_check.check_models("cpu", [("tiny", "nan")], batch_size=4,
+    broken = compare.check_models("cpu", [("tiny", "nan")], batch_size=4,
                                     build=lambda a, n, c: (nn.Sequential(nn.Flatten(), nn.Linear(192, c),
                                                                          _Poison()), 8))
     assert broken["status"] == "failed" and "float32: finite_output" in broken["results"][0]["failures"]
@@ -166,7 +166,7 @@ class _Poison(nn.Module):
 def test_model_plan_covers_every_model_and_norm():
     from ndlib import models
 
-    plan = gpu_check.model_plan()
+    plan = compare.model_plan()
     assert {arch for arch, _ in plan} == set(models.available(extras=True))
     assert ("vgg11_imagenet", "none") in plan and ("efficientnetb0_allnd", "nd") in plan
     assert len(plan) == sum(len(models.get_spec(a).norms) for a in models.available(extras=True))
@@ -210,7 +210,7 @@ def test_train_step_skips_without_data_and_builds_the_paper_config(tmp_path, cif
 
 def test_whole_check_writes_json_and_summary(tmp_path, cifar_dir):
     out = tmp_path / "out"
-    cases = [gpu_check.LayerCase("refresh_every=2", lambda: FastDeconv(4, 4, 3, padding=1, refresh_every=2),
+    cases = [compare.LayerCase("refresh_every=2", lambda: FastDeconv(4, 4, 3, padding=1, refresh_every=2),
                                  (2, 4, 6, 6))]
     lines = []
     report = gpu_check.run_gpu_check(
@@ -249,7 +249,7 @@ def test_whole_check_reports_skips_and_failures(tmp_path):
 
 def test_json_names_no_machine_path_and_no_host(tmp_path):
     trace = 'File "/scratch/someone/venv/lib/torch/x.py", line 3'
-    path = gpu_check.write_json(tmp_path / "x.json", {"detail": trace, "out": str(tmp_path / "out")})
+    path = common.write_json(tmp_path / "x.json", {"detail": trace, "out": str(tmp_path / "out")})
     written = json.loads(path.read_text())
     out = "<tmp>/" + (tmp_path / "out").relative_to(tempfile.gettempdir()).as_posix()
     assert written == {"detail": 'File "<path>/x.py", line 3', "out": out}
@@ -257,25 +257,25 @@ def test_json_names_no_machine_path_and_no_host(tmp_path):
 
 
 def test_json_has_no_nan_and_rel_err_handles_edge_cases(tmp_path):
-    path = gpu_check.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf"), 1.0], "c": (1, 2)})
+    path = common.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf"), 1.0], "c": (1, 2)})
     assert json.loads(path.read_text()) == {"a": "nan", "b": ["inf", 1.0], "c": [1, 2]}
     zero = torch.zeros(3)
-    assert gpu_check.rel_err(zero, zero) == 0.0
-    assert gpu_check.rel_err(torch.ones(3), zero) == float("inf")
-    assert gpu_check.rel_err(torch.tensor([float("nan")]), torch.ones(1)) == float("inf")
+    assert compare.rel_err(zero, zero) == 0.0
+    assert compare.rel_err(torch.ones(3), zero) == float("inf")
+    assert compare.rel_err(torch.tensor([float("nan")]), torch.ones(1)) == float("inf")
     with pytest.raises(ValueError, match="shapes"):
-        gpu_check.rel_err(torch.ones(2), torch.ones(3))
+        compare.rel_err(torch.ones(2), torch.ones(3))
 
 
 def test_torchvision_placeholder_only_when_missing(monkeypatch):
-    with gpu_check.torchvision_placeholder() as used:
+    with common.torchvision_placeholder() as used:
         import torchvision
 
         assert used is (torchvision.__version__ == "not installed")
     monkeypatch.setattr(common, "module_version", lambda name: None)
     saved = sys.modules.pop("torchvision", None)
     try:
-        with gpu_check.torchvision_placeholder() as used:
+        with common.torchvision_placeholder() as used:
             import torchvision
 
             assert used and torchvision.__version__ == "not installed"
