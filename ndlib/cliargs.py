@@ -36,12 +36,18 @@ def usage_error(prog: str, message: str) -> int:
     return EXIT_CODES["usage"]
 
 
-_CHOICES = {
-    "arch": lambda: __import__("ndlib.config", fromlist=["known_archs"]).known_archs(),
-    "norm": lambda: list(__import__("ndlib.config", fromlist=["NORMS"]).NORMS),
-    "dataset": lambda: sorted(__import__("ndlib.data", fromlist=["DATASETS"]).DATASETS),
-    "deconv_refresh_stats": lambda: list(__import__("ndlib.layers", fromlist=["REFRESH_STATS"]).REFRESH_STATS),
-}
+def _choices(name: str) -> list | None:
+    """The values option ``name`` accepts where they are a fixed set, else None (imported here, when
+    a parser is built, so that importing this module imports no model code)."""
+    from ndlib.config import known_archs
+    from ndlib.data import DATASETS
+    from ndlib.layers import REFRESH_STATS
+    from ndlib.models import NORMS
+
+    if name == "arch":
+        return known_archs()
+    fixed = {"norm": list(NORMS), "dataset": sorted(DATASETS), "deconv_refresh_stats": list(REFRESH_STATS)}
+    return fixed.get(name)
 
 _HELP = {
     "arch": "architecture (ndlib.models.available(extras=True))",
@@ -103,7 +109,7 @@ class ConfigOption:
             parser.add_argument(self.flag, dest=self.name, action=argparse.BooleanOptionalAction, default=self.default,
                                 help=self.help)
         else:
-            choices = _CHOICES[self.name]() if self.name in _CHOICES else None
+            choices = _choices(self.name)
             parser.add_argument(self.flag, dest=self.name, type=self.kind, default=self.default, choices=choices,
                                 help=self.help + (f" (default: {self.default})" if self.default is not None else ""))
 

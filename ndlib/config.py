@@ -23,7 +23,6 @@ from ndlib.models import NORMS, available
 
 __all__ = [
     "TrainConfig",
-    "NORMS",
     "DEFAULTS_BY_TABLE",
     "DECONV_FIELDS",
     "NON_IDENTITY_FIELDS",

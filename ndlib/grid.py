@@ -26,8 +26,9 @@ from typing import Sequence
 from ndlib.checkpoint import checkpoint_position
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
 from ndlib.cliargs import add_config_arguments, usage_error
-from ndlib.config import NORMS, TrainConfig, known_archs, run_id_options
+from ndlib.config import TrainConfig, known_archs, run_id_options
 from ndlib.data import DATASETS
+from ndlib.models import NORMS
 from ndlib.records import machine_id, process_alive, read_record, record_path
 
 __all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "CostEstimate", "estimate_cost", "run_grid",
