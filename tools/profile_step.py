@@ -1,0 +1,67 @@
+"""Where a whole ND training step spends its time, ndlib against the public algorithm: the
+torch profiler's self CPU time per operator, summed over a few steps of each, side by side.
+
+`python -m ndlib bench` says which step is faster; `tools/bench_layers_vs_reference.py` times
+the layers alone; this looks inside the whole steps, where layers overlap with the rest of the
+model.  SYNTHETIC batch, freed memory kept (as training runs).  Usage::
+
+    python tools/profile_step.py --arch resnext29 --threads 2 --steps 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from ndlib import cpu_memory, models
+from ndlib.bench import BenchConfig, _build_models, _train_step
+from ndlib.records import environment_info
+
+
+def _self_cpu_seconds(model, images, labels, steps: int) -> tuple[dict[str, float], float]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-3)
+    _train_step(model, optimizer, images, labels)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            _train_step(model, optimizer, images, labels)
+    totals: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        totals[event.key] += event.self_cpu_time_total / 1e6 / steps
+    return totals, sum(totals.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", required=True, choices=models.available(table=1))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cpu_memory.keep_freed_memory()
+    config = BenchConfig(arch=args.arch, batch_size=args.batch_size, implementations=("ndlib", "reference"))
+    built = _build_models(config, torch.device("cpu"))
+    torch.manual_seed(0)
+    images = torch.randn(args.batch_size, 3, 32, 32)
+    labels = torch.randint(0, 10, (args.batch_size,))
+    env = environment_info("cpu")
+    print(f"{args.arch}: {env['device_name']}, torch {env['torch_version']}, commit {(env['git_commit'] or '?')[:7]}"
+          f"{' (dirty)' if env['git_dirty'] else ''}, {args.threads} threads, batch {args.batch_size}, "
+          f"{args.steps} profiled steps each after a warm-up (SYNTHETIC input), freed memory kept, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    ours, ours_total = _self_cpu_seconds(built["nd"], images, labels, args.steps)
+    public, public_total = _self_cpu_seconds(built["nd_reference"], images, labels, args.steps)
+    print(f"self CPU seconds per step: ndlib {ours_total:.3f}, reference {public_total:.3f}")
+    print(f"{'operator':40s} {'ndlib s':>9s} {'reference s':>12s} {'difference':>11s}")
+    keys = sorted(set(ours) | set(public), key=lambda k: -abs(ours.get(k, 0.0) - public.get(k, 0.0)))
+    for key in keys[:args.top]:
+        a, b = ours.get(key, 0.0), public.get(key, 0.0)
+        print(f"{key[:40]:40s} {a:9.3f} {b:12.3f} {a - b:+11.3f}")
+
+
+if __name__ == "__main__":
+    main()
