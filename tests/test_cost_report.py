@@ -98,6 +98,26 @@ def test_stage_breakdown_sums_forward_and_backward_of_the_stages_the_layer_runs(
     assert report.stage_breakdown(pd.DataFrame(columns=STAGE_COLUMNS), ["x"]).empty
 
 
+def test_precision_comparison_sets_the_bf16_sweep_beside_the_float32_one():
+    fp32 = report.bench_sweep(pd.DataFrame([
+        bench_row("a", 2.0, "2026-01-01", bn_step_s=1.0, nd_step_s=2.0),
+        bench_row("b", 1.5, "2026-01-01", bn_step_s=2.0, nd_step_s=3.0),
+    ], columns=BENCH_COLUMNS), ["a", "b"])
+    bf16 = report.bench_sweep(pd.DataFrame([
+        bench_row("a", 1.6, "2026-01-02", bn_step_s=0.5, nd_step_s=0.8, amp=True),
+    ], columns=BENCH_COLUMNS), ["a", "b"])
+    both = report.precision_comparison(fp32, bf16).set_index("arch")
+    assert both.loc["a", "bn_speedup"] == pytest.approx(2.0) and both.loc["a", "nd_speedup"] == pytest.approx(2.5)
+    assert both.loc["a", "ratio_change"] == pytest.approx(0.8) and math.isnan(both.loc["b", "nd_speedup"])
+    text = " ".join(report.precision_sentences(both.reset_index()))
+    assert "Measured in both precisions: 1 of 2 architectures (not yet: b)." in text
+    assert "bf16's BN step was 2.00x to 2.00x as fast as float32's" in text
+    assert "2.00 in float32, 1.60 in bf16" in text
+    none = report.precision_comparison(fp32, bf16.iloc[0:0].reindex(columns=bf16.columns))
+    assert report.precision_sentences(none) == [
+        "No architecture has both a float32 and a bf16 benchmark in this setting yet (2 to measure)."]
+
+
 def test_exact_floor_counts_the_products_the_exact_layer_needs_and_what_it_leaves_out():
     flops = pd.DataFrame({"arch": ["a", "b", "c", "d"], "conv_gflop": [100.0, 100.0, 10.0, 100.0],
                           "covariance_gflop": [40.0, 40.0, 40.0, 2.0], "fold_gflop": [10.0, 10.0, 0.0, 0.0]})
@@ -108,6 +128,7 @@ def test_exact_floor_counts_the_products_the_exact_layer_needs_and_what_it_leave
     # 1 + (1.5 * 40 + 3 * 10) / (3 * 100): symmetric covariance + its backward, fold forward + backward
     assert floor.loc["a", "flop_floor"] == pytest.approx(1.3)
     assert floor.loc["a", "outside_share"] == pytest.approx(0.4)  # (0.3 + 0.5) s of a 2 s BN step
+    assert floor.loc["a", "patches_share"] == pytest.approx(0.15) and floor.loc["a", "newton_schulz_share"] == 0.25
     assert floor.loc["a", "floor_plus_outside"] == pytest.approx(1.7)
     assert floor.loc["a", "model_error"] == pytest.approx(1.7 / 1.8 - 1)
     assert floor.loc["a", "outside_cut"] == pytest.approx(0.4 / 0.2)  # room to 1.5 is 0.2
@@ -210,7 +231,8 @@ def test_measured_cost_sentences_name_each_machine_and_cite_the_run_notes():
 
 def test_floor_targets_judge_the_ratio_over_the_floor_and_compare_with_the_reference_in_one_benchmark():
     floor = pd.DataFrame({"arch": ["vgg16", "resnet18", "dpn92"], "ratio_nd_bn": [2.0, 1.5, float("nan")],
-                          "flop_floor": [1.5, 1.25, 1.0]})
+                          "flop_floor": [1.5, 1.25, 1.0], "patches_share": [0.2, 0.1, float("nan")],
+                          "newton_schulz_share": [0.3, 0.1, float("nan")]})
     bench = pd.DataFrame({"bench_id": ["b1", "b1", "b0"], "implementation": ["ndlib", "reference", "ndlib"],
                           "nd_step_s": [3.0, 4.0, 9.0]})
     reference_sweep = pd.DataFrame({"arch": ["vgg16", "resnet18", "dpn92"], "bench_id": [None, "b1", None],
@@ -226,6 +248,19 @@ def test_floor_targets_judge_the_ratio_over_the_floor_and_compare_with_the_refer
     assert pd.isna(targets.loc["vgg16", "ndlib_over_reference"])
     text = " ".join(report.floor_target_sentences(targets.reset_index()))
     assert "1 of 2 measured architectures are within 1.25x of their FLOP floor; above it: vgg16 (1.33x)" in text
+    # the reason per stage: 2.0 - 1.25 * 1.5 = 0.125 of a BN step above; the two outside stages take 0.5,
+    # so they would have to shrink to 0.375: 0.5 / 0.375 = 1.33x cheaper
+    assert targets.loc["vgg16", "excess"] == pytest.approx(0.125)
+    assert targets.loc["vgg16", "stages_cut"] == pytest.approx(0.5 / 0.375)
+    assert pd.isna(targets.loc["resnet18", "stages_cut"])  # within its target: nothing to cut
+    assert "vgg16 is 0.12 of a BN step above 1.25x its floor (1.88): patch extraction takes 0.20 and " \
+           "Newton-Schulz 0.30 of a BN step, so the two would have to become 1.33x cheaper." in text
+    heavy = report.floor_targets(floor.assign(patches_share=[0.05, 0.1, 0.0], newton_schulz_share=[0.05, 0.1, 0.0]),
+                                 bench, reference_sweep)
+    assert math.isinf(heavy.set_index("arch").loc["vgg16", "stages_cut"])  # 0.1 < 0.125: not enough even at zero
+    assert "the rest is in the stages the floor counts" in " ".join(report.floor_target_sentences(heavy))
+    bare = report.floor_targets(floor.drop(columns=["patches_share", "newton_schulz_share"]), bench, reference_sweep)
+    assert "no stage breakdown in this setting says where" in " ".join(report.floor_target_sentences(bare))
     assert "vgg16's ND/BN is 2.00 against a target of 1.80: not met" in text
     assert "faster on 1 of the 1 architectures compared (resnet18 0.75x); 2 are not compared yet" in text
     assert "not judged" in report.floor_target_sentences(report.floor_targets(floor.iloc[2:], bench,

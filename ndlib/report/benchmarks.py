@@ -4,9 +4,10 @@
 * :func:`bench_summary` lists every benchmark; :func:`bench_sweep` picks, per architecture, the
   newest benchmark of the exact layer in one setting (device, threads, batch, at least
   ``min_rounds`` interleaved rounds) and :func:`sweep_verdict` checks the median and the largest
-  ND/BN ratio against the targets; :func:`memory_setting_comparison` sets the sweeps with and
-  without freed memory kept (:mod:`ndlib.cpu_memory`) side by side, and
-  :func:`memory_setting_sentences` says what changed.
+  ND/BN ratio against the targets; :func:`setting_comparison` sets two sweeps side by side:
+  without and with freed memory kept (:func:`memory_setting_comparison`, :mod:`ndlib.cpu_memory`)
+  or in float32 and bfloat16 (:func:`precision_comparison`); the ``*_sentences`` functions say
+  what changed.
 * :func:`stage_breakdown` sums a benchmark's per-layer stage times (forward + backward) into
   the stages the layer runs: patch extraction, centring + covariance, Newton-Schulz, the fold
   into the weight, and the convolution itself.
@@ -145,19 +146,55 @@ def sweep_verdict(sweep: pd.DataFrame, median_target: float = MEDIAN_TARGET,
     return verdict
 
 
-def memory_setting_comparison(default: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
-    """Two :func:`bench_sweep` frames of one setting, without and with freed memory kept
-    (:mod:`ndlib.cpu_memory`), side by side per architecture: ``arch``, ``bn_step_s`` /
-    ``nd_step_s`` / ``ratio_nd_bn`` with the suffixes ``_default`` and ``_kept``, ``load_kept``
-    and ``created_at_kept``, and ``ratio_change`` (kept / default: above 1, keeping the memory
-    made ND's step dearer relative to BN's).  Only the architectures of ``default``, in its order."""
+def setting_comparison(base: pd.DataFrame, other: pd.DataFrame, names: tuple[str, str]) -> pd.DataFrame:
+    """Two :func:`bench_sweep` frames of two settings side by side per architecture: ``arch``,
+    ``bn_step_s`` / ``nd_step_s`` / ``ratio_nd_bn`` suffixed ``_<names[0]>`` and ``_<names[1]>``,
+    ``load_<names[1]>`` and ``created_at_<names[1]>``, and ``ratio_change`` (the second ratio over
+    the first).  Only the architectures of ``base``, in its order."""
+    first, second = names
     values = ["bn_step_s", "nd_step_s", "ratio_nd_bn"]
-    left = default[["arch", *values]].rename(columns={c: f"{c}_default" for c in values})
-    right = kept[["arch", *values, "load", "created_at"]].rename(
-        columns={**{c: f"{c}_kept" for c in values}, "load": "load_kept", "created_at": "created_at_kept"})
+    left = base[["arch", *values]].rename(columns={c: f"{c}_{first}" for c in values})
+    right = other[["arch", *values, "load", "created_at"]].rename(
+        columns={**{c: f"{c}_{second}" for c in values}, "load": f"load_{second}",
+                 "created_at": f"created_at_{second}"})
     out = left.merge(right, on="arch", how="left")
-    out["ratio_change"] = out["ratio_nd_bn_kept"] / out["ratio_nd_bn_default"]
+    out["ratio_change"] = out[f"ratio_nd_bn_{second}"] / out[f"ratio_nd_bn_{first}"]
     return out
+
+
+def memory_setting_comparison(default: pd.DataFrame, kept: pd.DataFrame) -> pd.DataFrame:
+    """:func:`setting_comparison` of the sweeps without and with freed memory kept
+    (:mod:`ndlib.cpu_memory`): suffixes ``_default`` and ``_kept``; a ``ratio_change`` above 1
+    means keeping the memory made ND's step dearer relative to BN's."""
+    return setting_comparison(default, kept, ("default", "kept"))
+
+
+def precision_comparison(fp32: pd.DataFrame, bf16: pd.DataFrame) -> pd.DataFrame:
+    """:func:`setting_comparison` of a float32 sweep and a bfloat16-autocast one (``bench --amp``;
+    :func:`ndlib.bench.load_bench` with ``amp=True``): suffixes ``_fp32`` and ``_bf16``, plus
+    ``bn_speedup`` and ``nd_speedup``, the float32 step over the bf16 one (below 1: bf16 is slower)."""
+    out = setting_comparison(fp32, bf16, ("fp32", "bf16"))
+    for norm in ("bn", "nd"):
+        out[f"{norm}_speedup"] = out[f"{norm}_step_s_fp32"] / out[f"{norm}_step_s_bf16"]
+    return out
+
+
+def precision_sentences(comparison: pd.DataFrame) -> list[str]:
+    """What :func:`precision_comparison` shows, from the table only."""
+    both = comparison.dropna(subset=["ratio_nd_bn_fp32", "ratio_nd_bn_bf16"])
+    missing = [a for a in comparison["arch"] if a not in set(both["arch"])]
+    if both.empty:
+        return [f"No architecture has both a float32 and a bf16 benchmark in this setting yet "
+                f"({len(comparison)} to measure)."]
+    sentences = [f"Measured in both precisions: {len(both)} of {len(comparison)} architectures"
+                 + (f" (not yet: {', '.join(missing)})" if missing else "") + "."]
+    for norm, label in (("bn", "BN"), ("nd", "ND")):
+        speedup = both[f"{norm}_speedup"]
+        sentences.append(f"bf16's {label} step was {speedup.min():.2f}x to {speedup.max():.2f}x as fast as "
+                         f"float32's (median {speedup.median():.2f}x).")
+    sentences.append(f"Median ND/BN ratio over those {len(both)}: {both['ratio_nd_bn_fp32'].median():.2f} in "
+                     f"float32, {both['ratio_nd_bn_bf16'].median():.2f} in bf16.")
+    return sentences
 
 
 def memory_setting_sentences(comparison: pd.DataFrame, median_target: float = MEDIAN_TARGET,
@@ -262,15 +299,16 @@ def exact_floor(flops: pd.DataFrame, sweep: pd.DataFrame, breakdown: pd.DataFram
 
     ``outside_share`` is what the floor leaves out and the layer must still do, measured:
     the patch extraction and Newton-Schulz stages (seconds, summed over layers) as a share of
-    the BN step.  ``floor_plus_outside`` adds the two.  ``outside_cut`` is the factor by which
-    those two stages would have to shrink for ``flop_floor + outside_share`` to reach
-    ``target`` (``inf`` where the floor alone is above it, ``NaN`` where already below or
-    not measured).  ``model_error = floor_plus_outside / ratio_nd_bn - 1`` says how well this
-    account describes the measurement: far from 0, the architecture's time goes elsewhere
-    (see :data:`FLOOR_MODEL_TOLERANCE`).
+    the BN step (``patches_share`` and ``newton_schulz_share`` each).  ``floor_plus_outside``
+    adds the two.  ``outside_cut`` is the factor by which those two stages would have to
+    shrink for ``flop_floor + outside_share`` to reach ``target`` (``inf`` where the floor
+    alone is above it, ``NaN`` where already below or not measured).  ``model_error =
+    floor_plus_outside / ratio_nd_bn - 1`` says how well this account describes the
+    measurement: far from 0, the architecture's time goes elsewhere (see
+    :data:`FLOOR_MODEL_TOLERANCE`).
     """
-    columns = ["arch", "ratio_nd_bn", "flop_floor", "outside_share", "floor_plus_outside", "model_error",
-               "outside_cut"]
+    columns = ["arch", "ratio_nd_bn", "flop_floor", "outside_share", "patches_share", "newton_schulz_share",
+               "floor_plus_outside", "model_error", "outside_cut"]
     frame = pd.DataFrame({"arch": list(sweep["arch"])}) if not sweep.empty else pd.DataFrame(columns=["arch"])
     if "note" in flops.columns or frame.empty:
         return frame.reindex(columns=columns)
@@ -280,11 +318,14 @@ def exact_floor(flops: pd.DataFrame, sweep: pd.DataFrame, breakdown: pd.DataFram
     floor = 1.0 + (1.5 * model["covariance_gflop"] + 3.0 * model["fold_gflop"]) / (3.0 * model["conv_gflop"])
     out = frame.merge(sweep[["arch", "ratio_nd_bn", "bn_step_s"]], on="arch", how="left")
     out["flop_floor"] = out["arch"].map(floor)
-    outside = pd.Series(dtype=float)
+    patches = newton_schulz = pd.Series(dtype=float)
     if not breakdown.empty:
         require_columns(breakdown, ["arch", "patches", "Newton-Schulz"], "the stage breakdown")
-        outside = (breakdown["patches"] + breakdown["Newton-Schulz"]).groupby(breakdown["arch"]).last()
-    out["outside_share"] = out["arch"].map(outside) / out["bn_step_s"]
+        patches = breakdown.groupby("arch")["patches"].last()
+        newton_schulz = breakdown.groupby("arch")["Newton-Schulz"].last()
+    out["patches_share"] = out["arch"].map(patches) / out["bn_step_s"]
+    out["newton_schulz_share"] = out["arch"].map(newton_schulz) / out["bn_step_s"]
+    out["outside_share"] = out["patches_share"] + out["newton_schulz_share"]
     out["floor_plus_outside"] = out["flop_floor"] + out["outside_share"]
     room = target - out["flop_floor"]
     cut = out["outside_share"] / room.where(room > 0)
@@ -345,19 +386,34 @@ def floor_targets(floor: pd.DataFrame, bench: pd.DataFrame, reference_sweep: pd.
     re-implementation of the public code), and ``bench`` the benchmark rows it came from.  The
     comparison with the public algorithm takes both ND steps from that same benchmark
     (``ndlib_over_reference`` = ndlib's ND step / the reference's: below 1, ndlib is faster).
-    Columns: ``arch, ratio_nd_bn, flop_floor, over_floor, meets_floor, ratio_target,
-    meets_ratio, ndlib_over_reference, reference_bench_id``; ``meets_*`` is NaN where not
-    measured or without a target.
+    Columns: ``arch, ratio_nd_bn, flop_floor, over_floor, meets_floor, excess, patches_share,
+    newton_schulz_share, stages_cut, ratio_target, meets_ratio, ndlib_over_reference,
+    reference_bench_id``; ``meets_*`` is NaN where not measured or without a target.
+
+    Why an architecture misses the floor target, per stage: ``excess`` is how far its ND step
+    is above ``floor_multiple`` times the floor, in BN steps (``ratio_nd_bn - floor_multiple *
+    flop_floor``); ``patches_share`` and ``newton_schulz_share`` (from :func:`exact_floor`'s
+    stage breakdown, NaN without one) are the two stages the floor leaves out, in the same
+    unit; ``stages_cut`` is how many times cheaper those two would have to become to remove
+    the excess (``inf`` where removing them entirely would not: the rest of the excess is in
+    stages the floor counts, running below the convolutions' rate).
     """
     ratio_targets = RATIO_TARGETS if ratio_targets is None else ratio_targets
-    columns = ["arch", "ratio_nd_bn", "flop_floor", "over_floor", "meets_floor", "ratio_target", "meets_ratio",
-               "ndlib_over_reference", "reference_bench_id"]
+    columns = ["arch", "ratio_nd_bn", "flop_floor", "over_floor", "meets_floor", "excess", "patches_share",
+               "newton_schulz_share", "stages_cut", "ratio_target", "meets_ratio", "ndlib_over_reference",
+               "reference_bench_id"]
     if floor.empty:
         return pd.DataFrame(columns=columns)
     require_columns(floor, ["arch", "ratio_nd_bn", "flop_floor"], "the floor table")
-    out = floor[["arch", "ratio_nd_bn", "flop_floor"]].copy()
+    out = floor.reindex(columns=["arch", "ratio_nd_bn", "flop_floor", "patches_share", "newton_schulz_share"])
     out["over_floor"] = out["ratio_nd_bn"] / out["flop_floor"]
     out["meets_floor"] = (out["over_floor"] <= floor_multiple).where(out["over_floor"].notna())
+    out["excess"] = out["ratio_nd_bn"] - floor_multiple * out["flop_floor"]
+    outside = out["patches_share"] + out["newton_schulz_share"]
+    left = outside - out["excess"]
+    cut = (outside / left.where(left > 0)).where(out["excess"] > 0)
+    cut[(out["excess"] > 0) & (left <= 0)] = np.inf
+    out["stages_cut"] = cut
     out["ratio_target"] = out["arch"].map(ratio_targets).astype(float)
     out["meets_ratio"] = (out["ratio_nd_bn"] <= out["ratio_target"]).where(
         out["ratio_nd_bn"].notna() & out["ratio_target"].notna())
@@ -372,6 +428,26 @@ def floor_targets(floor: pd.DataFrame, bench: pd.DataFrame, reference_sweep: pd.
     return out[columns]
 
 
+def floor_target_reasons(over: pd.DataFrame, floor_multiple: float = FLOOR_MULTIPLE_TARGET) -> list[str]:
+    """One sentence per architecture of :func:`floor_targets` above its floor target: the measured
+    reason, per stage, from its stage breakdown."""
+    sentences = []
+    for row in over.itertuples():
+        head = (f"{row.arch} is {row.excess:.2f} of a BN step above {floor_multiple:g}x its floor "
+                f"({floor_multiple * row.flop_floor:.2f})")
+        if pd.isna(row.stages_cut):
+            sentences.append(head + "; no stage breakdown in this setting says where.")
+        elif np.isinf(row.stages_cut):
+            sentences.append(head + f", more than patch extraction ({row.patches_share:.2f}) and Newton-Schulz "
+                             f"({row.newton_schulz_share:.2f}) take together: the rest is in the stages the floor "
+                             "counts (covariance, fold, convolution), running below the convolutions' FLOP rate.")
+        else:
+            sentences.append(head + f": patch extraction takes {row.patches_share:.2f} and Newton-Schulz "
+                             f"{row.newton_schulz_share:.2f} of a BN step, so the two would have to become "
+                             f"{row.stages_cut:.2f}x cheaper.")
+    return sentences
+
+
 def floor_target_sentences(targets: pd.DataFrame, floor_multiple: float = FLOOR_MULTIPLE_TARGET) -> list[str]:
     """What :func:`floor_targets` says, from the table only."""
     measured = targets.dropna(subset=["over_floor"])
@@ -382,6 +458,7 @@ def floor_target_sentences(targets: pd.DataFrame, floor_multiple: float = FLOOR_
                  f"{floor_multiple:g}x of their FLOP floor"
                  + (": every one." if over.empty else
                     "; above it: " + ", ".join(f"{r.arch} ({r.over_floor:.2f}x)" for r in over.itertuples()) + ".")]
+    sentences += floor_target_reasons(over, floor_multiple)
     for row in targets.dropna(subset=["ratio_target"]).itertuples():
         if pd.isna(row.ratio_nd_bn):
             sentences.append(f"{row.arch}: not measured, so its ND/BN target of {row.ratio_target:.2f} is not judged.")
