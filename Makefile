@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check ndlib tests
+	$(VENV)/bin/ruff check ndlib tests tools
 	$(PY) -m pytest --nbval-lax tests notebooks book
 
 test-slow: $(STAMP)
