@@ -24,3 +24,12 @@ def test_notebook_is_stripped(path):
         assert not cell.get("outputs"), f"{path.name} cell {index} has outputs: run nbstripout {path}"
         assert cell.get("execution_count") is None, (
             f"{path.name} cell {index} has an execution count: run nbstripout {path}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_cells_have_the_ids_nbstripout_gives_them(path):
+    """nbformat 4.5 requires a unique id per cell (a cell added by hand without one makes nbformat
+    warn at every build); nbstripout numbers them 0, 1, 2, ... in order."""
+    notebook = json.loads(path.read_text())
+    ids = [cell.get("id") for cell in notebook["cells"]]
+    assert ids == [str(i) for i in range(len(ids))], f"{path.name}: cell ids {ids}: run nbstripout {path}"
