@@ -60,6 +60,7 @@ __all__ = [
     "run_bench",
     "time_train_steps",
     "stage_breakdown",
+    "layer_inputs",
     "load_bench",
     "load_stages",
     "add_parser",
@@ -295,6 +296,25 @@ def deconv_stages(layer: nd_layers.FastDeconv) -> list[tuple[str, Callable]]:
             ("weight_folding", fold), ("convolution", convolution)]
 
 
+def layer_inputs(model: nn.Module, images: torch.Tensor,
+                 select: Callable[[nn.Module], bool]) -> dict[str, torch.Tensor]:
+    """The input of every module of ``model`` that ``select`` accepts, by name, from one
+    training-mode forward of ``images`` without autograd (forward pre-hooks, removed after)."""
+    captured: dict[str, torch.Tensor] = {}
+    def keep(name: str):
+        return lambda module, args: captured.__setitem__(name, args[0].detach())
+
+    handles = [module.register_forward_pre_hook(keep(name)) for name, module in model.named_modules() if select(module)]
+    try:
+        model.train()
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
 def stage_breakdown(model: nn.Module, images: torch.Tensor, repeats: int = 3) -> list[dict]:
     """Per-layer, per-stage forward/backward seconds of every :class:`FastDeconv` in ``model``.
 
@@ -303,19 +323,7 @@ def stage_breakdown(model: nn.Module, images: torch.Tensor, repeats: int = 3) ->
     The stage times of one layer add up to roughly its share of a train step; the sum over
     stages is not exactly the layer's time (no overlap, no autograd bookkeeping of the full graph).
     """
-    captured: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if type(module) is nd_layers.FastDeconv:
-            handles.append(module.register_forward_pre_hook(
-                lambda mod, args, name=name: captured.__setitem__(name, args[0].detach())))
-    try:
-        model.train()
-        with torch.no_grad():
-            model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
+    captured = layer_inputs(model, images, lambda module: type(module) is nd_layers.FastDeconv)
     device = images.device
     rows = []
     modules = dict(model.named_modules())

@@ -12,32 +12,18 @@ table groups the layers by kind (k x k, groups) and prints the totals.  Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections import defaultdict
 
 import torch
+from _common import machine_line, positive_int
 from torch import nn
 
 from ndlib import models
 from ndlib._reference import to_reference
+from ndlib.bench import layer_inputs
 from ndlib.layers import Delinear, FastDeconv
-from ndlib.records import environment_info
-
-
-def _layer_inputs(model: nn.Module, images: torch.Tensor) -> dict[str, torch.Tensor]:
-    captured: dict[str, torch.Tensor] = {}
-    handles = [module.register_forward_pre_hook(lambda mod, args, name=name: captured.__setitem__(name, args[0]))
-               for name, module in model.named_modules() if isinstance(module, (FastDeconv, Delinear))]
-    try:
-        model.train()
-        with torch.no_grad():
-            model(images)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return captured
 
 
 def _time(layer: nn.Module, x: torch.Tensor) -> float:
@@ -57,22 +43,21 @@ def _kind(layer: nn.Module) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", required=True, choices=models.available(table=1))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--layers", action="store_true", help="also print every layer")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     ours = models.create(args.arch, num_classes=10, norm="nd")
     public = to_reference(ours)
-    inputs = _layer_inputs(ours, torch.randn(args.batch_size, 3, 32, 32))
+    inputs = layer_inputs(ours, torch.randn(args.batch_size, 3, 32, 32),
+                          lambda module: isinstance(module, (FastDeconv, Delinear)))
     layers = dict(ours.named_modules())
     reference_layers = dict(public.named_modules())
-    env = environment_info("cpu")
-    print(f"{args.arch}: {env['device_name']}, torch {env['torch_version']}, commit {(env['git_commit'] or '?')[:7]}"
-          f"{' (dirty)' if env['git_dirty'] else ''}, {args.threads} threads, batch {args.batch_size}, "
-          f"{args.rounds} interleaved rounds after a warm-up (SYNTHETIC input), load average {os.getloadavg()[0]:.2f}")
+    print(f"{args.arch}: " + machine_line(args.threads, args.batch_size,
+                                          f"{args.rounds} interleaved rounds after a warm-up (SYNTHETIC input)"))
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0])
     for name, x in inputs.items():
         pair = {"ndlib": layers[name], "reference": reference_layers[name]}

@@ -12,14 +12,13 @@ timing only.  Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import torch
+from _common import machine_line, positive_int
 
 from ndlib.layers import FastDeconv, _patch_matrix, _stacked_patches_from_windows
-from ndlib.records import environment_info
 
 #: VGG-16's 3x3 layers at batch 128 on CIFAR (input channels, map size), ResNet-18's first block.
 SHAPES = [(64, 32), (128, 16), (256, 8), (512, 4), (512, 2)]
@@ -35,17 +34,14 @@ def _time(route, layer: FastDeconv, x: torch.Tensor, grad: torch.Tensor) -> floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--rounds", type=positive_int, default=7)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     routes = {"unfold": lambda layer, x: _patch_matrix(layer, x)[0], "windows": _stacked_patches_from_windows}
-    env = environment_info("cpu")
-    print(f"{env['device_name']}, torch {env['torch_version']}, commit {(env['git_commit'] or '?')[:7]}"
-          f"{' (dirty)' if env['git_dirty'] else ''}, {args.threads} threads, batch {args.batch_size}, "
-          f"{args.rounds} interleaved rounds (SYNTHETIC input), load average {os.getloadavg()[0]:.2f}")
+    print(machine_line(args.threads, args.batch_size, f"{args.rounds} interleaved rounds (SYNTHETIC input)"))
     print("channels  map  rows x features   unfold s   windows s   windows / unfold [min, max]")
     for channels, size in SHAPES:
         layer = FastDeconv(channels, channels, 3, padding=1)

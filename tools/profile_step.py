@@ -10,15 +10,14 @@ model.  SYNTHETIC batch, freed memory kept (as training runs).  Usage::
 from __future__ import annotations
 
 import argparse
-import os
 from collections import defaultdict
 
 import torch
+from _common import machine_line, positive_int
 from torch.profiler import ProfilerActivity, profile
 
 from ndlib import cpu_memory, models
 from ndlib.bench import BenchConfig, _build_models, _train_step
-from ndlib.records import environment_info
 
 
 def _self_cpu_seconds(model, images, labels, steps: int) -> tuple[dict[str, float], float]:
@@ -36,10 +35,10 @@ def _self_cpu_seconds(model, images, labels, steps: int) -> tuple[dict[str, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", required=True, choices=models.available(table=1))
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--steps", type=positive_int, default=2)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--top", type=positive_int, default=25)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu_memory.keep_freed_memory()
@@ -48,11 +47,9 @@ def main() -> None:
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, 3, 32, 32)
     labels = torch.randint(0, 10, (args.batch_size,))
-    env = environment_info("cpu")
-    print(f"{args.arch}: {env['device_name']}, torch {env['torch_version']}, commit {(env['git_commit'] or '?')[:7]}"
-          f"{' (dirty)' if env['git_dirty'] else ''}, {args.threads} threads, batch {args.batch_size}, "
-          f"{args.steps} profiled steps each after a warm-up (SYNTHETIC input), freed memory kept, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{args.arch}: " + machine_line(args.threads, args.batch_size,
+                                          f"{args.steps} profiled steps each after a warm-up (SYNTHETIC input), "
+                                          "freed memory kept"))
     ours, ours_total = _self_cpu_seconds(built["nd"], images, labels, args.steps)
     public, public_total = _self_cpu_seconds(built["nd_reference"], images, labels, args.steps)
     print(f"self CPU seconds per step: ndlib {ours_total:.3f}, reference {public_total:.3f}")

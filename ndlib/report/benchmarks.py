@@ -277,6 +277,15 @@ def flop_overhead(archs: Sequence[str], num_classes: int = 10, batch_size: int =
     return pd.DataFrame(rows)
 
 
+def _cut_needed(outside: pd.Series, room: pd.Series) -> pd.Series:
+    """How many times cheaper ``outside`` would have to become to fit in ``room`` (same unit):
+    ``inf`` where there is no room, NaN where it fits already or either is unknown."""
+    cut = outside / room.where(room > 0)
+    cut[(room <= 0) & outside.notna()] = np.inf
+    cut[room >= outside] = np.nan
+    return cut
+
+
 def exact_floor(flops: pd.DataFrame, sweep: pd.DataFrame, breakdown: pd.DataFrame,
                 target: float = MEDIAN_TARGET) -> pd.DataFrame:
     """How close the exact layer could come to BN, by a FLOP count, beside what it measures.
@@ -327,11 +336,7 @@ def exact_floor(flops: pd.DataFrame, sweep: pd.DataFrame, breakdown: pd.DataFram
     out["newton_schulz_share"] = out["arch"].map(newton_schulz) / out["bn_step_s"]
     out["outside_share"] = out["patches_share"] + out["newton_schulz_share"]
     out["floor_plus_outside"] = out["flop_floor"] + out["outside_share"]
-    room = target - out["flop_floor"]
-    cut = out["outside_share"] / room.where(room > 0)
-    cut[(room <= 0) & out["outside_share"].notna()] = np.inf
-    cut[out["floor_plus_outside"] <= target] = np.nan
-    out["outside_cut"] = cut
+    out["outside_cut"] = _cut_needed(out["outside_share"], target - out["flop_floor"])
     out["model_error"] = out["floor_plus_outside"] / out["ratio_nd_bn"] - 1.0
     return out[columns]
 
@@ -410,10 +415,7 @@ def floor_targets(floor: pd.DataFrame, bench: pd.DataFrame, reference_sweep: pd.
     out["meets_floor"] = (out["over_floor"] <= floor_multiple).where(out["over_floor"].notna())
     out["excess"] = out["ratio_nd_bn"] - floor_multiple * out["flop_floor"]
     outside = out["patches_share"] + out["newton_schulz_share"]
-    left = outside - out["excess"]
-    cut = (outside / left.where(left > 0)).where(out["excess"] > 0)
-    cut[(out["excess"] > 0) & (left <= 0)] = np.inf
-    out["stages_cut"] = cut
+    out["stages_cut"] = _cut_needed(outside, outside - out["excess"])
     out["ratio_target"] = out["arch"].map(ratio_targets).astype(float)
     out["meets_ratio"] = (out["ratio_nd_bn"] <= out["ratio_target"]).where(
         out["ratio_nd_bn"].notna() & out["ratio_target"].notna())

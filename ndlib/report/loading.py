@@ -32,10 +32,11 @@ def load_histories(root: str | Path | None = None) -> pd.DataFrame:
     return run_records.load_histories(root=_folder(root, "results/runs"))
 
 
-def load_bench(root: str | Path | None = None) -> pd.DataFrame:
+def load_bench(root: str | Path | None = None, amp: bool | None = False) -> pd.DataFrame:
     """Our step-time benchmarks, empty when there are none.  ``root`` defaults to
-    ``<project>/results/bench``."""
-    return bench_records.load_bench(root=_folder(root, "results/bench"))
+    ``<project>/results/bench``; ``amp`` as :func:`ndlib.bench.load_bench` (float32 only by
+    default, ``True`` the bfloat16 ones, ``None`` both)."""
+    return bench_records.load_bench(root=_folder(root, "results/bench"), amp=amp)
 
 
 def load_average_text(value: object) -> str:

@@ -1,0 +1,52 @@
+"""The Python micro-benchmark scripts in ``tools/`` (behind rows of ``results/bench/README.md``) still run,
+on tiny SYNTHETIC inputs, and refuse bad arguments with exit code 2."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tool(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "tools" / script), *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+def test_patch_routes_agree_and_are_timed():
+    done = run_tool("bench_patch_routes.py", "--threads", "1", "--rounds", "1", "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    assert "1 threads, batch 2, 1 interleaved rounds (SYNTHETIC input)" in done.stdout
+    assert len([line for line in done.stdout.splitlines() if "x 576" in line]) == 5  # one row per layer shape
+
+
+def test_layers_against_the_reference_cover_every_deconvolution_layer():
+    done = run_tool("bench_layers_vs_reference.py", "--arch", "efficientnetb0", "--threads", "1", "--rounds", "1",
+                    "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    total = [line for line in done.stdout.splitlines() if line.startswith("all ")]
+    assert len(total) == 1 and int(total[0].split()[1]) == 2  # EfficientNet-B0: the stem conv and the classifier
+
+
+def test_profile_lists_operators_of_both_steps():
+    done = run_tool("profile_step.py", "--arch", "efficientnetb0", "--threads", "1", "--steps", "1",
+                    "--batch-size", "2", "--top", "3")
+    assert done.returncode == 0, done.stderr
+    assert "self CPU seconds per step: ndlib" in done.stdout and "aten::" in done.stdout
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bench_patch_routes.py", ["--rounds", "0"]),
+    ("bench_layers_vs_reference.py", ["--arch", "resnet19"]),
+    ("profile_step.py", ["--arch", "resnet18", "--threads", "two"]),
+])
+def test_bad_arguments_exit_2_with_one_line_naming_them(script, args):
+    done = run_tool(script, *args)
+    assert done.returncode == 2
+    message = done.stderr.strip().splitlines()[-1]
+    assert "error:" in message and (args[-1] in message or "positive integer" in message)
