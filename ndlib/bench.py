@@ -21,7 +21,12 @@ How the numbers are made fair on a shared machine:
   smallest and largest per-round ratio give the spread;
 * on CUDA every step is bracketed by ``torch.cuda.synchronize()``;
 * the record stores the CPU/GPU model, threads, versions, git state, and the load average
-  before and after (the machine may be shared: read the ratios, not the seconds).
+  before and after (the machine may be shared: read the ratios, not the seconds);
+* and, per variant, how many of its convolutions write channels-last outputs
+  (:func:`conv_layouts`): the layout is chosen by each conv from its input's and weight's
+  strides, so a model can change layout part-way without being asked to, and a step in the
+  other layout is another measurement (oneDNN's grouped convs are much faster channels-last
+  on our CPUs).
 
 ``--stages`` adds a per-layer breakdown of every deconvolution layer of the ND model: patch
 extraction, centering, covariance, Newton-Schulz, weight folding and the convolution, each
@@ -59,6 +64,7 @@ __all__ = [
     "BenchConfig",
     "run_bench",
     "time_train_steps",
+    "conv_layouts",
     "stage_breakdown",
     "layer_inputs",
     "load_bench",
@@ -76,6 +82,7 @@ BENCH_COLUMNS = [
     "bench_id", "arch", "batch_size", "device_type", "device_name", "num_threads", "implementation",
     "bn_step_s", "nd_step_s", "ratio_nd_bn", "ratio_min", "ratio_max", "rounds", "steps_per_round",
     "channels_last", "amp", "keep_freed_memory", "image_size", "refresh_every", "round_statistic",
+    "bn_convs_channels_last", "nd_convs_channels_last",
     "load_avg_before", "load_avg_after", "torch_version", "git_commit",
     "git_dirty", "created_at", "note", "file",
 ]
@@ -236,6 +243,40 @@ def summarize(times: dict[str, list[list[float]]], baseline: str = "bn",
     return out
 
 
+def conv_layouts(model: nn.Module, images: torch.Tensor, amp: bool = False) -> dict[str, int]:
+    """``{"convs": n, "channels_last": m}``: of the ``n`` conv layers of ``model`` whose output
+    has more than one pixel, ``m`` write it channels-last (strided so, and not also plain
+    contiguous), in one eval-mode forward without gradients of the first two images (no
+    statistic or buffer changes; the layout does not depend on the mode), under bfloat16
+    autocast with ``amp`` as the timed steps run.
+
+    Why it is recorded: a conv runs channels-last when its input or its weight is strided so,
+    and its output then is too, so one layer can switch the rest of a model.  The public code's
+    fold, for example, views a 1x1 weight whose input is one block as ``(C_out, C_in, 1, 1)``
+    with strides PyTorch reads as channels-last (checked: the public algorithm's ResNeXt-29,
+    DPN-92 and MobileNetV2 then run almost every conv channels-last from the stem on, ndlib's
+    models none).
+    """
+    counts = {"convs": 0, "channels_last": 0}
+
+    def count(module, inputs, output):
+        if output.dim() == 4 and output.shape[-2] * output.shape[-1] > 1:
+            counts["convs"] += 1
+            counts["channels_last"] += int(nd_layers._is_channels_last(output))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=amp):
+            model(images[:2])
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return counts
+
+
 # --------------------------------------------------------------------------------------
 # Per-layer stage breakdown
 # --------------------------------------------------------------------------------------
@@ -374,7 +415,16 @@ def _build_models(config: BenchConfig, device: torch.device) -> dict[str, nn.Mod
     if "reference" in config.implementations:
         built["nd_reference"] = to_reference(nd_model)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    return {name: model.to(device=device, memory_format=memory_format) for name, model in built.items()}
+    return {name: model.to(device=device, memory_format=_weights_format(name, memory_format))
+            for name, model in built.items()}
+
+
+def _weights_format(variant: str, memory_format: torch.memory_format) -> torch.memory_format:
+    """The memory format a variant's conv weights are stored in: the run's, except for the public
+    algorithm, whose ``weight.view`` fails on channels_last weights (a trait of the public code,
+    kept by :mod:`ndlib._reference`); its weights stay contiguous, and its convs still run in
+    channels_last because their input is."""
+    return torch.contiguous_format if variant == "nd_reference" else memory_format
 
 
 def _image_size(config: BenchConfig) -> int:
@@ -428,6 +478,7 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         labels = torch.randint(0, config.num_classes, (config.batch_size,), generator=generator).to(device)
         if device.type == "cpu" and config.keep_freed_memory:
             cpu_memory.keep_freed_memory()
+        layouts = {name: conv_layouts(model, images, config.amp) for name, model in models.items()}
         environment = environment_info(device)
         load_before = _load_avg()
         created_at = utc_now()
@@ -464,6 +515,7 @@ def run_bench(config: BenchConfig, *, models: dict[str, nn.Module] | None = None
         "load_avg_before": load_before,
         "load_avg_after": load_after,
         "step_times_s": times,
+        "conv_layouts": layouts,
         "summary": summary,
         "stages": stages,
     }
@@ -537,6 +589,8 @@ def load_bench(root: str | Path | None = "results/bench", amp: bool | None = Fal
                 "ratio_nd_bn": entry["ratio"], "ratio_min": entry["ratio_min"], "ratio_max": entry["ratio_max"],
                 "rounds": len(entry["round_medians_s"]), "steps_per_round": record["config"]["steps"],
                 "channels_last": record["config"]["channels_last"],
+                "bn_convs_channels_last": _channels_last_share(record, "bn"),
+                "nd_convs_channels_last": _channels_last_share(record, variant),
                 "amp": bool(record["config"].get("amp", False)),
                 "keep_freed_memory": bool(record.get("keep_freed_memory", False)),
                 "image_size": record.get("image_size"),
@@ -549,6 +603,13 @@ def load_bench(root: str | Path | None = "results/bench", amp: bool | None = Fal
             })
     frame = pd.DataFrame(rows, columns=BENCH_COLUMNS)
     return frame if amp is None else frame[frame["amp"] == amp].reset_index(drop=True)
+
+
+def _channels_last_share(record: dict, variant: str) -> float:
+    """The share of ``variant``'s convs that wrote channels-last outputs (NaN: not recorded,
+    as in records written before :func:`conv_layouts`)."""
+    counts = record.get("conv_layouts", {}).get(variant)
+    return counts["channels_last"] / counts["convs"] if counts and counts["convs"] else float("nan")
 
 
 def load_stages(root: str | Path | None = "results/bench") -> pd.DataFrame:
@@ -607,6 +668,9 @@ def _handle(args: argparse.Namespace) -> int:
             extra = ""
             if "ratio" in entry:
                 extra = f"  ND/BN {entry['ratio']:.2f}x [{entry['ratio_min']:.2f}, {entry['ratio_max']:.2f}]"
+            layout = record["conv_layouts"].get(variant)
+            if layout:
+                extra += f"  ({layout['channels_last']}/{layout['convs']} convs channels-last)"
             print(f"{config.arch} b{config.batch_size} {variant:13s} {entry['step_s']:.3f} s/step{extra}")
         print(f"load average before {record['load_avg_before']} after {record['load_avg_after']}; "
               f"record {record.get('file')}")

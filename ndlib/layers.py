@@ -855,7 +855,12 @@ def stacked_patches(layer: "FastDeconv", x: torch.Tensor) -> torch.Tensor:
       contiguous in both tensors, instead of along the ``k*k`` features) and the matrix
       returned is its transposed view (same values; see :func:`_patch_matrix`);
     * 1x1 kernels: every ``s^2``-th pixel (in ``N, H, W`` order) is picked by indexing BEFORE
-      any permute, so only ``1/s^2`` of the feature map is touched;
+      any permute, so only ``1/s^2`` of the feature map is touched; from a channels-last input
+      the picked pixels are rows of its memory, so the matrix is a strided view and its
+      gradient a strided copy into a channels-last zero tensor (the gather's backward, an
+      accumulating scatter into a contiguous tensor, was 0.27 s against 0.03 s for a
+      ``(128, 256, 32, 32)`` channels-last input, forward + backward, 1 thread, under load), and
+      the gradient keeps the input's layout;
     * kernels at least twice as wide as the sampling stride (7x7 at stride 3: each pixel lies
       in ~5 sampled patches): the patches are a strided VIEW of the padded input
       (``Tensor.unfold`` twice) and ONE copy writes them in the stacked layout (two for the
@@ -884,9 +889,12 @@ def _patch_matrix(layer: "FastDeconv", x: torch.Tensor) -> tuple[torch.Tensor, b
     s = layer.statistics_stride
     nf, G = layer.num_features, layer.num_blocks
     if layer.kernel_size == (1, 1):
-        picked = torch.arange(0, N * H * W, s * s, device=x.device)
-        image, pixel = picked // (H * W), picked % (H * W)
-        X = x[image, :, pixel // W, pixel % W]  # (rows, C)
+        if _is_channels_last(x):  # the pixels are rows of x's own memory: a strided view, no gather
+            X = x.permute(0, 2, 3, 1).reshape(N * H * W, C)[:: s * s]
+        else:
+            picked = torch.arange(0, N * H * W, s * s, device=x.device)
+            image, pixel = picked // (H * W), picked % (H * W)
+            X = x[image, :, pixel // W, pixel % W]  # (rows, C)
         if layer.groups > 1:
             return X.reshape(-1, layer.groups, nf).transpose(0, 1).contiguous(), False
         return group_features(X, G, layer.grouping).reshape(-1, nf), False
@@ -899,6 +907,12 @@ def _patch_matrix(layer: "FastDeconv", x: torch.Tensor) -> tuple[torch.Tensor, b
     if layer.grouping == "interleaved":  # feature f = j * G + g
         return cols.view(N, nf, G, L).permute(0, 3, 2, 1).reshape(-1, nf), False
     return cols.view(N, G, nf, L).permute(0, 3, 1, 2).reshape(-1, nf), False  # f = g * nf + j
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Whether ``x`` (N, C, H, W) is stored channels-last (and is not also plain contiguous, as
+    a tensor with one channel or one pixel is)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 def _stacked_patches_from_windows(layer: "FastDeconv", x: torch.Tensor) -> torch.Tensor:

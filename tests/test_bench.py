@@ -74,6 +74,11 @@ def test_run_bench_writes_record_and_load_bench_reads_it(tmp_path):
     assert row["keep_freed_memory"] == cpu_memory.is_kept() == stored["keep_freed_memory"]  # the process's state
     assert row["ratio_nd_bn"] == pytest.approx(record["summary"]["nd"]["ratio"])
     assert row["ratio_min"] <= row["ratio_nd_bn"] <= row["ratio_max"]
+    assert stored["conv_layouts"]["nd"] == {"convs": 2, "channels_last": 0}
+    assert row["nd_convs_channels_last"] == row["bn_convs_channels_last"] == 0.0
+    del stored["conv_layouts"]  # a record from before layouts were recorded
+    files[0].write_text(json.dumps(stored))
+    assert bench.load_bench(tmp_path)["nd_convs_channels_last"].isna().all()
     stages = bench.load_stages(tmp_path)
     assert list(stages.columns) == bench.STAGE_COLUMNS
     assert set(stages["stage"]) >= {"patch_extraction", "centering", "covariance", "newton_schulz",
@@ -188,3 +193,33 @@ def test_amp_bench_runs_in_bfloat16_names_its_record_and_stays_out_of_the_fp32_t
     assert list(bench.load_bench(tmp_path, amp=True)["bench_id"]) == [record["bench_id"]]
     both = bench.load_bench(tmp_path, amp=None)
     assert sorted(both["amp"]) == [False, True]
+
+
+def test_the_public_fold_switches_resnext29_to_channels_last_and_ndlib_does_not(one_thread):
+    """The public code's quirk, recorded by every benchmark: its fold views a one-block 1x1
+    weight (the 3-channel stem) with strides PyTorch reads as channels-last, so that conv and
+    every conv after it run channels-last; ndlib's model stays contiguous.  Counting changes nothing."""
+    config = bench.BenchConfig(arch="resnext29", batch_size=2, implementations=("ndlib", "reference"))
+    models = bench._build_models(config, torch.device("cpu"))
+    images = torch.randn(2, 3, 32, 32)
+    buffers = {k: v.clone() for k, v in models["nd_reference"].state_dict().items()}
+    layouts = {name: bench.conv_layouts(model, images) for name, model in models.items()}
+    assert layouts["bn"]["channels_last"] == layouts["nd"]["channels_last"] == 0
+    assert layouts["nd_reference"]["channels_last"] == layouts["nd_reference"]["convs"] == layouts["nd"]["convs"] > 20
+    assert all(torch.equal(v, models["nd_reference"].state_dict()[k]) for k, v in buffers.items())
+    assert all(model.training for model in models.values())
+
+
+def test_channels_last_bench_keeps_the_public_models_weights_contiguous(one_thread):
+    """The public code's ``weight.view`` fails on channels-last weights: the bench stores the
+    reference model's weights contiguous (its convs still run channels-last from the input)."""
+    config = bench.BenchConfig(arch="resnext29", batch_size=2, channels_last=True)
+    models = bench._build_models(config, torch.device("cpu"))
+    images = torch.randn(2, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, 10, (2,))
+    for name, model in models.items():
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        bench._train_step(model, optimizer, images, labels)
+        assert bench.conv_layouts(model, images)["channels_last"] == bench.conv_layouts(model, images)["convs"]
+    assert models["bn"].stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(p.is_contiguous() for p in models["nd_reference"].parameters())

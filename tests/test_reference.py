@@ -258,6 +258,44 @@ def test_stacked_patches_equal_the_plain_pipeline(case, grouping):
     assert torch.equal(nd.stacked_patches(layer, x), expected)
 
 
+ONE_BY_ONE = {
+    # name: FastDeconv keyword arguments (1x1 kernels: the pixel-picking route)
+    "one-block": dict(in_channels=8, out_channels=4, kernel_size=1, block=64),
+    "interleaved-blocks": dict(in_channels=8, out_channels=6, kernel_size=1, block=2),
+    "contiguous-blocks": dict(in_channels=8, out_channels=6, kernel_size=1, block=2, grouping="contiguous"),
+    "grouped-stride2": dict(in_channels=6, out_channels=9, kernel_size=1, stride=2, groups=3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_BY_ONE))
+def test_channels_last_input_takes_the_view_route_with_the_same_result(case):
+    """A 1x1 layer picks its pixels from a channels-last input as a strided view of its memory:
+    the same patch matrix, output, gradients and buffers as from the contiguous input (float64),
+    an input gradient that keeps the channels-last layout, and the input itself untouched."""
+    layers = [nd.FastDeconv(**ONE_BY_ONE[case]).double().train() for _ in range(2)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randn(3, layers[0].in_channels, 7, 8, generator=gen, dtype=torch.float64) + 0.5
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert nd._is_channels_last(x_cl) and not nd._is_channels_last(x)
+    X = nd.stacked_patches(layers[1], x_cl)
+    assert torch.equal(X, nd.stacked_patches(layers[0], x))
+    if layers[0].num_blocks == 1 and layers[0].groups == 1:  # no copy at all: a view of the input
+        assert X.untyped_storage().data_ptr() == x_cl.untyped_storage().data_ptr()
+        assert not nd._owned_by_layer(X, x_cl)  # so it is centred out of place
+    inputs = [x.clone().requires_grad_(True), x_cl.clone().requires_grad_(True)]
+    outputs = [layer(inp) for layer, inp in zip(layers, inputs)]
+    upstream = torch.randn(outputs[0].shape, generator=gen, dtype=torch.float64)
+    for out in outputs:
+        (out * upstream).sum().backward()
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(inputs[1].grad, inputs[0].grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layers[1].weight.grad, layers[0].weight.grad, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layers[1].running_deconv, layers[0].running_deconv, rtol=1e-12, atol=1e-12)
+    assert nd._is_channels_last(inputs[1].grad)
+    assert torch.equal(inputs[1].detach(), x_cl)
+
+
 WINDOW_GEOMETRIES = {
     # name: (FastDeconv keyword arguments, input height, input width)
     "7x7-pad3": (dict(in_channels=6, out_channels=4, kernel_size=7, padding=3, block=64), 13, 14),
