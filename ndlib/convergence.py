@@ -3,8 +3,10 @@
 The paper's convergence claim is that ND stays ahead of BN after 20 and 100 epochs.  Our
 20-epoch runs take days on the CPU, so the book shows them as they land: a record is rewritten
 after every epoch, and a run still training (or paused) contributes the epochs it has finished,
-marked *in progress*, never a final value.  Only runs with the paper's settings count (no
-``-o<hash>`` run id: float32, the paper's optimiser and layers), on real data.
+marked *in progress*, never a final value.  Only runs with the paper's settings count (the
+paper's optimiser and layers, no other option), on real data, in one precision: float32 (no
+``-o<hash>`` run id), or bfloat16 autocast and nothing else once the fidelity test
+(:mod:`ndlib.fidelity`) accepts it and the campaign file says ``amp = true``.
 
 Beside our test accuracy the book sets the paper's test accuracy and the reproduction's reported
 value.  What the reproduction's value measured is not stated in its source; the label we give it
@@ -16,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ndlib import published
+from ndlib.fidelity import fidelity_verdict
 from ndlib.report import paper_settings_only, split_synthetic
 
 __all__ = ["TRAINING_INFERRED", "reproduction_label", "campaign_curves", "cell_progress", "gains_so_far",
@@ -47,8 +50,9 @@ def _paper_names() -> pd.Series:
     return published.paper_table1().drop_duplicates("arch").set_index("arch")["paper_name"]
 
 
-def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 20) -> pd.DataFrame:
-    """Per epoch of every real-data Table 1 run of ``epochs`` epochs with the paper's settings.
+def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 20, amp: bool = False) -> pd.DataFrame:
+    """Per epoch of every real-data Table 1 run of ``epochs`` epochs with the paper's settings, in
+    float32 or (``amp``) in bfloat16 autocast: one precision, so both sides of a pair share it.
 
     One row per (run, finished epoch): accuracies and losses, the epoch's training seconds and
     ``elapsed_s``, the training seconds up to the end of that epoch (evaluation excluded).
@@ -56,7 +60,7 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
     last epoch is where training stood when the record was committed, not a result."""
     if runs.empty or histories.empty:
         return pd.DataFrame(columns=_CURVE_COLUMNS)
-    real, _ = split_synthetic(paper_settings_only(runs))
+    real, _ = split_synthetic(paper_settings_only(runs, amp=amp))
     real = real[(pd.to_numeric(real["table"], errors="coerce") == 1)
                 & (pd.to_numeric(real["epochs"], errors="coerce") == epochs)
                 & real["arch"].isin(_paper_names().index)]
@@ -207,23 +211,24 @@ def bf16_speedups(bench: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def precision_verdict(speedups: pd.DataFrame, curves: pd.DataFrame) -> str:
-    """The precision the campaign uses and why, from the bf16 benchmarks of the machines its runs trained
-    on (``speedups``: :func:`bf16_speedups`; ``curves``: :func:`campaign_curves`, float32 runs by
-    construction, since a bf16 run has another run id)."""
-    machines = sorted(set(curves["device_name"].dropna())) if not curves.empty else []
+def precision_verdict(speedups: pd.DataFrame, curves: pd.DataFrame, fidelity: pd.DataFrame) -> str:
+    """The precision the campaign may use and why: the fidelity test's verdict
+    (``fidelity``: :func:`ndlib.fidelity.fidelity_table`), then what bf16 does to a step's time on
+    the machines of the campaign's and the test's runs (``speedups``: :func:`bf16_speedups`;
+    ``curves``: :func:`campaign_curves`)."""
+    _, text = fidelity_verdict(fidelity)
+    machines = set(curves["device_name"].dropna()) if not curves.empty else set()
+    machines |= set(fidelity["device_name"].dropna()) if not fidelity.empty else set()
     measured = speedups[speedups["device_name"].isin(machines)] if machines else speedups.iloc[0:0]
-    text = "**Verdict: float32.** The bf16 fidelity test has not been run, so bf16 is not accepted. "
+    where = ", ".join(sorted(machines))
     if measured.empty:
-        return text + ("No bf16 benchmark is recorded on the machine" + ("s" if len(machines) != 1 else "")
-                       + " of this campaign yet.")
+        return text + (" No bf16 benchmark is recorded on the machine" + ("s" if len(machines) != 1 else "")
+                       + " of these runs yet.")
     slowest = float(min(measured["bn_speedup"].min(), measured["nd_speedup"].min()))
     fastest = float(max(measured["bn_speedup"].max(), measured["nd_speedup"].max()))
-    where = ", ".join(machines)
     if fastest < 1.0:
-        return text + (f"On the machine of this campaign ({where}) a bf16 train step is {1 / fastest:.0f} to "
-                       f"{1 / slowest:.0f} times slower than a float32 one (table above): the test would cost "
-                       "more hours than it could save, so every run of this section is float32, on both sides "
-                       "of every pair.")
-    return text + (f"On the machine of this campaign ({where}) bf16 changes a step's time by {slowest:.2f}x to "
-                   f"{fastest:.2f}x (table above); the test decides before any campaign run uses it.")
+        return text + (f" On the machines of these runs ({where}) a bf16 train step is {1 / fastest:.1f} to "
+                       f"{1 / slowest:.1f} times slower than a float32 one (table above), so bf16 would cost "
+                       "hours there whatever the test says.")
+    return text + (f" On the machines of these runs ({where}) bf16 changes a step's time by {slowest:.2f}x to "
+                   f"{fastest:.2f}x (float32 over bf16, table above).")

@@ -167,7 +167,7 @@ def finish_record(record: dict, status: str, *, error: BaseException | None = No
 
 #: The columns of :func:`load_runs`: one row per record (:func:`_summary_row`).
 RUN_COLUMNS = [
-    "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "synthetic", "data_source",
+    "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "amp", "synthetic", "data_source",
     "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
     "peak_mem_mb", "device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory", "timing_mixed",
     "torch_version", "git_commit", "git_dirty", "started_at", "finished_at", "epochs_done", "diverged_step", "error",
@@ -456,6 +456,7 @@ def _summary_row(record: dict) -> dict:
         "norm": config.get("norm"),
         "epochs": config.get("epochs"),
         "seed": config.get("seed"),
+        "amp": bool(config.get("amp", False)),  # bfloat16 autocast; absent: written before it existed
         "synthetic": bool(source.get("synthetic", config.get("synthetic", False))),
         "data_source": source.get("kind"),
         "test_acc": final.get("test_acc"),

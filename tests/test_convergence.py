@@ -130,12 +130,26 @@ def test_bf16_speedups_pair_each_bf16_benchmark_with_its_float32_twin():
     assert convergence.bf16_speedups(pd.DataFrame()).empty
 
 
-def test_precision_verdict_reads_the_campaign_machines_benchmarks():
+def test_precision_verdict_gives_the_fidelity_verdict_then_the_machines_bf16_timings():
     curves = convergence.campaign_curves(*_frames())
+    fidelity = pd.DataFrame({"inside": [True, pd.NA], "device_name": ["amx", None], "bf16_status": ["completed", ""]})
     speedups = pd.DataFrame({"device_name": ["cpu", "other"], "bn_speedup": [0.05, 2.0], "nd_speedup": [0.1, 1.5]})
-    text = convergence.precision_verdict(speedups, curves)
-    assert text.startswith("**Verdict: float32.**") and "10 to 20 times slower" in text and "(cpu)" in text
-    assert "No bf16 benchmark is recorded" in convergence.precision_verdict(speedups.iloc[1:], curves)
-    faster = convergence.precision_verdict(speedups.assign(device_name=["cpu", "x"], bn_speedup=[1.7, 1],
-                                                           nd_speedup=[1.3, 1]), curves)
-    assert "1.30x to 1.70x" in faster and "the test decides" in faster
+    text = convergence.precision_verdict(speedups, curves, fidelity)
+    assert text.startswith("**Verdict: float32 for now.** 1 of 2") and "10.0 to 20.0 times slower" in text
+    assert "(amx, cpu)" in text
+    assert "No bf16 benchmark is recorded on the machines" in convergence.precision_verdict(
+        speedups.iloc[1:], curves, fidelity)
+    faster = convergence.precision_verdict(speedups.assign(device_name=["cpu", "amx"], bn_speedup=[1.7, 1.1],
+                                                           nd_speedup=[1.3, 1.2]), curves,
+                                           fidelity.assign(inside=[True, True]))
+    assert faster.startswith("**Verdict: bfloat16 accepted.**") and "1.10x to 1.70x" in faster
+    assert "(amx, cpu)" in faster
+
+
+def test_curves_take_one_precision_float32_or_the_paper_settings_in_bf16():
+    runs, histories = _frames()
+    bf16_id = f"t1-cifar10-vgg16-nd-e20-s0-{report.BF16_OPTIONS}"
+    runs = pd.concat([runs, pd.DataFrame([_run(bf16_id, norm="nd", amp=True)], columns=report.RUN_COLUMNS)])
+    histories = pd.concat([histories, pd.DataFrame(_history(bf16_id, [70.0]))])
+    assert bf16_id not in set(convergence.campaign_curves(runs, histories)["run_id"])
+    assert set(convergence.campaign_curves(runs, histories, amp=True)["run_id"]) == {bf16_id}

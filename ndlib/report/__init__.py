@@ -107,7 +107,7 @@ from ndlib.report.record_checks import (
     synthetic_summary,
 )
 from ndlib.report.refresh import REFRESH_SETTINGS, refresh_sentences, refresh_tradeoff
-from ndlib.report.selection import paper_settings_only, run_options, split_synthetic
+from ndlib.report.selection import BF16_OPTIONS, paper_settings_only, run_options, split_synthetic
 from ndlib.report.stats import compare_difference, format_mean_std, prediction_factor
 from ndlib.report.table1 import (
     agreement_with_paper,
@@ -151,6 +151,7 @@ __all__ = [
     "split_synthetic",
     "run_options",
     "paper_settings_only",
+    "BF16_OPTIONS",
     # statistics
     "format_mean_std",
     "compare_difference",

@@ -16,8 +16,12 @@ import math
 
 import pandas as pd
 
+from ndlib.config import TrainConfig
 from ndlib.config import run_id_options as run_options
 from ndlib.report.frames import require_columns
+
+#: The run-id suffix of the paper's settings with bfloat16 autocast and nothing else changed.
+BF16_OPTIONS = run_options(TrainConfig(arch="vgg16", amp=True).run_id)
 
 
 def in_table(runs: pd.DataFrame, table: int) -> pd.Series:
@@ -25,13 +29,15 @@ def in_table(runs: pd.DataFrame, table: int) -> pd.Series:
     return pd.to_numeric(runs["table"], errors="coerce") == table
 
 
-def paper_settings_only(runs: pd.DataFrame) -> pd.DataFrame:
+def paper_settings_only(runs: pd.DataFrame, amp: bool = False) -> pd.DataFrame:
     """The runs trained with the paper's settings: run ids without an ``-o<hash>`` suffix.
 
     A run with any non-default option (e.g. ``deconv_refresh_every``) measures something else
-    and never counts for a cell of the paper's table."""
+    and never counts for a cell of the paper's table.  ``amp=True`` asks instead for the paper's
+    settings in bfloat16 autocast: run ids whose suffix hashes ``amp`` alone (the precision a
+    campaign may train in once the fidelity test accepts it, :mod:`ndlib.fidelity`)."""
     require_columns(runs, ["run_id"], "the run records")
-    return runs[runs["run_id"].map(run_options) == ""]
+    return runs[runs["run_id"].map(run_options) == (BF16_OPTIONS if amp else "")]
 
 
 def split_synthetic(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,0 +1,108 @@
+"""The bfloat16 fidelity test: may the 20-epoch campaign train in bf16 autocast?
+
+bf16 keeps float32's exponent but only 8 bits of mantissa, so a bf16 run is another computation
+(the ND layers keep their statistics, Newton-Schulz and fold in float32 under autocast, but the
+convolutions and matrix products around them round).  On a CPU with native bf16 (Intel AMX) it
+makes a train step 1.3x to 2.5x faster, which is days over the campaign, but it is used only if
+it does not move the result.
+
+The test (issue 29): the runs of ``campaigns/bf16-fidelity.toml``, one-epoch bf16 runs of cells
+that already have at least three float32 seeds with the paper's settings.  A bf16 run passes if
+its final test accuracy ``x`` lies in the 95 % prediction interval of its cell's float32 seeds,
+
+    m - k s <= x <= m + k s,    k = t_{n-1, 0.975} * sqrt(1 + 1/n)
+
+(``m``, ``s``: the seeds' mean and sample sd; :func:`ndlib.report.prediction_factor`): the range
+one more float32 run falls in with probability 0.95.  A prediction interval, not a confidence
+interval of the mean, since the question is whether the bf16 run could have been one more
+float32 seed.  bf16 is accepted only if every run of the file completed and passed; a diverged
+bf16 run fails.  With 3 seeds ``k`` is about 4.97, so the test catches a shift of a few seed
+standard deviations, not a small bias: the 20-epoch tables say which precision they hold.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ndlib.campaign import load_campaign
+from ndlib.paths import project_root
+from ndlib.report import paper_settings_only, prediction_factor, split_synthetic
+
+__all__ = ["FIDELITY_LEVEL", "MIN_FLOAT32_SEEDS", "fidelity_campaign", "fidelity_table", "fidelity_verdict"]
+
+#: The prediction interval's coverage.
+FIDELITY_LEVEL = 0.95
+#: Float32 seeds a cell needs before it can judge a bf16 run.
+MIN_FLOAT32_SEEDS = 3
+
+_COLUMNS = ["dataset", "arch", "norm", "bf16_run_id", "bf16_status", "bf16_test", "device_name",
+            "fp32_seeds", "fp32_mean", "fp32_sd", "low", "high", "inside"]
+
+
+def fidelity_campaign() -> Path:
+    """``campaigns/bf16-fidelity.toml``: the test's runs, in the order the lanes train them."""
+    return project_root() / "campaigns" / "bf16-fidelity.toml"
+
+
+def fidelity_table(runs: pd.DataFrame, campaign: str | Path | None = None,
+                   level: float = FIDELITY_LEVEL) -> pd.DataFrame:
+    """One row per run of the fidelity campaign: the bf16 run's final test accuracy beside the
+    ``level`` prediction interval ``[low, high]`` of its cell's float32 seeds (completed, real data,
+    the paper's settings, same dataset, architecture, norm and epochs).
+
+    ``inside`` is True or False once the bf16 run finished (a diverged run: False), ``pd.NA``
+    while it has not, or when the cell has fewer than :data:`MIN_FLOAT32_SEEDS` float32 seeds."""
+    planned = load_campaign(campaign or fidelity_campaign()).runs
+    real, _ = split_synthetic(runs) if not runs.empty else (runs, runs)
+    fp32 = paper_settings_only(real) if not real.empty else real
+    fp32 = fp32[fp32["status"] == "completed"] if not fp32.empty else fp32
+    by_id = real.set_index("run_id") if not real.empty else pd.DataFrame()
+    rows = []
+    for config in planned:
+        seeds = fp32[(fp32["dataset"] == config.dataset) & (fp32["arch"] == config.arch)
+                     & (fp32["norm"] == config.norm) & (fp32["epochs"] == config.epochs)]["test_acc"] \
+            if not fp32.empty else pd.Series(dtype=float)
+        seeds = seeds.astype(float)
+        n = len(seeds)
+        mean, sd = (float(seeds.mean()), float(seeds.std(ddof=1))) if n >= 2 else (np.nan, np.nan)
+        band = prediction_factor(n, level) * sd if n >= MIN_FLOAT32_SEEDS else np.nan
+        bf16 = by_id.loc[config.run_id] if config.run_id in by_id.index else None
+        status = bf16["status"] if bf16 is not None else "not run"
+        test = float(bf16["test_acc"]) if bf16 is not None and status == "completed" else np.nan
+        if status == "diverged":
+            inside = False
+        elif status != "completed" or np.isnan(band):
+            inside = pd.NA
+        else:
+            inside = bool(mean - band <= test <= mean + band)
+        rows.append((config.dataset, config.arch, config.norm, config.run_id, status, test,
+                     bf16["device_name"] if bf16 is not None else None, n, mean, sd,
+                     mean - band, mean + band, inside))
+    return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def fidelity_verdict(table: pd.DataFrame, level: float = FIDELITY_LEVEL) -> tuple[bool | None, str]:
+    """``(accepted, sentence)`` from :func:`fidelity_table`: True when every run passed, False when
+    one finished outside its interval (or diverged), None while the test is incomplete."""
+    percent = f"{100 * level:g} %"
+    if table.empty:
+        return None, "The bf16 fidelity test lists no runs."
+    judged = table["inside"].dropna().astype(bool)
+    failed = table[table["inside"].map(lambda inside: inside is not pd.NA and not inside)]
+    if not failed.empty:
+        names = ", ".join(f"{row.arch} {row.norm.upper()} ({row.dataset}: "
+                          + ("diverged" if row.bf16_status == "diverged" else
+                             f"{row.bf16_test:.2f} %, interval [{row.low:.2f}, {row.high:.2f}]") + ")"
+                          for row in failed.itertuples())
+        return False, (f"**Verdict: float32.** {len(failed)} of {len(table)} bf16 runs fell outside the "
+                       f"{percent} prediction interval of their cell's float32 seeds: {names}. bf16 is not "
+                       "accepted; every campaign run trains in float32.")
+    if len(judged) < len(table):
+        return None, (f"**Verdict: float32 for now.** {len(judged)} of {len(table)} bf16 fidelity runs have "
+                      "finished" + (", all inside their interval" if len(judged) else "")
+                      + "; bf16 is accepted only when all have.")
+    return True, (f"**Verdict: bfloat16 accepted.** All {len(table)} bf16 runs landed inside the {percent} "
+                  "prediction interval of their cell's float32 seeds, so the 20-epoch campaign may train in "
+                  "bf16 autocast, both sides of every pair in the same precision.")
