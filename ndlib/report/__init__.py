@@ -23,6 +23,7 @@ One module per concern; ``from ndlib import report`` gives every public name bel
 ``record_checks``          history consistency, synthetic smoke runs, channel statistics
 ``timing``                 training times and every ND/BN cost ratio we measured
 ``benchmarks``             step-time benchmarks: sweep, targets, stages, FLOP floor
+``layouts``                ndlib against the public algorithm in one memory layout
 ``refresh``                the accuracy/speed trade-off of ``refresh_every``
 ``prose``                  generated discussion (Markdown sentences)
 =========================  ==================================================================
@@ -58,6 +59,7 @@ from ndlib.report.benchmarks import (
     flop_overhead,
     memory_setting_comparison,
     memory_setting_sentences,
+    ndlib_over_public,
     precision_comparison,
     precision_sentences,
     setting_comparison,
@@ -212,6 +214,7 @@ __all__ = [
     "floor_target_reasons",
     "floor_target_sentences",
     "floor_targets",
+    "ndlib_over_public",
     "REFRESH_SETTINGS",
     "refresh_tradeoff",
     "refresh_sentences",

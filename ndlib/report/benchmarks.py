@@ -85,24 +85,26 @@ def bench_summary(bench: pd.DataFrame, latest_only: bool = False) -> pd.DataFram
 
 def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str = "cpu", num_threads: int = 2,
                 batch_size: int = 128, min_rounds: int = 5, implementation: str = "ndlib",
-                refresh_every: int = 1, keep_freed_memory: bool = False,
+                refresh_every: int = 1, keep_freed_memory: bool = False, channels_last: bool = False,
                 with_stages: Collection[str] = ()) -> pd.DataFrame:
     """The newest benchmark per architecture in one setting, one row per arch in ``archs``
     (``NaN`` where none qualifies): ``arch, ratio_nd_bn, ratio_min, ratio_max, bn_step_s,
     nd_step_s, rounds, load_avg_before, load_avg_after, git_commit, created_at, bench_id,
-    device_name, device_type, num_threads, batch_size``, ``load`` (the load averages before and after, as text) and
+    device_name, device_type, num_threads, batch_size, nd_convs_channels_last``, ``load`` (the load
+    averages before and after, as text) and
     ``stages_bench_id``: the newest benchmark of the same setting among ``with_stages`` (the
     ids that have a stage breakdown, :func:`ndlib.bench.load_stages`), which is the sweep's
     own where that one timed the stages.
 
-    Only records with the default image size, no channels_last and at least ``min_rounds``
+    Only records with the default image size, the memory format asked for (``channels_last``:
+    the input and the weights, as ``bench --channels-last``) and at least ``min_rounds``
     rounds count: fewer rounds give a ratio too noisy to hold against a target.  The memory
     setting (``keep_freed_memory``, :mod:`ndlib.cpu_memory`) must match too: it changes BN's
     step more than ND's.
     """
     columns = ["arch", "ratio_nd_bn", "ratio_min", "ratio_max", "bn_step_s", "nd_step_s", "rounds",
                "load_avg_before", "load_avg_after", "git_commit", "created_at", "bench_id", "device_name",
-               "device_type", "num_threads", "batch_size"]
+               "device_type", "num_threads", "batch_size", "nd_convs_channels_last"]
     frame = pd.DataFrame({"arch": list(archs)})
     if bench.empty:
         return frame.reindex(columns=columns + ["load", "stages_bench_id"])
@@ -111,7 +113,7 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
     chosen = bench[(bench["device_type"] == device_type) & (bench["num_threads"] == num_threads)
                    & (bench["batch_size"] == batch_size) & (bench["implementation"] == implementation)
                    & (bench["refresh_every"].fillna(1).astype(int) == refresh_every)
-                   & (bench["rounds"] >= min_rounds) & ~bench["channels_last"].astype(bool)]
+                   & (bench["rounds"] >= min_rounds) & (bench["channels_last"].astype(bool) == channels_last)]
     if "keep_freed_memory" in chosen.columns:
         chosen = chosen[chosen["keep_freed_memory"].fillna(False).astype(bool) == keep_freed_memory]
     elif keep_freed_memory:
@@ -421,13 +423,20 @@ def floor_targets(floor: pd.DataFrame, bench: pd.DataFrame, reference_sweep: pd.
         out["ratio_nd_bn"].notna() & out["ratio_target"].notna())
     reference = reference_sweep.dropna(subset=["bench_id"]).set_index("arch") if not reference_sweep.empty \
         else pd.DataFrame(columns=["bench_id", "nd_step_s"])
-    ours = bench[bench["implementation"] == "ndlib"].set_index("bench_id")["nd_step_s"] if not bench.empty \
-        else pd.Series(dtype=float)
     out["reference_bench_id"] = out["arch"].map(reference["bench_id"]) if not reference.empty else np.nan
-    ndlib_step = out["reference_bench_id"].map(ours)
-    out["ndlib_over_reference"] = ndlib_step / out["arch"].map(reference["nd_step_s"]) if not reference.empty \
-        else np.nan
+    out["ndlib_over_reference"] = ndlib_over_public(bench, out["reference_bench_id"])
     return out[columns]
+
+
+def ndlib_over_public(bench: pd.DataFrame, bench_ids: pd.Series) -> pd.Series:
+    """For each benchmark id in ``bench_ids``: ndlib's ND step over the public algorithm's, both
+    timed in that benchmark (below 1: ndlib is faster); NaN where it did not time both."""
+    def steps(implementation: str) -> pd.Series:
+        if bench.empty:
+            return pd.Series(dtype=float)
+        return bench[bench["implementation"] == implementation].set_index("bench_id")["nd_step_s"]
+
+    return (bench_ids.map(steps("ndlib")) / bench_ids.map(steps("reference"))).astype(float)
 
 
 def floor_target_reasons(over: pd.DataFrame, floor_multiple: float = FLOOR_MULTIPLE_TARGET) -> list[str]:
