@@ -81,6 +81,19 @@ def test_memory_setting_comparison_pairs_the_two_sweeps_by_architecture():
     assert report.memory_setting_sentences(report.memory_setting_comparison(default, default.iloc[0:0])) == []
 
 
+def test_setting_comparison_compares_timings_only_within_one_machine():
+    bench = pd.DataFrame([
+        bench_row("a", 1.8, "2026-01-01"), bench_row("a", 2.1, "2026-01-02", keep_freed_memory=True),
+        bench_row("b", 1.5, "2026-01-01"),
+        bench_row("b", 1.2, "2026-01-02", keep_freed_memory=True, device_name="other cpu"),
+    ], columns=BENCH_COLUMNS)
+    both = report.memory_setting_comparison(report.bench_sweep(bench, ["a", "b"]),
+                                            report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True))
+    both = both.set_index("arch")
+    assert both.loc["a", "ratio_nd_bn_kept"] == 2.1 and both.loc["b", "machine_kept"] == "other cpu"
+    assert both.loc["b", ["bn_step_s_kept", "nd_step_s_kept", "ratio_nd_bn_kept", "ratio_change"]].isna().all()
+
+
 def test_stage_breakdown_sums_forward_and_backward_of_the_stages_the_layer_runs():
     rows = []
     for layer in ("l1", "l2"):
@@ -303,3 +316,10 @@ def test_layout_comparison_times_both_implementations_in_each_layout_on_one_mach
     assert "31 of its convolutions channels-last, ndlib 0" in lines[0]
     assert "still 1.08x" in lines[1] and "does not explain" in lines[1]
     assert layouts.layout_comparison(pd.DataFrame(), ["a"])["ndlib_over_public"].isna().all()
+
+
+def test_sweep_can_keep_one_machines_benchmarks():
+    bench = pd.DataFrame([bench_row("a", 1.2, "2026-01-01"), bench_row("a", 0.9, "2026-01-02", device_name="new")],
+                         columns=BENCH_COLUMNS)
+    assert report.bench_sweep(bench, ["a"])["ratio_nd_bn"].tolist() == [0.9]
+    assert report.bench_sweep(bench, ["a"], device_name="cpu x")["ratio_nd_bn"].tolist() == [1.2]

@@ -87,6 +87,7 @@ from ndlib.report.constants import (
     NUM_CLASSES,
     REPRODUCTION_DEVICE,
 )
+from ndlib.report.layouts import layout_comparison, layout_sentences
 from ndlib.report.loading import (
     load_average_text,
     load_bench,
@@ -215,6 +216,8 @@ __all__ = [
     "floor_target_sentences",
     "floor_targets",
     "ndlib_over_public",
+    "layout_comparison",
+    "layout_sentences",
     "REFRESH_SETTINGS",
     "refresh_tradeoff",
     "refresh_sentences",
