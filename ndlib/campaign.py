@@ -271,7 +271,7 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
     from ndlib.records import load_runs
 
     records = load_runs(campaign.runs_dir)
-    bench = load_bench(None)
+    bench = load_bench(None, amp=None)  # estimate_cost picks each run's precision
     folder = claims_folder(campaign.runs_dir)
     lines = [f"campaign {campaign.name} ({campaign.path.name}): {len(campaign.runs)} runs"
              + ("; PAUSED: lanes stop after their next checkpoint (`campaign run` continues)"

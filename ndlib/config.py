@@ -23,6 +23,7 @@ from ndlib.models import NORMS, available
 
 __all__ = [
     "TrainConfig",
+    "BF16_OPTIONS",
     "DEFAULTS_BY_TABLE",
     "DECONV_FIELDS",
     "NON_IDENTITY_FIELDS",
@@ -350,3 +351,8 @@ def run_id_options(run_id: object) -> str:
     E.g. ``"t1-cifar10-vgg16-nd-e1-s0-o1a2b3c4d"`` -> ``"o1a2b3c4d"``."""
     match = _OPTIONS_SUFFIX.search(run_id) if isinstance(run_id, str) else None
     return match.group(0)[1:] if match else ""
+
+
+#: The run-id suffix (without its dash) of the paper's settings with bfloat16 autocast and nothing
+#: else changed: a run in the precision a campaign may use once the fidelity test accepts it.
+BF16_OPTIONS = run_id_options(TrainConfig(arch="vgg16", amp=True).run_id)

@@ -26,7 +26,7 @@ from typing import Sequence
 from ndlib.checkpoint import checkpoint_position
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
 from ndlib.cliargs import add_config_arguments, usage_error
-from ndlib.config import TrainConfig, known_archs, run_id_options
+from ndlib.config import BF16_OPTIONS, TrainConfig, known_archs, run_id_options
 from ndlib.data import DATASETS
 from ndlib.models import NORMS
 from ndlib.records import machine_id, process_alive, read_record, record_path
@@ -172,11 +172,12 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     ``-o`` suffix of the run id, none for the paper's settings): a refresh mode, for one, is
     another computation at another cost.
 
-    Failing that, for the paper's settings only, from ``bench`` (:func:`ndlib.bench.load_bench`):
-    the newest exact-layer (``ndlib``, ``refresh_every`` 1, contiguous layout) step time of the
-    architecture at the run's batch size on the same device type (and thread count, as above),
-    times the steps of ``config.epochs`` epochs.  Never from another model or device: no
-    estimate is better than a guess."""
+    Failing that, for the paper's settings only (in float32, or in bf16 autocast alone:
+    :data:`ndlib.config.BF16_OPTIONS`), from ``bench`` (:func:`ndlib.bench.load_bench` with
+    ``amp=None``): the newest exact-layer (``ndlib``, ``refresh_every`` 1, contiguous layout) step
+    time of the architecture in the run's precision at its batch size on the same device type
+    (and thread count, as above), times the steps of ``config.epochs`` epochs.  Never from
+    another model, device or precision: no estimate is better than a guess."""
     device_type = _planned_device_type(config)
     options = run_id_options(config.run_id)
     if runs is not None and len(runs):
@@ -192,10 +193,14 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
             threads = done["num_threads"].dropna()
             return CostEstimate(per_epoch * config.epochs, per_epoch, "runs", len(done), device_type,
                                 int(threads.iloc[0]) if not threads.empty else None)
-    if bench is None or not len(bench) or config.norm not in ("bn", "nd") or options:
+    if bench is None or not len(bench) or config.norm not in ("bn", "nd") or options not in ("", BF16_OPTIONS):
         return None
     rows = bench[(bench["arch"] == config.arch) & (bench["batch_size"] == config.batch_size)
                  & (bench["device_type"] == device_type) & (bench["implementation"] == "ndlib")]
+    if "amp" in rows.columns:  # the run's precision only
+        rows = rows[rows["amp"].fillna(False).astype(bool) == (options == BF16_OPTIONS)]
+    elif options:
+        return None
     if "refresh_every" in rows.columns:
         rows = rows[rows["refresh_every"].fillna(1).astype(int) == 1]
     if "channels_last" in rows.columns:  # the training runs' default layout
@@ -321,7 +326,7 @@ def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
     from ndlib.records import load_runs
 
     records = {folder: load_runs(folder) for folder in {c.runs_dir for c in configs}}
-    bench = load_bench(None)
+    bench = load_bench(None, amp=None)
     print(f"{len(configs)} runs planned:", file=stream)
     seconds = {"runs": 0.0, "bench": 0.0}
     todo, unknown, resuming = 0, 0, 0

@@ -231,6 +231,20 @@ def test_cost_estimate_falls_back_to_the_newest_benchmark_of_the_model(tmp_path)
     assert estimate_cost(dataclasses.replace(config, num_threads=1), runs, bench) is None
 
 
+def test_cost_estimate_from_benchmarks_takes_the_runs_precision(tmp_path):
+    from ndlib.grid import estimate_cost
+
+    row = dict(arch="vgg16", batch_size=128, device_type="cpu", num_threads=1, implementation="ndlib",
+               bn_step_s=4.0, nd_step_s=6.0, refresh_every=1, amp=False, created_at="2026-12-01T10:00:00+00:00")
+    runs, bench = _estimate_frames(tmp_path, [], [row, {**row, "bn_step_s": 2.0, "amp": True,
+                                                        "created_at": "2026-11-01T10:00:00+00:00"}])
+    config = TrainConfig(arch="vgg16", norm="bn", dataset="cifar10", epochs=1, device="cpu", num_threads=1)
+    assert estimate_cost(config, runs, bench).per_epoch_s == 4.0 * 391
+    assert estimate_cost(dataclasses.replace(config, amp=True), runs, bench).per_epoch_s == 2.0 * 391
+    assert estimate_cost(dataclasses.replace(config, amp=True), runs, bench[~bench["amp"]]) is None
+    assert estimate_cost(dataclasses.replace(config, amp=True, momentum=0.8), runs, bench) is None
+
+
 def test_dry_run_prints_estimates_checkpoints_and_the_total(tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -16,12 +16,9 @@ import math
 
 import pandas as pd
 
-from ndlib.config import TrainConfig
+from ndlib.config import BF16_OPTIONS
 from ndlib.config import run_id_options as run_options
 from ndlib.report.frames import require_columns
-
-#: The run-id suffix of the paper's settings with bfloat16 autocast and nothing else changed.
-BF16_OPTIONS = run_options(TrainConfig(arch="vgg16", amp=True).run_id)
 
 
 def in_table(runs: pd.DataFrame, table: int) -> pd.Series:
