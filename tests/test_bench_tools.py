@@ -25,6 +25,13 @@ def test_patch_routes_agree_and_are_timed():
     assert len([line for line in done.stdout.splitlines() if "x 576" in line]) == 5  # one row per layer shape
 
 
+def test_bf16_covariance_products_are_timed_with_the_bf16_error():
+    done = run_tool("bench_bf16_covariance.py", "--threads", "1", "--rounds", "1", "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines() if "x 576" in line]
+    assert len(rows) == 4 and all(0 < float(row[-1]) < 0.05 for row in rows)  # bf16 rounding, not garbage
+
+
 def test_layers_against_the_reference_cover_every_deconvolution_layer():
     done = run_tool("bench_layers_vs_reference.py", "--arch", "efficientnetb0", "--threads", "1", "--rounds", "1",
                     "--batch-size", "2")
@@ -42,6 +49,7 @@ def test_profile_lists_operators_of_both_steps():
 
 @pytest.mark.parametrize("script, args", [
     ("bench_patch_routes.py", ["--rounds", "0"]),
+    ("bench_bf16_covariance.py", ["--threads", "0"]),
     ("bench_layers_vs_reference.py", ["--arch", "resnet19"]),
     ("profile_step.py", ["--arch", "resnet18", "--threads", "two"]),
 ])

@@ -1,0 +1,72 @@
+"""The covariance product of ND's bf16 step: what it costs in float32 and what a bf16 product would.
+
+Under bfloat16 autocast the ND layers keep their statistics in float32 (``ndlib.layers``): the
+sampled patches, already bf16 values, are cast to float32 and ``XᵀX`` runs as a float32 GEMM.
+Products of two bf16 numbers are exact in float32, so a bf16 GEMM that accumulated and returned
+float32 would give the same covariance (up to summation order) at bf16 speed; PyTorch's CPU
+``mm`` has no bf16-in / float32-out form (``aten::mm.dtype`` is CUDA-only), and a bf16 GEMM
+rounds its output to bf16, 8 mantissa bits, which the statistics must not take.  This times,
+on the patch matrices of VGG-16's 3x3 layers at batch 128 (sampling stride 3, SYNTHETIC
+input), interleaved: the layer's route (cast + float32 GEMM), the float32 GEMM alone, and the
+bf16 GEMM (bf16 output: the speed such a product could reach, not a usable route), with the
+bf16 output's largest error relative to the covariance's largest entry.  Forward only.  Usage::
+
+    python tools/bench_bf16_covariance.py --threads 2 --rounds 5
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from _common import machine_line, positive_int
+
+from ndlib.layers import FastDeconv, _patch_matrix
+
+#: VGG-16's 3x3 layers at batch 128 on CIFAR (input channels, map size).
+SHAPES = [(64, 32), (128, 16), (256, 8), (512, 4)]
+
+
+def _seconds(product, X: torch.Tensor) -> float:
+    t0 = time.perf_counter()
+    product(X)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--rounds", type=positive_int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    products = {"cast+fp32": lambda X: X.float().t() @ X.float(), "fp32": None, "bf16": lambda X: X.t() @ X}
+    print(machine_line(args.threads, args.batch_size, f"{args.rounds} interleaved rounds (SYNTHETIC input)"))
+    print("channels  map  rows x features   cast+fp32 s   fp32 s    bf16 s   bf16 / cast+fp32 [min, max]"
+          "   bf16 rel. error")
+    for channels, size in SHAPES:
+        layer = FastDeconv(channels, channels, 3, padding=1)
+        x = torch.randn(args.batch_size, channels, size, size).to(torch.bfloat16)
+        X = _patch_matrix(layer, x)[0].reshape(-1, layer.num_features).contiguous()  # bf16 values
+        X32 = X.float()
+        products["fp32"] = lambda _, X32=X32: X32.t() @ X32
+        exact = X32.t() @ X32
+        error = ((X.t() @ X).float() - exact).abs().max().item() / exact.abs().max().item()
+        for product in products.values():  # warm-up
+            _seconds(product, X)
+        times = {name: [] for name in products}
+        order = list(products)
+        for r in range(args.rounds):
+            for name in (order if r % 2 == 0 else order[::-1]):
+                times[name].append(_seconds(products[name], X))
+        ratios = [b / c for c, b in zip(times["cast+fp32"], times["bf16"])]
+        median = {name: statistics.median(values) for name, values in times.items()}
+        print(f"{channels:8d} {size:4d}  {X.shape[0]:6d} x {X.shape[1]:<6d}  {median['cast+fp32']:11.4f}  "
+              f"{median['fp32']:7.4f}  {median['bf16']:7.4f}   {statistics.median(ratios):.2f} "
+              f"[{min(ratios):.2f}, {max(ratios):.2f}]{'':14s}{error:.1e}")
+
+
+if __name__ == "__main__":
+    main()
