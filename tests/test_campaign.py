@@ -16,6 +16,8 @@ import ndlib.campaign as campaign_module
 from ndlib.campaign import CampaignError, load_campaign, next_run, pause_file, status_lines, work_lane
 from ndlib.claims import claim, claims_folder
 from ndlib.cli import main
+from ndlib.config import BF16_OPTIONS
+from ndlib.config import run_id_options as report_options
 from ndlib.grid import run_status
 
 TINY_SETTINGS = """
@@ -56,12 +58,26 @@ def _records(tmp_path: Path) -> dict:
 
 def test_the_project_campaign_lists_the_issue_order():
     campaign = load_campaign(campaign_module.default_campaign())
-    ids = [c.run_id for c in campaign.runs]
+    ids = [c.run_id.removesuffix(f"-{BF16_OPTIONS}") for c in campaign.runs]  # either precision
     assert ids[:4] == ["t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0",
                        "t1-cifar10-efficientnetb0-bn-e20-s0", "t1-cifar10-efficientnetb0-nd-e20-s0"]
     assert len([i for i in ids if i.endswith("-e20-s0")]) == 8 + 8 + 8 + 4
     assert ids[8] == "t1-cifar100-resnet18-bn-e20-s0" and ids[16] == "t1-cifar10-resnet18-bn-e20-s0"
-    assert all(not c.amp for c in campaign.runs)  # fp32 on both sides (the bf16 test has not accepted bf16)
+
+
+def test_the_project_campaign_trains_in_bf16_only_once_the_committed_fidelity_test_accepted_it():
+    from ndlib import fidelity
+    from ndlib.paths import project_root
+    from ndlib.records import load_runs
+
+    campaign = load_campaign(campaign_module.default_campaign())
+    precisions = {c.amp for c in campaign.runs}
+    assert len(precisions) == 1  # one precision on both sides of every pair
+    if precisions.pop():
+        table = fidelity.fidelity_table(load_runs(project_root() / "results" / "runs"))
+        accepted, verdict = fidelity.fidelity_verdict(table)
+        assert accepted is True, verdict
+        assert all(report_options(c.run_id) == BF16_OPTIONS for c in campaign.runs)  # bf16 and nothing else
 
 
 def test_stages_expand_in_order_with_pairs_adjacent(tmp_path):
