@@ -5,7 +5,7 @@ machine).  It names runs in the order they should train::
 
     name = "table1-e20"
     [settings]                  # TrainConfig fields every run shares (what is computed)
-    amp = false
+    amp = true                  # bf16 autocast (a stage may set its own amp)
     [[stage]]                   # expanded dataset -> arch -> seed -> epochs -> norm,
     title = "1. VGG-16 and EfficientNet-B0, both datasets"     # so a BN/ND pair is adjacent
     datasets = ["cifar10", "cifar100"]
@@ -45,17 +45,22 @@ import tomllib
 
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
 from ndlib.config import NON_IDENTITY_FIELDS, TrainConfig
+from ndlib.devices import cpu_has_native_bf16
 from ndlib.grid import estimate_cost, run_status
 from ndlib.paths import project_root
 from ndlib.records import read_record, record_path
 
 __all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pause_file", "is_paused", "next_run",
+           "needs_native_bf16",
            "work_lane", "status_lines", "commit_record", "FINISHED", "add_parser"]
 
 #: Record statuses that end a run for the campaign (a diverged run is a result: it diverges again).
 FINISHED = ("completed", "diverged")
 
 _STAGE_KEYS = {"title", "datasets", "archs", "norms", "epochs", "seeds"}
+#: What a stage may set for its own runs over [settings]: the precision (extra seeds of float32
+#: cells stay float32 when the campaign's new runs train in bf16).
+_STAGE_SETTINGS = {"amp"}
 _PLACEMENT = sorted(NON_IDENTITY_FIELDS)  # never in a campaign file: they say where, not what
 
 
@@ -119,12 +124,13 @@ def load_campaign(path: str | Path, **placement) -> Campaign:
     titles: list[str] = []
     for number, stage in enumerate(stages, 1):
         where = f"{path}, stage {number}"
-        unknown = set(stage) - _STAGE_KEYS
+        unknown = set(stage) - _STAGE_KEYS - _STAGE_SETTINGS
         missing = {"datasets", "archs", "norms", "epochs"} - set(stage)
         if unknown or missing:
-            raise CampaignError(f"{where}: " + (f"unknown keys {sorted(unknown)}" if unknown else
-                                                f"missing {sorted(missing)}") + f"; valid: {sorted(_STAGE_KEYS)}")
+            problem = f"unknown keys {sorted(unknown)}" if unknown else f"missing {sorted(missing)}"
+            raise CampaignError(f"{where}: {problem}; valid: {sorted(_STAGE_KEYS | _STAGE_SETTINGS)}")
         lists = {key: _as_list(stage.get(key, [0]), key, where) for key in _STAGE_KEYS - {"title"}}
+        stage_settings = {**settings, **{key: stage[key] for key in _STAGE_SETTINGS & set(stage)}}
         for dataset in lists["datasets"]:
             for arch in lists["archs"]:
                 for seed in lists["seeds"]:
@@ -132,7 +138,7 @@ def load_campaign(path: str | Path, **placement) -> Campaign:
                         for norm in lists["norms"]:
                             try:
                                 config = TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epochs,
-                                                     seed=seed, **settings, **placement)
+                                                     seed=seed, **stage_settings, **placement)
                             except (ValueError, TypeError) as error:
                                 raise CampaignError(f"{where}: {error}") from None
                             runs.append(config)
@@ -161,11 +167,27 @@ def is_paused(campaign: Campaign) -> bool:
 # --------------------------------------------------------------------------------------
 # One lane
 # --------------------------------------------------------------------------------------
+def needs_native_bf16(config: TrainConfig) -> bool:
+    """Whether ``config`` is a bf16-autocast run that its machine would compute without native
+    bf16: on a CPU without AMX or AVX512-BF16 a bf16 step was 13x to 27x *slower* than a float32
+    one (AMD EPYC, ``results/bench``), so a lane there leaves such runs to a machine that has it."""
+    return bool(config.amp) and _trains_on_cpu(config) and not cpu_has_native_bf16()
+
+
+def _trains_on_cpu(config: TrainConfig) -> bool:
+    if config.device == "auto":
+        import torch
+
+        return not torch.cuda.is_available()
+    return config.device.startswith("cpu")
+
+
 def next_run(campaign: Campaign, skip: set[str] = frozenset()) -> TrainConfig | None:
-    """The first run not finished, not held by another worker and not in ``skip``; None when none is left."""
+    """The first run not finished, not held by another worker, not in ``skip`` and not one this
+    machine cannot train at a sensible speed (:func:`needs_native_bf16`); None when none is left."""
     folder = claims_folder(campaign.runs_dir)
     for config in campaign.runs:
-        if config.run_id in skip or holder(config.run_id, folder) is not None:
+        if config.run_id in skip or holder(config.run_id, folder) is not None or needs_native_bf16(config):
             continue
         if run_status(config) not in (*FINISHED, "running"):
             return config
@@ -225,7 +247,9 @@ def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = N
             return 1 if failed else 0
         config = next_run(campaign, tried)
         if config is None:
-            say("nothing left to train")
+            waiting = [c for c in campaign.runs if needs_native_bf16(c) and run_status(c) not in FINISHED]
+            say("nothing left to train" + (f" here: {len(waiting)} bf16 runs wait for a machine with native bf16 "
+                                           "(Intel AMX / AVX512-BF16, or a GPU)" if waiting else ""))
             return 1 if failed else 0
         tried.add(config.run_id)
         try:
@@ -316,8 +340,10 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
             lines.append(f"    running     {config.run_id}  [{who}; {where or 'first epoch'}]  {cost}")
         else:
             counts["waiting"] += 1
-            label = "next" if not marked_next else status
-            marked_next = True
+            elsewhere = needs_native_bf16(config)  # a lane here leaves it to a machine with native bf16
+            label = status if marked_next or elsewhere else "next"
+            marked_next = marked_next or not elsewhere
+            where += (", " if where else "") + "bf16: not on this CPU" if elsewhere else ""
             lines.append(f"    {label:<11} {config.run_id}" + (f"  [{where}]" if where else "") + f"  {cost}")
     lines.append(f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting; "
                  f"~{left_s / 3600:.0f} h of training left, ~{left_s / 3600 / max(lanes, 1):.0f} h on {lanes} lanes"

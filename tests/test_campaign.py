@@ -88,6 +88,39 @@ def test_stages_expand_in_order_with_pairs_adjacent(tmp_path):
     assert campaign.stages == ("one pair",) * 4 and campaign.runs[0].num_threads == 1
 
 
+def test_a_stage_may_set_its_own_precision(tmp_path):
+    stages = PAIR + PAIR.replace('"one pair"', '"float32 seeds"').replace("epochs = [1]", "epochs = [2]\namp = false")
+    campaign = load_campaign(_write(tmp_path, stages, TINY_SETTINGS + "amp = true\n"), **_placement(tmp_path))
+    assert [c.amp for c in campaign.runs] == [True, True, False, False]
+
+
+def test_a_lane_leaves_bf16_runs_to_a_machine_with_native_bf16(tmp_path, monkeypatch):
+    stages = PAIR + PAIR.replace("epochs = [1]", "epochs = [1]\namp = false").replace('"resnet18"', '"vgg16"')
+    campaign = load_campaign(_write(tmp_path, stages, TINY_SETTINGS + "amp = true\n"), **_placement(tmp_path))
+    monkeypatch.setattr(campaign_module, "cpu_has_native_bf16", lambda: False)
+    assert [campaign_module.needs_native_bf16(c) for c in campaign.runs] == [True, True, False, False]
+    assert next_run(campaign).run_id == campaign.runs[2].run_id  # the first float32 run: vgg16 bn
+    monkeypatch.setattr(campaign_module, "next_run", lambda campaign, skip: None)  # the float32 runs are done
+    out = io.StringIO()
+    assert work_lane(campaign, 1, stream=out) == 0
+    assert "nothing left to train here: 2 bf16 runs wait for a machine with native bf16" in out.getvalue()
+    text = "\n".join(status_lines(campaign))
+    assert text.count("[bf16: not on this CPU]") == 2 and f"next        {campaign.runs[2].run_id}" in text
+    monkeypatch.setattr(campaign_module, "cpu_has_native_bf16", lambda: True)
+    assert not any(campaign_module.needs_native_bf16(c) for c in campaign.runs)
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from ndlib.devices import cpu_has_native_bf16
+
+    for flags, native in (("fpu avx2 amx_bf16 amx_tile", True), ("fpu avx512f avx512_bf16", True),
+                          ("fpu avx2 avx512f", False)):
+        path = tmp_path / f"cpuinfo-{native}-{len(flags)}"
+        path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_native_bf16.__wrapped__(path) is native
+    assert cpu_has_native_bf16.__wrapped__(tmp_path / "absent") is False
+
+
 @pytest.mark.parametrize("text, message", [
     ('name = "x"\n[[stage]]\ndatasets = ["cifar10"]\narchs = ["vgg16"]\nnorms = ["bn"]\nepoch = [1]\n',
      "unknown keys \\['epoch'\\]"),
