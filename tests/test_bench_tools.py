@@ -32,6 +32,13 @@ def test_bf16_covariance_products_are_timed_with_the_bf16_error():
     assert len(rows) == 4 and all(0 < float(row[-1]) < 0.05 for row in rows)  # bf16 rounding, not garbage
 
 
+def test_bf16_whitening_error_is_far_smaller_with_float32_statistics():
+    done = run_tool("bf16_whitening_error.py", "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    errors = {line.split()[0]: float(line.split()[-3]) for line in done.stdout.splitlines() if "relative error" in line}
+    assert set(errors) == {"public", "ndlib"} and errors["ndlib"] < errors["public"] / 5
+
+
 def test_layers_against_the_reference_cover_every_deconvolution_layer():
     done = run_tool("bench_layers_vs_reference.py", "--arch", "efficientnetb0", "--threads", "1", "--rounds", "1",
                     "--batch-size", "2")
@@ -50,6 +57,7 @@ def test_profile_lists_operators_of_both_steps():
 @pytest.mark.parametrize("script, args", [
     ("bench_patch_routes.py", ["--rounds", "0"]),
     ("bench_bf16_covariance.py", ["--threads", "0"]),
+    ("bf16_whitening_error.py", ["--batch-size", "-1"]),
     ("bench_layers_vs_reference.py", ["--arch", "resnet19"]),
     ("profile_step.py", ["--arch", "resnet18", "--threads", "two"]),
 ])
