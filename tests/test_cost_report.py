@@ -288,7 +288,7 @@ def test_sweep_takes_the_memory_format_asked_for():
     assert report.bench_sweep(bench, ["a"], channels_last=True)["ratio_nd_bn"].tolist() == [0.9]
 
 
-def _pair(arch, bench_id, ndlib_s, public_s, channels_last=False, public_cl=0, device="cpu x", bn_s=1.0):
+def _pair(arch, bench_id, ndlib_s, public_s, channels_last=False, public_cl=0.0, device="cpu x", bn_s=1.0):
     common = dict(bench_id=f"{arch}-{bench_id}", created_at=bench_id, channels_last=channels_last, device_name=device,
                   bn_step_s=bn_s)
     return [bench_row(arch, ndlib_s, **common, nd_convs_channels_last=0),
@@ -297,15 +297,15 @@ def _pair(arch, bench_id, ndlib_s, public_s, channels_last=False, public_cl=0, d
 
 def test_layout_comparison_times_both_implementations_in_each_layout_on_one_machine():
     bench = pd.DataFrame(
-        _pair("resnext29", "1", 1.10, 1.00, public_cl=31) + _pair("resnext29", "2", 0.50, 0.60, True, 31, bn_s=0.5)
+        _pair("resnext29", "1", 1.10, 1.00, public_cl=1.0) + _pair("resnext29", "2", 0.50, 0.60, True, 1.0, bn_s=0.5)
         + _pair("vgg16", "1", 0.80, 1.00) + _pair("vgg16", "2", 0.90, 1.00, True, device="other")
-        + _pair("dpn92", "1", 1.20, 1.00, public_cl=94) + _pair("dpn92", "2", 1.30, 1.20, True, 95),
+        + _pair("dpn92", "1", 1.20, 1.00, public_cl=0.99) + _pair("dpn92", "2", 1.30, 1.20, True, 1.0),
         columns=BENCH_COLUMNS)
     out = layouts.layout_comparison(bench, ["resnext29", "vgg16", "dpn92", "pnasneta"]).set_index("arch")
     assert out.loc["resnext29", "ndlib_over_public"] == pytest.approx(1.1)
     assert out.loc["resnext29", "ndlib_over_public_channels_last"] == pytest.approx(0.5 / 0.6)
-    assert out.loc["resnext29", "public_convs_channels_last"] == 31
-    assert out.loc["resnext29", "ndlib_convs_channels_last"] == 0
+    assert out.loc["resnext29", "public_channels_last_share"] == 1.0
+    assert out.loc["resnext29", "ndlib_channels_last_share"] == 0
     assert out.loc["resnext29", "bn_channels_last_speedup"] == pytest.approx(2.0)
     assert pd.isna(out.loc["vgg16", "ndlib_over_public_channels_last"])  # channels-last timed on another machine
     assert out.loc["pnasneta"].isna().all()
@@ -313,7 +313,7 @@ def test_layout_comparison_times_both_implementations_in_each_layout_on_one_mach
     assert len(lines) == 2  # vgg16: ndlib already faster; pnasneta: not timed
     assert lines[0].startswith("resnext29: in the default layout ndlib's ND step is 1.10x")
     assert "is its layout" in lines[0]
-    assert "31 of its convolutions channels-last, ndlib 0" in lines[0]
+    assert "100% of its convolutions channels-last, ndlib 0%" in lines[0]
     assert "still 1.08x" in lines[1] and "does not explain" in lines[1]
     assert layouts.layout_comparison(pd.DataFrame(), ["a"])["ndlib_over_public"].isna().all()
 

@@ -6,7 +6,7 @@ whose strides PyTorch reads as channels-last; oneDNN then runs that convolution 
 and every later convolution follows its input's layout.  ndlib's models stay contiguous.  Where
 grouped convolutions are much faster channels-last (ResNeXt-29 and DPN-92 on some CPUs), the two
 implementations are then timed in different layouts.  ``bench`` records how many convolutions
-ran channels-last (``nd_convs_channels_last``, :func:`ndlib.bench.conv_layouts`), and ``bench
+ran channels-last (the share ``nd_convs_channels_last``, :func:`ndlib.bench.conv_layouts`), and ``bench
 --channels-last`` puts both in the channels-last layout: comparing the two settings separates
 the layout from the algorithm.
 """
@@ -21,14 +21,14 @@ from ndlib.report.benchmarks import bench_sweep, ndlib_over_public
 
 __all__ = ["layout_comparison", "layout_sentences"]
 
-_COLUMNS = ["arch", "public_convs_channels_last", "ndlib_convs_channels_last", "ndlib_over_public",
+_COLUMNS = ["arch", "public_channels_last_share", "ndlib_channels_last_share", "ndlib_over_public",
             "ndlib_over_public_channels_last", "bn_channels_last_speedup", "bench_id", "channels_last_bench_id",
             "device_name"]
 
 
 def layout_comparison(bench: pd.DataFrame, archs: Sequence[str], **setting) -> pd.DataFrame:
-    """One row per architecture in ``archs``: how many of each implementation's convolutions ran
-    channels-last in the newest default-layout benchmark of the setting (``setting``: as
+    """One row per architecture in ``archs``: the share of each implementation's convolutions that
+    ran channels-last in the newest default-layout benchmark of the setting (``setting``: as
     :func:`bench_sweep`, e.g. ``keep_freed_memory=True``), ndlib's ND step over the public
     algorithm's there and in the newest ``--channels-last`` benchmark, and BN's step in the
     default layout over BN's channels-last step (above 1: channels-last is faster for BN too).
@@ -43,8 +43,8 @@ def layout_comparison(bench: pd.DataFrame, archs: Sequence[str], **setting) -> p
     out = pd.DataFrame({"arch": list(archs)})
     reference, reference_last = plain["reference"], last["reference"]
     same_machine = out["arch"].map(reference["device_name"]) == out["arch"].map(reference_last["device_name"])
-    out["public_convs_channels_last"] = out["arch"].map(reference["nd_convs_channels_last"])
-    out["ndlib_convs_channels_last"] = out["arch"].map(plain["ndlib"]["nd_convs_channels_last"])
+    out["public_channels_last_share"] = out["arch"].map(reference["nd_convs_channels_last"])
+    out["ndlib_channels_last_share"] = out["arch"].map(plain["ndlib"]["nd_convs_channels_last"])
     out["bench_id"] = out["arch"].map(reference["bench_id"])
     out["channels_last_bench_id"] = out["arch"].map(reference_last["bench_id"]).where(same_machine)
     out["ndlib_over_public"] = ndlib_over_public(bench, out["bench_id"])
@@ -62,9 +62,9 @@ def layout_sentences(comparison: pd.DataFrame) -> list[str]:
     for row in comparison.itertuples():
         if not (row.ndlib_over_public > 1):  # NaN or ndlib faster: nothing to explain
             continue
-        counts = (f"the public algorithm ran {row.public_convs_channels_last:.0f} of its convolutions "
-                  f"channels-last, ndlib {row.ndlib_convs_channels_last:.0f}") \
-            if not (np.isnan(row.public_convs_channels_last) or np.isnan(row.ndlib_convs_channels_last)) \
+        counts = (f"the public algorithm ran {row.public_channels_last_share:.0%} of its convolutions "
+                  f"channels-last, ndlib {row.ndlib_channels_last_share:.0%}") \
+            if not (np.isnan(row.public_channels_last_share) or np.isnan(row.ndlib_channels_last_share)) \
             else "the benchmark did not record the layouts"
         line = (f"{row.arch}: in the default layout ndlib's ND step is {row.ndlib_over_public:.2f}x the public "
                 f"algorithm's ({counts}).")
