@@ -15,12 +15,11 @@ bf16 output's largest error relative to the covariance's largest entry.  Forward
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
-from _common import machine_line, positive_int
+from _common import machine_line, rounds_parser, start_timing
 
 from ndlib.layers import FastDeconv, _patch_matrix
 
@@ -35,13 +34,9 @@ def _seconds(product, X: torch.Tensor) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--rounds", type=positive_int, default=5)
-    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser = rounds_parser(__doc__, rounds=5)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    start_timing(args)
     products = {"cast+fp32": lambda X: X.float().t() @ X.float(), "fp32": None, "bf16": lambda X: X.t() @ X}
     print(machine_line(args.threads, args.batch_size, f"{args.rounds} interleaved rounds (SYNTHETIC input)"))
     print("channels  map  rows x features   cast+fp32 s   fp32 s    bf16 s   bf16 / cast+fp32 [min, max]"

@@ -11,13 +11,12 @@ table groups the layers by kind (k x k, groups) and prints the totals.  Usage::
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections import defaultdict
 
 import torch
-from _common import machine_line, positive_int
+from _common import machine_line, rounds_parser, start_timing
 from torch import nn
 
 from ndlib import models
@@ -41,15 +40,11 @@ def _kind(layer: nn.Module) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = rounds_parser(__doc__, rounds=5)
     parser.add_argument("--arch", required=True, choices=models.available(table=1))
-    parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--rounds", type=positive_int, default=5)
-    parser.add_argument("--batch-size", type=positive_int, default=128)
     parser.add_argument("--layers", action="store_true", help="also print every layer")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    start_timing(args)
     ours = models.create(args.arch, num_classes=10, norm="nd")
     public = to_reference(ours)
     inputs = layer_inputs(ours, torch.randn(args.batch_size, 3, 32, 32),

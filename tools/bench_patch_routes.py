@@ -11,12 +11,11 @@ timing only.  Usage::
 """
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import torch
-from _common import machine_line, positive_int
+from _common import machine_line, rounds_parser, start_timing
 
 from ndlib.layers import FastDeconv, _patch_matrix, _stacked_patches_from_windows
 
@@ -33,13 +32,9 @@ def _time(route, layer: FastDeconv, x: torch.Tensor, grad: torch.Tensor) -> floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--rounds", type=positive_int, default=7)
-    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser = rounds_parser(__doc__, rounds=7)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    start_timing(args)
     routes = {"unfold": lambda layer, x: _patch_matrix(layer, x)[0], "windows": _stacked_patches_from_windows}
     print(machine_line(args.threads, args.batch_size, f"{args.rounds} interleaved rounds (SYNTHETIC input)"))
     print("channels  map  rows x features   unfold s   windows s   windows / unfold [min, max]")
