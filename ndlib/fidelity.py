@@ -3,8 +3,9 @@
 bf16 keeps float32's exponent but only 8 bits of mantissa, so a bf16 run is another computation
 (the ND layers keep their statistics, Newton-Schulz and fold in float32 under autocast, but the
 convolutions and matrix products around them round).  On a CPU with native bf16 (Intel AMX) it
-makes a train step 1.3x to 2.5x faster, which is days over the campaign, but it is used only if
-it does not move the result.
+made the BN step of most Table 1 models 1.6x to 2.3x faster and the ND step 1.2x to 1.55x
+(``results/bench``, 2026-12-06), which is days over the campaign, but it is used only if it does
+not move the result.
 
 The test (issue 29): the runs of ``campaigns/bf16-fidelity.toml``, one-epoch bf16 runs of cells
 that already have at least three float32 seeds with the paper's settings.  A bf16 run passes if
