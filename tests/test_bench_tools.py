@@ -47,6 +47,16 @@ def test_layers_against_the_reference_cover_every_deconvolution_layer():
     assert len(total) == 1 and int(total[0].split()[1]) == 2  # EfficientNet-B0: the stem conv and the classifier
 
 
+def test_amp_step_times_both_precisions_of_both_norms():
+    done = run_tool("bench_amp_step.py", "--arch", "efficientnetb0", "--threads", "1", "--rounds", "1",
+                    "--batch-size", "2", "--num-classes", "10")
+    assert done.returncode == 0, done.stderr
+    assert "freed memory kept" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("efficientnetb0 ")]
+    assert [row[1] for row in rows] == ["bn", "nd"]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
+
+
 def test_profile_lists_operators_of_both_steps():
     done = run_tool("profile_step.py", "--arch", "efficientnetb0", "--threads", "1", "--steps", "1",
                     "--batch-size", "2", "--top", "3")
@@ -60,6 +70,7 @@ def test_profile_lists_operators_of_both_steps():
     ("bf16_whitening_error.py", ["--batch-size", "-1"]),
     ("bench_layers_vs_reference.py", ["--arch", "resnet19"]),
     ("profile_step.py", ["--arch", "resnet18", "--threads", "two"]),
+    ("bench_amp_step.py", ["--arch", "vgg17"]),
 ])
 def test_bad_arguments_exit_2_with_one_line_naming_them(script, args):
     done = run_tool(script, *args)
