@@ -288,3 +288,27 @@ def test_dry_run_counts_only_what_a_resuming_run_has_left(tmp_path, capsys, monk
     # 0.25 h + 1 h
     assert ("2 runs to do, one after another: ~1.3 h estimated from completed runs "
             "(1 resuming: only the training after the checkpoint counts)") in out
+
+
+def test_budget_cost_estimates_each_model_and_precision_and_sums_the_column(tmp_path):
+    from ndlib.report import budget_cost, budget_cost_sentence
+
+    row = dict(arch="resnet18", batch_size=128, device_type="cpu", num_threads=1, implementation="ndlib",
+               bn_step_s=2.0, nd_step_s=3.0, refresh_every=1, amp=True, created_at="2026-12-01T10:00:00+00:00")
+    runs, bench = _estimate_frames(tmp_path, [
+        _record("t1-cifar10-vgg16-bn-e1-s0", "vgg16", "bn", seconds=(300.0, 60.0)),
+        _record("t1-cifar100-vgg16-nd-e1-s0", "vgg16", "nd", "cifar100", seconds=(660.0, 60.0)),
+        _record("t1-cifar10-vgg16-nd-e1-s1", "vgg16", "nd", threads=2, seconds=(1.0, 1.0)),  # not the lanes' threads
+    ], [row])
+    cost = budget_cost(runs, bench, ["vgg16", "resnet18"], epochs=100)
+    by = cost.set_index(["arch", "norm"])
+    assert by.loc[("vgg16", "bn"), "fp32_hours"] == 100 * 360 / 3600
+    assert by.loc[("vgg16", "nd"), "fp32_hours"] == 100 * 720 / 3600
+    assert "median of 1 completed run, cpu, 1 thread" in by.loc[("vgg16", "nd"), "fp32_basis"]
+    assert by.loc[("resnet18", "nd"), "bf16_hours"] == 100 * 3.0 * 391 / 3600  # from the bf16 bench
+    assert by.loc["resnet18", "fp32_hours"].isna().all() and by.loc["vgg16", "bf16_hours"].isna().all()
+    sentence = budget_cost_sentence(cost)
+    # float32: (10 + 20) h per run, 6 runs each (2 datasets x 3 seeds) = 180 lane-hours, 3.75 days on 2 lanes
+    assert "the 2 of 4 model-norm pairs with an estimate (6 runs each) would take about 180 lane-hours" in sentence
+    assert "3.8 days on 2 lanes; no estimate for resnet18 BN, resnet18 ND." in sentence
+    assert budget_cost_sentence(budget_cost(runs.iloc[0:0], bench.iloc[0:0], ["vgg16"])).count("no estimate yet") == 2

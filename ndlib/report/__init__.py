@@ -74,6 +74,8 @@ from ndlib.report.chosen_cells import (
     equal_cost,
 )
 from ndlib.report.commands import (
+    budget_cost,
+    budget_cost_sentence,
     format_command,
     grid_command,
     missing_commands,
@@ -163,6 +165,8 @@ __all__ = [
     "grid_command",
     "table2_commands",
     "missing_commands",
+    "budget_cost",
+    "budget_cost_sentence",
     "format_command",
     # Table 1
     "table1",

@@ -91,3 +91,54 @@ def commands_markdown(commands: Sequence[str]) -> str:
         return ""
     rest = [command.rsplit(" ", 1)[-1] for command in commands[1:]]
     return f"`{commands[0]}`" + (" and the same with `--seed` " + ", ".join(rest) if rest else "")
+
+
+def budget_cost(runs: pd.DataFrame, bench: pd.DataFrame | None, archs: Sequence[str], epochs: int = 100,
+                num_threads: int = 1, seeds: Sequence[int] = DEFAULT_SEEDS, datasets: int = 2) -> pd.DataFrame:
+    """What a Table 1 column we cannot run here would cost on our CPU: per (arch, norm) and
+    precision, :func:`ndlib.grid.estimate_cost` of one ``epochs``-epoch CIFAR run with
+    ``num_threads`` threads (the campaign lanes' setting), from our completed runs of the model in
+    that precision, else from its newest bench step time.  Both CIFAR datasets cost the same (the
+    same images; only the classifier differs), so the column's cost is ``datasets * len(seeds)``
+    runs of each row.
+
+    Columns: ``arch, norm`` and, per precision (``fp32``, ``bf16``), ``<p>_hours`` (one run; NaN
+    without an estimate) and ``<p>_basis`` (:meth:`ndlib.grid.CostEstimate.describe`'s basis)."""
+    from ndlib.grid import estimate_cost
+
+    rows = []
+    for arch in archs:
+        for norm in ("bn", "nd"):
+            row = {"arch": arch, "norm": norm}
+            for precision, amp in (("fp32", False), ("bf16", True)):
+                config = TrainConfig(arch=arch, norm=norm, dataset="cifar10", epochs=epochs, amp=amp,
+                                     device="cpu", num_threads=num_threads)
+                estimate = estimate_cost(config, runs, bench)
+                row[f"{precision}_hours"] = float("nan") if estimate is None else estimate.seconds / 3600
+                row[f"{precision}_basis"] = "" if estimate is None else estimate.describe().split(": ", 1)[-1][:-1]
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs.update(runs_per_row=datasets * len(seeds), epochs=epochs, num_threads=num_threads)
+    return frame
+
+
+def budget_cost_sentence(cost: pd.DataFrame, lanes: int = 2) -> str:
+    """One paragraph on a :func:`budget_cost` frame: the column's lane-hours in each precision,
+    the days on ``lanes`` lanes, and which rows have no estimate."""
+    runs_per_row, epochs = cost.attrs["runs_per_row"], cost.attrs["epochs"]
+    threads = cost.attrs["num_threads"]
+    parts = []
+    for precision, title in (("fp32", "float32"), ("bf16", "bf16 autocast")):
+        hours = cost[f"{precision}_hours"]
+        known = hours.dropna()
+        if known.empty:
+            parts.append(f"In {title} we have no estimate yet.")
+            continue
+        total = float(known.sum()) * runs_per_row
+        missing = [f"{a} {n.upper()}" for a, n in cost.loc[hours.isna(), ["arch", "norm"]].itertuples(index=False)]
+        parts.append(f"In {title}, the {len(known)} of {len(cost)} model-norm pairs with an estimate "
+                     f"({runs_per_row} runs each) would take about {total:,.0f} lane-hours, "
+                     f"{total / lanes / 24:,.1f} days on {lanes} lanes"
+                     + (f"; no estimate for {', '.join(missing)}" if missing else "") + ".")
+    return (f"Estimated for {epochs}-epoch runs with {threads} thread{'s' if threads != 1 else ''} "
+            f"(`ndlib.grid.estimate_cost`; the basis of each figure is in the table). " + " ".join(parts))
