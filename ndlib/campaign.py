@@ -37,6 +37,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -194,10 +195,12 @@ def next_run(campaign: Campaign, skip: set[str] = frozenset()) -> TrainConfig | 
     return None
 
 
-def commit_record(record_file: Path, repo: str | Path, message: str) -> Path:
+def commit_record(record_file: Path, repo: str | Path, message: str, lock_wait_s: float = 60.0) -> Path:
     """Copy ``record_file`` into ``<repo>/results/runs/`` (unless it is there) and commit that file alone.
 
-    ``git commit --only`` leaves whatever else is staged or changed in ``repo`` as it was."""
+    ``git commit --only`` leaves whatever else is staged or changed in ``repo`` as it was.  A git
+    command of someone working in ``repo`` holds its index lock for a moment; while the lock is
+    there the commit is retried for up to ``lock_wait_s`` seconds, so a lane does not stop over it."""
     repo = Path(repo).resolve()
     target = repo / "results" / "runs" / record_file.name
     if target.resolve() != record_file.resolve():
@@ -208,9 +211,15 @@ def commit_record(record_file: Path, repo: str | Path, message: str) -> Path:
     relative = target.relative_to(repo).as_posix()
     commit = ["git", "commit", "--quiet", "--only", "-m", message, "--", relative]
     for command in (["git", "add", "--", relative], commit):
-        done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+        deadline = time.monotonic() + lock_wait_s
+        while True:
+            done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+            problem = ((done.stderr or done.stdout).strip().splitlines() or ["no output"])[0]  # one line
+            if done.returncode == 0 or "index.lock" not in problem or time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
         if done.returncode != 0:
-            raise OSError(f"`{' '.join(command[:2])}` in {repo} failed: {(done.stderr or done.stdout).strip()}; "
+            raise OSError(f"`{' '.join(command[:2])}` in {repo} failed: {problem}; "
                           f"the record is at {target}: commit it by hand")
     return target
 

@@ -245,3 +245,30 @@ def test_commit_to_commits_each_finished_record_alone(tmp_path):
     assert git("show", "--name-only", "--format=").split() == [f"results/runs/{run_id}.json"]
     assert "A  work.txt" in git("status", "--porcelain")
     assert json.loads((repo / "results" / "runs" / f"{run_id}.json").read_text())["status"] == "completed"
+
+
+def test_commit_waits_out_a_git_lock_held_for_a_moment(tmp_path):
+    """A developer's git command in the same checkout holds ``.git/index.lock`` for a moment; a
+    lane committing a finished record then must wait and retry, not stop (it used to stop with
+    exit 2, leaving the queue untrained until someone restarted it)."""
+    import threading
+
+    from ndlib.campaign import commit_record
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout  # noqa
+    git("init", "-q")
+    git("config", "user.email", "t@example.invalid")
+    git("config", "user.name", "t")
+    record = tmp_path / "t1-cifar10-vgg16-bn-e1-s0.json"
+    record.write_text('{"status": "completed"}\n')
+    lock = repo / ".git" / "index.lock"
+    lock.write_text("")
+    threading.Timer(1.0, lock.unlink).start()
+    commit_record(record, repo, "Run record: test")
+    assert git("log", "--format=%s").strip() == "Run record: test"
+    lock.write_text("")  # a lock that stays: a clear error naming the record's place, after the retries
+    record.write_text('{"status": "completed", "changed": true}\n')
+    with pytest.raises(OSError, match="index.lock.*commit it by hand"):
+        commit_record(record, repo, "Run record: again", lock_wait_s=0.5)
