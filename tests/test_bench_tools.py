@@ -30,6 +30,8 @@ def test_bf16_covariance_products_are_timed_with_the_bf16_error():
     assert done.returncode == 0, done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if "x 576" in line]
     assert len(rows) == 4 and all(0 < float(row[-1]) < 0.05 for row in rows)  # bf16 rounding, not garbage
+    backward = [line.split() for line in done.stdout.splitlines() if " backward " in line]
+    assert len(backward) == 4 and all(0 < float(row[-2]) < float(row[-1]) < 0.05 for row in backward)
 
 
 def test_bf16_whitening_error_is_far_smaller_with_float32_statistics():
