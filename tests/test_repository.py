@@ -33,3 +33,17 @@ def test_notebook_cells_have_the_ids_nbstripout_gives_them(path):
     notebook = json.loads(path.read_text())
     ids = [cell.get("id") for cell in notebook["cells"]]
     assert ids == [str(i) for i in range(len(ids))], f"{path.name}: cell ids {ids}: run nbstripout {path}"
+
+
+#: The chapters that report results: a reader sees tables, figures and prose, and the code that
+#: made them only on request.  (The tutorial chapters, own_model and whitening_math, show theirs.)
+RESULT_CHAPTERS = ["table1_cifar.ipynb", "table2_imagenet.ipynb", "timing.ipynb", "conclusions.ipynb"]
+
+
+@pytest.mark.parametrize("name", RESULT_CHAPTERS)
+def test_result_chapters_hide_their_code(name):
+    cells = json.loads((ROOT / "book" / name).read_text())["cells"]
+    shown = [cell["id"] for cell in cells if cell["cell_type"] == "code"
+             and not {"remove-input", "hide-input", "remove-cell"} & set(cell["metadata"].get("tags", []))]
+    assert not shown, f"{name}: code cells {shown} print their code into the chapter; tag them remove-input " \
+                      "(or hide-input, for code a reader may want to open)"
