@@ -71,7 +71,8 @@ def main() -> None:
         for norm in ("bn", "nd"):
             times = time_precisions(arch, norm, images, labels, args.num_classes, args.rounds)
             ratios = [b / f for f, b in zip(times["fp32"], times["bf16"])]
-            print(f"{arch:15s} {norm:4s} {statistics.median(times['fp32']):8.3f} {statistics.median(times['bf16']):8.3f}"
+            fp32_s, bf16_s = statistics.median(times["fp32"]), statistics.median(times["bf16"])
+            print(f"{arch:15s} {norm:4s} {fp32_s:8.3f} {bf16_s:8.3f}"
                   f"   {statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]", flush=True)
 
 
