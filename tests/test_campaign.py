@@ -228,13 +228,22 @@ def test_two_lanes_share_the_campaign_without_training_a_run_twice(tmp_path):
     assert not (tmp_path / "runs" / ".claims").exists()
 
 
-def test_commit_to_commits_each_finished_record_alone(tmp_path):
+def _git_repo(tmp_path):
+    """An empty git repository under ``tmp_path`` and a ``git(*args) -> stdout`` runner for it."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout  # noqa
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
     git("init", "-q")
     git("config", "user.email", "t@example.invalid")
     git("config", "user.name", "t")
+    return repo, git
+
+
+def test_commit_to_commits_each_finished_record_alone(tmp_path):
+    repo, git = _git_repo(tmp_path)
     (repo / "work.txt").write_text("uncommitted work\n")
     git("add", "work.txt")  # staged work of the developer must stay staged, not committed
     campaign = load_campaign(_write(tmp_path, PAIR.replace('["bn", "nd"]', '["bn"]')), **_placement(tmp_path))
@@ -255,12 +264,7 @@ def test_commit_waits_out_a_git_lock_held_for_a_moment(tmp_path):
 
     from ndlib.campaign import commit_record
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout  # noqa
-    git("init", "-q")
-    git("config", "user.email", "t@example.invalid")
-    git("config", "user.name", "t")
+    repo, git = _git_repo(tmp_path)
     record = tmp_path / "t1-cifar10-vgg16-bn-e1-s0.json"
     record.write_text('{"status": "completed"}\n')
     lock = repo / ".git" / "index.lock"
