@@ -4,15 +4,17 @@ The paper's convergence claim is that ND stays ahead of BN after 20 and 100 epoc
 20-epoch runs take days on the CPU, so the book shows them as they land: a record is rewritten
 after every epoch, and a run still training (or paused) contributes the epochs it has finished,
 marked *in progress*, never a final value.  Only runs with the paper's settings count (the
-paper's optimiser and layers, no other option), on real data, in one precision: float32 (no
-``-o<hash>`` run id), or bfloat16 autocast and nothing else once the fidelity test
-(:mod:`ndlib.fidelity`) accepts it and the campaign file says ``amp = true``.
+paper's optimiser and layers, no other option), on real data, in the precision the campaign file
+gives the cell (both sides of a pair share it): float32 (no ``-o<hash>`` run id), or bfloat16
+autocast and nothing else once the fidelity test (:mod:`ndlib.fidelity`) accepts it.
 
 Beside our test accuracy the book sets the paper's test accuracy and the reproduction's reported
 value.  What the reproduction's value measured is not stated in its source; the label we give it
 is our inference (:func:`reproduction_label`, evidence in the Table 1 chapter).
 """
 from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -21,7 +23,8 @@ from ndlib import published
 from ndlib.fidelity import fidelity_verdict
 from ndlib.report import paper_settings_only, split_synthetic
 
-__all__ = ["TRAINING_INFERRED", "reproduction_label", "campaign_curves", "cell_progress", "gains_so_far",
+__all__ = ["TRAINING_INFERRED", "reproduction_label", "campaign_curves", "cell_precisions", "precision_text",
+           "cell_progress", "gains_so_far",
            "same_machine_pairs", "progress_sentences", "bf16_speedups",
            "precision_verdict"]
 
@@ -37,8 +40,8 @@ _REPRODUCTION_SPLIT = {("cifar100", 20): TRAINING_INFERRED, ("cifar100", 100): T
                        ("cifar10", 100): TRAINING_INFERRED, ("cifar10", 20): "split not stated"}
 
 _CURVE_COLUMNS = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
-                  "machine_id", "device_name", "num_threads", "epoch", "train_acc", "test_acc", "train_loss",
-                  "test_loss", "train_time_s", "elapsed_s"]
+                  "machine_id", "device_name", "num_threads", "amp", "epoch", "train_acc", "test_acc",
+                  "train_loss", "test_loss", "train_time_s", "elapsed_s"]
 
 
 def reproduction_label(dataset: str, epochs: int) -> str:
@@ -50,17 +53,27 @@ def _paper_names() -> pd.Series:
     return published.paper_table1().drop_duplicates("arch").set_index("arch")["paper_name"]
 
 
-def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 20, amp: bool = False) -> pd.DataFrame:
+def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 20,
+                    amp: bool | Mapping[tuple[str, str], bool] = False) -> pd.DataFrame:
     """Per epoch of every real-data Table 1 run of ``epochs`` epochs with the paper's settings, in
-    float32 or (``amp``) in bfloat16 autocast: one precision, so both sides of a pair share it.
+    one precision per cell, so both sides of a pair share it: ``amp`` False (float32) or True
+    (bfloat16 autocast) for every cell, or a mapping ``(dataset, arch) -> amp`` (the campaign
+    file's, :func:`cell_precisions`), which also leaves out the cells it does not name.
 
     One row per (run, finished epoch): accuracies and losses, the epoch's training seconds and
-    ``elapsed_s``, the training seconds up to the end of that epoch (evaluation excluded).
-    ``in_progress`` marks runs whose record is not finished (``running``, ``interrupted``): their
-    last epoch is where training stood when the record was committed, not a result."""
+    ``elapsed_s``, the training seconds up to the end of that epoch (evaluation excluded), and
+    the run's precision ``amp``.  ``in_progress`` marks runs whose record is not finished
+    (``running``, ``interrupted``): their last epoch is where training stood when the record was
+    committed, not a result."""
     if runs.empty or histories.empty:
         return pd.DataFrame(columns=_CURVE_COLUMNS)
-    real, _ = split_synthetic(paper_settings_only(runs, amp=amp))
+    both = pd.concat([paper_settings_only(runs, amp=flag).assign(amp=flag) for flag in (False, True)])
+    if isinstance(amp, Mapping):
+        wanted = [amp.get((dataset, arch)) for dataset, arch in zip(both["dataset"], both["arch"])]
+        chosen = both[[w is not None and w == flag for w, flag in zip(wanted, both["amp"])]]
+    else:
+        chosen = both[both["amp"] == bool(amp)]
+    real, _ = split_synthetic(chosen)
     real = real[(pd.to_numeric(real["table"], errors="coerce") == 1)
                 & (pd.to_numeric(real["epochs"], errors="coerce") == epochs)
                 & real["arch"].isin(_paper_names().index)]
@@ -69,12 +82,50 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
     real = real.assign(in_progress=real["status"].isin(["running", "interrupted"]),
                        paper_name=real["arch"].map(_paper_names()))
     keep = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
-            "machine_id", "device_name", "num_threads"]
+            "machine_id", "device_name", "num_threads", "amp"]
     data = histories.merge(real[keep], on="run_id").sort_values(["run_id", "epoch"])
     data["elapsed_s"] = data.groupby("run_id")["train_time_s"].cumsum()
     for name in ("epoch", "seed", "epochs"):
         data[name] = data[name].astype(int)
     return data[_CURVE_COLUMNS].reset_index(drop=True)
+
+
+def cell_precisions(configs: Iterable, epochs: int) -> dict[tuple[str, str], bool]:
+    """``(dataset, arch) -> amp`` of the runs of ``epochs`` epochs among ``configs`` (a campaign's
+    :class:`~ndlib.config.TrainConfig` list): the precision each cell trains in.  A cell whose
+    runs disagree is an error: both sides of a pair must share a precision."""
+    cells: dict[tuple[str, str], bool] = {}
+    for config in configs:
+        if config.epochs != epochs:
+            continue
+        key = (config.dataset, config.arch)
+        if cells.setdefault(key, config.amp) != config.amp:
+            raise ValueError(f"{config.dataset} {config.arch} at {epochs} epochs has runs in two precisions; "
+                             "give both sides of a pair one precision (the stage's amp)")
+    return cells
+
+
+def precision_text(cells: Mapping[tuple[str, str], bool]) -> str:
+    """The precision of a campaign's cells in words: ``"bfloat16 autocast"``, ``"float32"``, or the
+    majority with the exceptions named, e.g. ``"bfloat16 autocast (float32: EfficientNet, PNASNetA)"``."""
+    if not cells:
+        return "float32"
+    words = {True: "bfloat16 autocast", False: "float32"}
+    flags = list(cells.values())
+    main = max((True, False), key=flags.count)
+    exceptions = [key for key, flag in cells.items() if flag != main]
+    if not exceptions:
+        return words[main]
+    names = _paper_names()
+    by_arch: dict[str, list[str]] = {}
+    for dataset, arch in exceptions:
+        by_arch.setdefault(arch, []).append(dataset)
+    parts = []
+    for arch, datasets in by_arch.items():
+        everywhere = {d for (d, a) in cells if a == arch} == set(datasets)
+        name = names.get(arch, arch)
+        parts.append(name if everywhere else ", ".join(f"{_DATASET_TITLES.get(d, d)} {name}" for d in datasets))
+    return f"{words[main]} ({words[not main]}: {', '.join(parts)})"
 
 
 def cell_progress(curves: pd.DataFrame, dataset: str, epochs: int = 20) -> pd.DataFrame:

@@ -59,14 +59,15 @@ def _records(tmp_path: Path) -> dict:
 def test_the_project_campaign_lists_the_issue_order():
     campaign = load_campaign(campaign_module.default_campaign())
     ids = [c.run_id.removesuffix(f"-{BF16_OPTIONS}") for c in campaign.runs]  # either precision
-    assert ids[:4] == ["t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0",
+    assert ids[:6] == ["t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0",
+                       "t1-cifar100-vgg16-bn-e20-s0", "t1-cifar100-vgg16-nd-e20-s0",
                        "t1-cifar10-efficientnetb0-bn-e20-s0", "t1-cifar10-efficientnetb0-nd-e20-s0"]
     assert len([i for i in ids if i.endswith("-e20-s0")]) == 8 + 8 + 8 + 4
     assert ids[8] == "t1-cifar100-resnet18-bn-e20-s0" and ids[16] == "t1-cifar10-resnet18-bn-e20-s0"
 
 
 def test_the_project_campaign_trains_in_bf16_only_once_the_committed_fidelity_test_accepted_it():
-    from ndlib import fidelity
+    from ndlib import convergence, fidelity
     from ndlib.paths import project_root
     from ndlib.records import load_runs
 
@@ -75,7 +76,9 @@ def test_the_project_campaign_trains_in_bf16_only_once_the_committed_fidelity_te
     for config in campaign.runs:
         pairs.setdefault((config.dataset, config.arch, config.epochs, config.seed), set()).add(config.amp)
     assert all(len(precisions) == 1 for precisions in pairs.values())  # both sides of a pair in one precision
-    assert len({c.amp for c in campaign.runs if c.epochs == 20}) == 1  # one precision for the 20-epoch tables
+    assert convergence.cell_precisions(campaign.runs, 20)  # one precision per 20-epoch cell, or it raises
+    # float32 where bf16 made the lanes' step slower (results/bench/README.md, tools/bench_amp_step.py)
+    assert {c.arch for c in campaign.runs if c.epochs == 20 and not c.amp} == {"efficientnetb0", "pnasneta"}
     assert not any(c.amp for c in campaign.runs if c.epochs == 1)  # extra seeds join float32 seeds
     bf16 = [c for c in campaign.runs if c.amp]
     if bf16:

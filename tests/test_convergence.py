@@ -153,3 +153,36 @@ def test_curves_take_one_precision_float32_or_the_paper_settings_in_bf16():
     histories = pd.concat([histories, pd.DataFrame(_history(bf16_id, [70.0]))])
     assert bf16_id not in set(convergence.campaign_curves(runs, histories)["run_id"])
     assert set(convergence.campaign_curves(runs, histories, amp=True)["run_id"]) == {bf16_id}
+
+
+def test_curves_take_each_cell_in_the_precision_the_campaign_gives_it():
+    runs, histories = _frames()
+    bf16_id = f"t1-cifar10-vgg16-nd-e20-s0-{report.BF16_OPTIONS}"
+    runs = pd.concat([runs, pd.DataFrame([_run(bf16_id, norm="nd", amp=True)], columns=report.RUN_COLUMNS)])
+    histories = pd.concat([histories, pd.DataFrame(_history(bf16_id, [70.0]))])
+    curves = convergence.campaign_curves(runs, histories, amp={("cifar10", "vgg16"): True,
+                                                               ("cifar100", "vgg16"): False})
+    chosen = curves.drop_duplicates("run_id").set_index("run_id")["amp"]
+    assert chosen.to_dict() == {bf16_id: True, "t1-cifar100-vgg16-bn-e20-s0": False,
+                                "t1-cifar100-vgg16-nd-e20-s0": False}  # CIFAR-10 float32 runs left out
+    # a cell the mapping does not name is left out altogether
+    assert set(convergence.campaign_curves(runs, histories, amp={("cifar10", "vgg16"): True})["run_id"]) == {bf16_id}
+
+
+def test_cell_precisions_and_their_words():
+    from ndlib.config import TrainConfig
+
+    configs = [TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=20, amp=arch == "vgg16")
+               for dataset in ("cifar10", "cifar100") for arch in ("vgg16", "pnasneta") for norm in ("bn", "nd")]
+    configs.append(TrainConfig(arch="dpn92", epochs=1))  # another budget: not a cell of this one
+    cells = convergence.cell_precisions(configs, 20)
+    assert cells == {("cifar10", "vgg16"): True, ("cifar10", "pnasneta"): False,
+                     ("cifar100", "vgg16"): True, ("cifar100", "pnasneta"): False}
+    assert convergence.precision_text({k: True for k in cells}) == "bfloat16 autocast"
+    assert convergence.precision_text({}) == "float32"
+    cells[("cifar100", "efficientnetb0")] = True
+    assert convergence.precision_text(cells) == "bfloat16 autocast (float32: PNASNetA)"
+    cells[("cifar10", "efficientnetb0")] = False
+    assert convergence.precision_text(cells) == "bfloat16 autocast (float32: PNASNetA, CIFAR-10 EfficientNet)"
+    with pytest.raises(ValueError, match="cifar10 vgg16 at 20 epochs has runs in two precisions"):
+        convergence.cell_precisions(configs + [TrainConfig(arch="vgg16", norm="nd", epochs=20)], 20)
