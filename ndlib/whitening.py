@@ -12,7 +12,9 @@ This module holds the small, testable pieces the book's derivations need:
   measurements (the last one builds a *synthetic* matrix and says so);
 * :func:`deconv_kernel`, :func:`block_assignment` -- pictures of the whitening;
 * :func:`deconv_flops`, :func:`model_deconv_flops` -- the cost model of a deconvolution layer
-  beside its convolution (also used by the timing chapter).
+  beside its convolution (also used by the timing chapter);
+* :func:`bf16_whitening_errors` -- how far ndlib's and the public algorithm's whitening move under
+  bfloat16 autocast (the timing chapter, ``tools/bf16_whitening_error.py``).
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ __all__ = [
     "block_assignment",
     "deconv_flops",
     "model_deconv_flops",
+    "one_step_whitening",
+    "bf16_whitening_errors",
 ]
 
 #: Colour photographs bundled with scikit-image (they load without a network).
@@ -404,3 +408,41 @@ def model_deconv_flops(model: nn.Module, input_shape: tuple[int, ...], include_l
         rows.append({"layer": name, "kind": "conv", "C_in": layer.in_channels, "C_out": layer.out_channels, "k": k,
                      "H": shape[2], "W": shape[3], "groups": layer.groups, "block": layer.block, **stages})
     return pd.DataFrame(rows)
+
+
+def one_step_whitening(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The batch whitening matrix a deconvolution layer estimates in one training step, in float64.
+
+    The running buffer starts at ``I`` and moves ``momentum`` of the way to the batch estimate,
+    so the estimate is read back from it: ``(running - (1 - momentum) I) / momentum``."""
+    layer.train()
+    layer(x)
+    eye = torch.eye(layer.running_deconv.shape[-1], dtype=torch.float64)
+    return (layer.running_deconv.double() - (1 - layer.momentum) * eye) / layer.momentum
+
+
+def bf16_whitening_errors(batch_size: int = 128, channels: int = 64, size: int = 32, seed: int = 0) -> dict[str, float]:
+    """The relative error (Frobenius) of the whitening matrix one bf16-autocast training step
+    estimates, against the same step in float64, for the public algorithm (``"public"``,
+    :class:`ndlib._reference.ReferenceFastDeconv`) and ndlib (``"ndlib"``), on one 3x3 layer.
+
+    The public code has no autocast handling, so its covariance and Newton-Schulz products are
+    autocast ops and run in bf16 (8 mantissa bits); ndlib turns autocast off for its statistics
+    and computes them in float32.  The input is SYNTHETIC: Gaussian channels of unequal scale
+    (0.2 to 3), each mixed with its neighbour, so the covariance is neither white nor diagonal."""
+    from ndlib._reference import ReferenceFastDeconv
+
+    _check_positive_int("batch_size", batch_size)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, channels, size, size, generator=generator)
+    x = x * torch.linspace(0.2, 3.0, channels).view(1, channels, 1, 1)
+    x = x + 0.5 * x.roll(1, dims=1)
+    errors = {}
+    for name, cls in (("public", ReferenceFastDeconv), ("ndlib", FastDeconv)):
+        torch.manual_seed(seed + 1)
+        exact = one_step_whitening(cls(channels, channels, 3, padding=1).double(), x.double())
+        torch.manual_seed(seed + 1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = one_step_whitening(cls(channels, channels, 3, padding=1), x.to(torch.bfloat16))
+        errors[name] = relative_error(fast, exact)
+    return errors

@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ndlib.layers import Delinear, FastDeconv, isqrt_newton_schulz, sample_patches
 from ndlib.whitening import (
+    bf16_whitening_errors,
     block_assignment,
     channel_correlation,
     deconv_flops,
@@ -274,3 +275,12 @@ def test_linear_case_matches_torch_flop_counter():
     model = deconv_flops(24, 7, 1, 1, 1, 6, block=8, sampling_stride=1)
     # W' mu is a batched matrix-vector product that the counter skips, as for the conv
     assert counter.get_total_flops() == model["conv"] + model["covariance"] + model["newton_schulz"] + model["fold"]
+
+
+def test_bf16_whitening_errors_are_far_smaller_with_float32_statistics():
+    """ndlib keeps its statistics in float32 under autocast; the public algorithm's run in bf16."""
+    errors = bf16_whitening_errors(batch_size=4, channels=16, size=12)
+    assert set(errors) == {"public", "ndlib"}
+    assert 0 < errors["ndlib"] < errors["public"] / 5 and errors["public"] < 0.1  # bf16 rounding, not garbage
+    with pytest.raises(ValueError, match="batch_size"):
+        bf16_whitening_errors(batch_size=0)
