@@ -66,6 +66,13 @@ def test_profile_lists_operators_of_both_steps():
     assert "self CPU seconds per step: ndlib" in done.stdout and "aten::" in done.stdout
 
 
+def test_profile_sets_nd_beside_bn_under_autocast():
+    done = run_tool("profile_step.py", "--arch", "efficientnetb0", "--threads", "1", "--steps", "1",
+                    "--batch-size", "2", "--top", "3", "--against", "bn", "--amp")
+    assert done.returncode == 0, done.stderr
+    assert "bf16 autocast" in done.stdout and ", bn " in done.stdout and "aten::" in done.stdout
+
+
 @pytest.mark.parametrize("script, args", [
     ("bench_patch_routes.py", ["--rounds", "0"]),
     ("bench_bf16_covariance.py", ["--threads", "0"]),
