@@ -94,12 +94,12 @@ def commands_markdown(commands: Sequence[str]) -> str:
 
 
 def budget_cost(runs: pd.DataFrame, bench: pd.DataFrame | None, archs: Sequence[str], epochs: int = 100,
-                num_threads: int = 1, seeds: Sequence[int] = DEFAULT_SEEDS, datasets: int = 2) -> pd.DataFrame:
+                num_threads: int = 1, seeds: Sequence[int] = DEFAULT_SEEDS, n_datasets: int = 2) -> pd.DataFrame:
     """What a Table 1 column we cannot run here would cost on our CPU: per (arch, norm) and
     precision, :func:`ndlib.grid.estimate_cost` of one ``epochs``-epoch CIFAR run with
     ``num_threads`` threads (the campaign lanes' setting), from our completed runs of the model in
     that precision, else from its newest bench step time.  Both CIFAR datasets cost the same (the
-    same images; only the classifier differs), so the column's cost is ``datasets * len(seeds)``
+    same images; only the classifier differs), so the column's cost is ``n_datasets * len(seeds)``
     runs of each row.
 
     Columns: ``arch, norm`` and, per precision (``fp32``, ``bf16``), ``<p>_hours`` (one run; NaN
@@ -118,7 +118,7 @@ def budget_cost(runs: pd.DataFrame, bench: pd.DataFrame | None, archs: Sequence[
                 row[f"{precision}_basis"] = "" if estimate is None else estimate.describe().split(": ", 1)[-1][:-1]
             rows.append(row)
     frame = pd.DataFrame(rows)
-    frame.attrs.update(runs_per_row=datasets * len(seeds), epochs=epochs, num_threads=num_threads)
+    frame.attrs.update(runs_per_row=n_datasets * len(seeds), epochs=epochs, num_threads=num_threads)
     return frame
 
 
