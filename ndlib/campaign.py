@@ -53,7 +53,7 @@ from ndlib.records import read_record, record_path
 
 __all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pause_file", "is_paused", "next_run",
            "needs_native_bf16",
-           "work_lane", "status_lines", "commit_record", "FINISHED", "add_parser"]
+           "work_lane", "status_lines", "commit_record", "commit_records", "snapshot", "FINISHED", "add_parser"]
 
 #: Record statuses that end a run for the campaign (a diverged run is a result: it diverges again).
 FINISHED = ("completed", "diverged")
@@ -201,16 +201,24 @@ def commit_record(record_file: Path, repo: str | Path, message: str, lock_wait_s
     ``git commit --only`` leaves whatever else is staged or changed in ``repo`` as it was.  A git
     command of someone working in ``repo`` holds its index lock for a moment; while the lock is
     there the commit is retried for up to ``lock_wait_s`` seconds, so a lane does not stop over it."""
+    return commit_records([record_file], repo, message, lock_wait_s)[0]
+
+
+def commit_records(record_files: list[Path], repo: str | Path, message: str, lock_wait_s: float = 60.0) -> list[Path]:
+    """:func:`commit_record` for several records in one commit: those files alone."""
     repo = Path(repo).resolve()
-    target = repo / "results" / "runs" / record_file.name
-    if target.resolve() != record_file.resolve():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.with_name(f".{target.name}.copy")
-        shutil.copyfile(record_file, temp)
-        temp.replace(target)
-    relative = target.relative_to(repo).as_posix()
-    commit = ["git", "commit", "--quiet", "--only", "-m", message, "--", relative]
-    for command in (["git", "add", "--", relative], commit):
+    targets = []
+    for record_file in record_files:
+        target = repo / "results" / "runs" / record_file.name
+        if target.resolve() != record_file.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f".{target.name}.copy")
+            shutil.copyfile(record_file, temp)
+            temp.replace(target)
+        targets.append(target)
+    relative = [target.relative_to(repo).as_posix() for target in targets]
+    commit = ["git", "commit", "--quiet", "--only", "-m", message, "--", *relative]
+    for command in (["git", "add", "--", *relative], commit):
         deadline = time.monotonic() + lock_wait_s
         while True:
             done = subprocess.run(command, cwd=repo, capture_output=True, text=True)
@@ -219,9 +227,35 @@ def commit_record(record_file: Path, repo: str | Path, message: str, lock_wait_s
                 break
             time.sleep(0.25)
         if done.returncode != 0:
+            where = targets[0] if len(targets) == 1 else targets[0].parent
             raise OSError(f"`{' '.join(command[:2])}` in {repo} failed: {problem}; "
-                          f"the record is at {target}: commit it by hand")
-    return target
+                          f"the record is at {where}: commit it by hand")
+    return targets
+
+
+def snapshot(campaign: Campaign, repo: str | Path) -> list[str]:
+    """Commit into ``repo`` the records of the campaign's runs that are under way (``running`` or
+    ``interrupted``, at least one epoch finished), all in one commit: where a long run stands,
+    so that a lost machine loses no finished epoch of it.  Their status stays what it is, so the
+    book shows them as in progress.  Returns one line per record committed (none: nothing)."""
+    files, lines = [], []
+    for config in campaign.runs:
+        path = record_path(config.run_id, config.runs_dir)
+        if not path.is_file():
+            continue
+        record = read_record(path)
+        history = record.get("history") or []
+        if record.get("status") not in ("running", "interrupted") or not history:
+            continue
+        files.append(path)
+        last = history[-1]
+        accuracy = last.get("test_acc")
+        lines.append(f"{config.run_id}: {len(history)} of {config.epochs} epochs"
+                     + (f" (test {accuracy:.2f} % after epoch {len(history)})" if isinstance(accuracy, float) else ""))
+    if files:
+        commit_records(files, repo, f"Run records in progress (campaign {campaign.name}, snapshot): "
+                       + "; ".join(lines))
+    return lines
 
 
 def _commit_message(campaign: Campaign, record: dict, lane: int) -> str:
@@ -433,6 +467,12 @@ def _handle(args: argparse.Namespace) -> int:
             return 0
         if args.action == "lane":
             return work_lane(campaign, args.lane, commit_to=args.commit_to)
+        if args.action == "snapshot":
+            if not args.commit_to:
+                return usage_error(prog, "snapshot needs --commit-to REPO, the checkout to commit the records in")
+            lines = snapshot(campaign, args.commit_to)
+            print("\n".join(f"committed {line}" for line in lines) if lines else "no run of the campaign is under way")
+            return 0
         return _run_lanes(args, campaign)
     except KeyboardInterrupt:
         return EXIT_CODES["interrupted"]
@@ -446,15 +486,17 @@ def add_parser(subparsers) -> None:
         "campaign", help="run, pause or show a campaign of runs listed in campaigns/*.toml",
         description="Run a campaign's runs in order on several lanes (completed records skipped, checkpoints "
                     "resumed, claims so two lanes never train one run), pause it cleanly, or show its status.")
-    parser.add_argument("action", choices=["run", "status", "pause", "lane"],
+    parser.add_argument("action", choices=["run", "status", "pause", "snapshot", "lane"],
                         help="run: start the lanes; status: done / running / next and the cost left; pause: lanes "
-                             "stop after their next checkpoint; lane: one lane (what `run` starts)")
+                             "stop after their next checkpoint; snapshot: commit the records of the runs under "
+                             "way into --commit-to; lane: one lane (what `run` starts)")
     parser.add_argument("file", nargs="?", default=None, help="campaign file (default: campaigns/table1-e20.toml)")
     parser.add_argument("--lanes", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per lane (default 1)")
     parser.add_argument("--lane", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--commit-to", metavar="REPO",
-                        help="copy each finished record into REPO/results/runs and commit it there at once")
+                        help="copy each finished record into REPO/results/runs and commit it there at once "
+                             "(snapshot: the records of the runs under way)")
     parser.add_argument("--note", default="", help="free text for every record: the machine and its load")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--runs-dir", default=None, help="default: <project>/results/runs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -279,3 +280,39 @@ def test_commit_waits_out_a_git_lock_held_for_a_moment(tmp_path):
     record.write_text('{"status": "completed", "changed": true}\n')
     with pytest.raises(OSError, match="index.lock.*commit it by hand"):
         commit_record(record, repo, "Run record: again", lock_wait_s=0.5)
+
+
+def test_snapshot_commits_the_records_of_runs_under_way_in_one_commit(tmp_path):
+    from ndlib.campaign import snapshot
+    from ndlib.records import write_json_atomic
+
+    repo, git = _git_repo(tmp_path)
+    (repo / "work.txt").write_text("uncommitted work\n")
+    git("add", "work.txt")  # a developer's staged work stays staged
+    campaign = load_campaign(_write(tmp_path, PAIR.replace("epochs = [1]", "epochs = [3]")), **_placement(tmp_path))
+    bn, nd = campaign.runs
+    (tmp_path / "runs").mkdir()
+
+    def record(config, status, epochs):
+        history = [{"epoch": e, "test_acc": 41.5, "train_acc": 40.0} for e in range(1, epochs + 1)]
+        write_json_atomic(tmp_path / "runs" / f"{config.run_id}.json",
+                          {"run_id": config.run_id, "status": status, "config": {}, "history": history})
+
+    record(bn, "running", 1)
+    record(nd, "running", 0)
+    assert snapshot(campaign, repo) == [f"{bn.run_id}: 1 of 3 epochs (test 41.50 % after epoch 1)"]
+    assert git("show", "--name-only", "--format=").split() == [f"results/runs/{bn.run_id}.json"]  # no epoch: left
+    assert git("log", "--format=%s").startswith("Run records in progress (campaign tiny, snapshot): ")
+    assert "A  work.txt" in git("status", "--porcelain")
+    record(nd, "interrupted", 2)
+    record(bn, "completed", 3)
+    assert [line.split(":")[0] for line in snapshot(campaign, repo)] == [nd.run_id]  # finished runs: the lanes'
+    assert snapshot(load_campaign(_write(tmp_path / "other", PAIR), **_placement(tmp_path / "other")), repo) == []
+
+
+def test_snapshot_needs_a_checkout_to_commit_in(tmp_path):
+    path = _write(tmp_path, PAIR)
+    done = subprocess.run([sys.executable, "-m", "ndlib", "campaign", "snapshot", str(path)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 2 and "snapshot needs --commit-to REPO" in done.stderr.strip().splitlines()[-1]
