@@ -345,16 +345,21 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
                 if is_paused(campaign) else "")]
     counts = {"done": 0, "running": 0, "waiting": 0}
     left_s, unknown, marked_next, stage = 0.0, 0, False, None
+    per_stage: dict[str, dict] = {}  # the stage's header line, its runs, finished runs, hours left, unknowns
     for config, title in zip(campaign.runs, campaign.stages):
         if title != stage:
             lines.append(f"  {title}")
             stage = title
+            per_stage[title] = {"line": len(lines) - 1, "runs": 0, "done": 0, "left_s": 0.0, "unknown": 0}
+        totals = per_stage[title]
+        totals["runs"] += 1
         status = run_status(config)
         path = record_path(config.run_id, config.runs_dir)
         record = read_record(path) if path.is_file() else {}
         history = record.get("history") or []
         if status in FINISHED:
             counts["done"] += 1
+            totals["done"] += 1
             final = record.get("final") or {}
             accuracy = final.get("test_acc")
             lines.append(f"    {status:<11} {config.run_id}  test {accuracy:.2f} %" if isinstance(accuracy, float)
@@ -365,9 +370,11 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
         estimate = estimate_cost(config, records, bench)
         if estimate is None:
             unknown += 1
+            totals["unknown"] += 1
             cost = "no estimate"
         else:
             left_s += estimate.seconds * (1.0 - done)
+            totals["left_s"] += estimate.seconds * (1.0 - done)
             cost = f"~{estimate.seconds * (1.0 - done) / 3600:.1f} h left"
         where = ""
         if history:
@@ -388,6 +395,9 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
             marked_next = marked_next or not elsewhere
             where += (", " if where else "") + "bf16: not on this CPU" if elsewhere else ""
             lines.append(f"    {label:<11} {config.run_id}" + (f"  [{where}]" if where else "") + f"  {cost}")
+    for totals in per_stage.values():
+        lines[totals["line"]] += (f"  ({totals['done']} of {totals['runs']} done, ~{totals['left_s'] / 3600:.0f} h left"
+                                  + (f", {totals['unknown']} without an estimate" if totals["unknown"] else "") + ")")
     lines.append(f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting; "
                  f"~{left_s / 3600:.0f} h of training left, ~{left_s / 3600 / max(lanes, 1):.0f} h on {lanes} lanes"
                  + (f" ({unknown} runs without an estimate)" if unknown else "")

@@ -115,6 +115,7 @@ def test_a_lane_leaves_bf16_runs_to_a_machine_with_native_bf16(tmp_path, monkeyp
     assert "nothing left to train here: 2 bf16 runs wait for a machine with native bf16" in out.getvalue()
     text = "\n".join(status_lines(campaign))
     assert text.count("[bf16: not on this CPU]") == 2 and f"next        {campaign.runs[2].run_id}" in text
+    assert "  one pair  (0 of 4 done, ~0 h left, 4 without an estimate)" in text  # nothing to estimate from
     monkeypatch.setattr(campaign_module, "cpu_has_native_bf16", lambda: True)
     assert not any(campaign_module.needs_native_bf16(c) for c in campaign.runs)
 
@@ -170,6 +171,7 @@ def test_one_lane_trains_in_order_skips_finished_runs_and_reports_status(tmp_pat
     assert {k: r["started_at"] for k, r in _records(tmp_path).items()} == started
     text = "\n".join(status_lines(campaign))
     assert "2 done, 0 running, 0 waiting" in text and "test " in text
+    assert "  one pair  (2 of 2 done, ~0 h left)" in text  # each stage's header sums its runs
 
 
 def test_a_pause_stops_after_the_next_checkpoint_and_the_run_resumes_exactly(tmp_path, monkeypatch):
