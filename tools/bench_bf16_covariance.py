@@ -25,6 +25,7 @@ import torch
 from _common import machine_line, rounds_parser, start_timing
 
 from ndlib.layers import FastDeconv, _patch_matrix
+from ndlib.whitening import relative_error
 
 #: VGG-16's 3x3 layers at batch 128 on CIFAR (input channels, map size).
 SHAPES = [(64, 32), (128, 16), (256, 8), (512, 4)]
@@ -46,10 +47,6 @@ def _interleaved(products: dict, argument, rounds: int) -> dict[str, list[float]
         for name in (order if r % 2 == 0 else order[::-1]):
             times[name].append(_seconds(products[name], argument))
     return times
-
-
-def _relative_error(approx: torch.Tensor, exact: torch.Tensor) -> float:
-    return ((approx.double() - exact).norm() / exact.norm()).item()
 
 
 def main() -> None:
@@ -95,7 +92,7 @@ def _backward_product(X32: torch.Tensor, rounds: int) -> tuple:
     exact = Xc.double() @ S.double()
     return (statistics.median(times["fp32"]), statistics.median(times["bf16"]),
             [b / f for f, b in zip(times["fp32"], times["bf16"])],
-            _relative_error((Xc @ S).bfloat16(), exact), _relative_error(Xc16 @ S16, exact))
+            relative_error((Xc @ S).bfloat16().double(), exact), relative_error((Xc16 @ S16).double(), exact))
 
 
 if __name__ == "__main__":
