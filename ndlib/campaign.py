@@ -5,7 +5,7 @@ machine).  It names runs in the order they should train::
 
     name = "table1-e20"
     [settings]                  # TrainConfig fields every run shares (what is computed)
-    amp = true                  # bf16 autocast (a stage may set its own amp)
+    amp = true                  # bf16 autocast (a stage may set its own amp and channels_last)
     [[stage]]                   # expanded dataset -> arch -> seed -> epochs -> norm,
     title = "1. VGG-16 and EfficientNet-B0, both datasets"     # so a BN/ND pair is adjacent
     datasets = ["cifar10", "cifar100"]
@@ -45,7 +45,7 @@ from typing import TextIO
 import tomllib
 
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
-from ndlib.config import NON_IDENTITY_FIELDS, TrainConfig
+from ndlib.config import EXECUTION_FIELDS, NON_IDENTITY_FIELDS, TrainConfig
 from ndlib.devices import cpu_has_native_bf16
 from ndlib.grid import estimate_cost, run_status
 from ndlib.paths import project_root
@@ -59,9 +59,11 @@ __all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pa
 FINISHED = ("completed", "diverged")
 
 _STAGE_KEYS = {"title", "datasets", "archs", "norms", "epochs", "seeds"}
-#: What a stage may set for its own runs over [settings]: the precision (extra seeds of float32
-#: cells stay float32 when the campaign's new runs train in bf16).
-_STAGE_SETTINGS = {"amp"}
+#: What a stage may set for its own runs over [settings]: how they execute the paper's computation
+#: (ndlib.config.EXECUTION_FIELDS), e.g. extra seeds of float32 cells stay float32 when the
+#: campaign's new runs train in bf16, and the architectures whose steps channels_last makes faster
+#: train in it.
+_STAGE_SETTINGS = set(EXECUTION_FIELDS)
 _PLACEMENT = sorted(NON_IDENTITY_FIELDS)  # never in a campaign file: they say where, not what
 
 

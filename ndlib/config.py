@@ -24,6 +24,9 @@ from ndlib.models import NORMS, available
 __all__ = [
     "TrainConfig",
     "BF16_OPTIONS",
+    "EXECUTION_FIELDS",
+    "execution_options",
+    "execution_of_options",
     "DEFAULTS_BY_TABLE",
     "DECONV_FIELDS",
     "NON_IDENTITY_FIELDS",
@@ -353,6 +356,28 @@ def run_id_options(run_id: object) -> str:
     return match.group(0)[1:] if match else ""
 
 
-#: The run-id suffix (without its dash) of the paper's settings with bfloat16 autocast and nothing
-#: else changed: a run in the precision a campaign may use once the fidelity test accepts it.
-BF16_OPTIONS = run_id_options(TrainConfig(arch="vgg16", amp=True).run_id)
+#: The options that change how the paper's computation is executed, not what it computes: the
+#: precision (``amp``, bfloat16 autocast; it counts for a paper's cell once the fidelity test,
+#: :mod:`ndlib.fidelity`, accepts it) and the memory layout (``channels_last``: the same
+#: arithmetic in another summation order, checked against float32 by ``ndlib.checks.compare``).
+#: A run with the paper's settings and only these changed counts for the paper's cell; both sides
+#: of a BN/ND pair share them.
+EXECUTION_FIELDS = ("amp", "channels_last")
+
+
+def execution_options(amp: bool = False, channels_last: bool = False) -> str:
+    """The run-id suffix (without its dash; ``""`` for neither) of the paper's settings with only
+    the :data:`EXECUTION_FIELDS` given changed."""
+    return run_id_options(TrainConfig(arch="vgg16", amp=amp, channels_last=channels_last).run_id)
+
+
+def execution_of_options(options: str) -> tuple[bool, bool] | None:
+    """``(amp, channels_last)`` of a run-id suffix made by :func:`execution_options`, None for any
+    other suffix (a run with another option measures something else)."""
+    return _EXECUTIONS.get(options)
+
+
+_EXECUTIONS = {execution_options(amp, layout): (amp, layout) for amp in (False, True) for layout in (False, True)}
+
+#: The run-id suffix of the paper's settings in bfloat16 autocast alone (contiguous layout).
+BF16_OPTIONS = execution_options(amp=True)

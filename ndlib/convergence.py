@@ -15,6 +15,7 @@ is our inference (:func:`reproduction_label`, evidence in the Table 1 chapter).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,8 @@ from ndlib import published
 from ndlib.fidelity import fidelity_verdict
 from ndlib.report import paper_settings_only, split_synthetic
 
-__all__ = ["TRAINING_INFERRED", "reproduction_label", "campaign_curves", "cell_precisions", "precision_text",
+__all__ = ["TRAINING_INFERRED", "reproduction_label", "Execution", "campaign_curves", "curves_in_other_executions",
+           "cell_executions", "execution_words", "execution_text",
            "cell_progress", "gains_so_far",
            "same_machine_pairs", "progress_sentences", "bf16_speedups",
            "precision_verdict"]
@@ -40,7 +42,7 @@ _REPRODUCTION_SPLIT = {("cifar100", 20): TRAINING_INFERRED, ("cifar100", 100): T
                        ("cifar10", 100): TRAINING_INFERRED, ("cifar10", 20): "split not stated"}
 
 _CURVE_COLUMNS = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
-                  "machine_id", "device_name", "num_threads", "amp", "epoch", "train_acc", "test_acc",
+                  "machine_id", "device_name", "num_threads", "amp", "channels_last", "epoch", "train_acc", "test_acc",
                   "train_loss", "test_loss", "train_time_s", "elapsed_s"]
 
 
@@ -53,26 +55,38 @@ def _paper_names() -> pd.Series:
     return published.paper_table1().drop_duplicates("arch").set_index("arch")["paper_name"]
 
 
+class Execution(NamedTuple):
+    """How a cell's runs execute the paper's computation (:data:`ndlib.config.EXECUTION_FIELDS`):
+    bfloat16 autocast or float32, channels_last or contiguous memory layout."""
+    amp: bool = False
+    channels_last: bool = False
+
+
+_EXECUTIONS = [Execution(amp, layout) for amp in (False, True) for layout in (False, True)]
+
+
 def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 20,
-                    amp: bool | Mapping[tuple[str, str], bool] = False) -> pd.DataFrame:
+                    execution: Execution | Mapping[tuple[str, str], Execution] = Execution()) -> pd.DataFrame:
     """Per epoch of every real-data Table 1 run of ``epochs`` epochs with the paper's settings, in
-    one precision per cell, so both sides of a pair share it: ``amp`` False (float32) or True
-    (bfloat16 autocast) for every cell, or a mapping ``(dataset, arch) -> amp`` (the campaign
-    file's, :func:`cell_precisions`), which also leaves out the cells it does not name.
+    one execution per cell, so both sides of a pair share it: ``execution`` for every cell, or a
+    mapping ``(dataset, arch) -> Execution`` (the campaign file's, :func:`cell_executions`), which
+    also leaves out the cells it does not name.
 
     One row per (run, finished epoch): accuracies and losses, the epoch's training seconds and
     ``elapsed_s``, the training seconds up to the end of that epoch (evaluation excluded), and
-    the run's precision ``amp``.  ``in_progress`` marks runs whose record is not finished
+    the run's ``amp`` and ``channels_last``.  ``in_progress`` marks runs whose record is not finished
     (``running``, ``interrupted``): their last epoch is where training stood when the record was
     committed, not a result."""
     if runs.empty or histories.empty:
         return pd.DataFrame(columns=_CURVE_COLUMNS)
-    both = pd.concat([paper_settings_only(runs, amp=flag).assign(amp=flag) for flag in (False, True)])
-    if isinstance(amp, Mapping):
-        wanted = [amp.get((dataset, arch)) for dataset, arch in zip(both["dataset"], both["arch"])]
-        chosen = both[[w is not None and w == flag for w, flag in zip(wanted, both["amp"])]]
+    every = pd.concat([paper_settings_only(runs, *e).assign(amp=e.amp, channels_last=e.channels_last)
+                       for e in _EXECUTIONS])
+    ran = [Execution(a, c) for a, c in zip(every["amp"], every["channels_last"])]
+    if isinstance(execution, Mapping):
+        wanted = [execution.get((dataset, arch)) for dataset, arch in zip(every["dataset"], every["arch"])]
     else:
-        chosen = both[both["amp"] == bool(amp)]
+        wanted = [Execution(*execution)] * len(every)
+    chosen = every[[w is not None and Execution(*w) == e for w, e in zip(wanted, ran)]]
     real, _ = split_synthetic(chosen)
     real = real[(pd.to_numeric(real["table"], errors="coerce") == 1)
                 & (pd.to_numeric(real["epochs"], errors="coerce") == epochs)
@@ -82,7 +96,7 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
     real = real.assign(in_progress=real["status"].isin(["running", "interrupted"]),
                        paper_name=real["arch"].map(_paper_names()))
     keep = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
-            "machine_id", "device_name", "num_threads", "amp"]
+            "machine_id", "device_name", "num_threads", "amp", "channels_last"]
     data = histories.merge(real[keep], on="run_id").sort_values(["run_id", "epoch"])
     data["elapsed_s"] = data.groupby("run_id")["train_time_s"].cumsum()
     for name in ("epoch", "seed", "epochs"):
@@ -90,42 +104,73 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
     return data[_CURVE_COLUMNS].reset_index(drop=True)
 
 
-def cell_precisions(configs: Iterable, epochs: int) -> dict[tuple[str, str], bool]:
-    """``(dataset, arch) -> amp`` of the runs of ``epochs`` epochs among ``configs`` (a campaign's
-    :class:`~ndlib.config.TrainConfig` list): the precision each cell trains in.  A cell whose
-    runs disagree is an error: both sides of a pair must share a precision."""
-    cells: dict[tuple[str, str], bool] = {}
+def curves_in_other_executions(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int,
+                               cells: Mapping[tuple[str, str], Execution]) -> pd.DataFrame:
+    """:func:`campaign_curves` of the runs of ``cells`` trained in another execution than the one
+    ``cells`` gives them (e.g. begun before the campaign file changed it): kept out of the results,
+    named beside them."""
+    parts = [campaign_curves(runs, histories, epochs, {cell: e for cell, own in cells.items() if own != e})
+             for e in _EXECUTIONS]
+    parts = [part for part in parts if not part.empty]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_CURVE_COLUMNS)
+
+
+def cell_executions(configs: Iterable, epochs: int) -> dict[tuple[str, str], Execution]:
+    """``(dataset, arch) -> Execution`` of the runs of ``epochs`` epochs among ``configs`` (a
+    campaign's :class:`~ndlib.config.TrainConfig` list): how each cell trains.  A cell whose runs
+    disagree is an error: both sides of a pair must share precision and layout."""
+    cells: dict[tuple[str, str], Execution] = {}
     for config in configs:
         if config.epochs != epochs:
             continue
-        key = (config.dataset, config.arch)
-        if cells.setdefault(key, config.amp) != config.amp:
-            raise ValueError(f"{config.dataset} {config.arch} at {epochs} epochs has runs in two precisions; "
-                             "give both sides of a pair one precision (the stage's amp)")
+        key, own = (config.dataset, config.arch), Execution(config.amp, config.channels_last)
+        if cells.setdefault(key, own) != own:
+            raise ValueError(f"{config.dataset} {config.arch} at {epochs} epochs has runs in two executions "
+                             f"({cells[key]} and {own}); give both sides of a pair one precision and layout "
+                             "(the stage's amp and channels_last)")
     return cells
 
 
-def precision_text(cells: Mapping[tuple[str, str], bool]) -> str:
-    """The precision of a campaign's cells in words: ``"bfloat16 autocast"``, ``"float32"``, or the
-    majority with the exceptions named, e.g. ``"bfloat16 autocast (float32: EfficientNet, PNASNetA)"``."""
-    if not cells:
-        return "float32"
-    words = {True: "bfloat16 autocast", False: "float32"}
+def execution_words(execution: Execution | None) -> str:
+    """One cell's execution for a table: ``"bf16"``, ``"float32"``, ``"bf16, channels-last"``; ``"—"`` for None."""
+    if execution is None:
+        return "—"
+    return ("bf16" if execution.amp else "float32") + (", channels-last" if execution.channels_last else "")
+
+
+def _exceptions_text(cells: Mapping[tuple[str, str], bool]) -> tuple[bool, str]:
+    """The majority value of ``cells`` and the cells that differ, named by architecture (and
+    dataset where an architecture differs on one dataset only)."""
     flags = list(cells.values())
     main = max((True, False), key=flags.count)
-    exceptions = [key for key, flag in cells.items() if flag != main]
-    if not exceptions:
-        return words[main]
     names = _paper_names()
     by_arch: dict[str, list[str]] = {}
-    for dataset, arch in exceptions:
-        by_arch.setdefault(arch, []).append(dataset)
+    for (dataset, arch), flag in cells.items():
+        if flag != main:
+            by_arch.setdefault(arch, []).append(dataset)
     parts = []
     for arch, datasets in by_arch.items():
         everywhere = {d for (d, a) in cells if a == arch} == set(datasets)
         name = names.get(arch, arch)
         parts.append(name if everywhere else ", ".join(f"{_DATASET_TITLES.get(d, d)} {name}" for d in datasets))
-    return f"{words[main]} ({words[not main]}: {', '.join(parts)})"
+    return main, ", ".join(parts)
+
+
+def execution_text(cells: Mapping[tuple[str, str], Execution]) -> str:
+    """How a campaign's cells train, in words: the majority precision with the exceptions named, e.g.
+    ``"bfloat16 autocast (float32: EfficientNet, PNASNetA)"``, then the layout where any cell trains
+    channels-last, e.g. ``"...; channels-last layout: ResNet18, MobileNetV2 (contiguous: the rest)"``."""
+    if not cells:
+        return "float32"
+    words = {True: "bfloat16 autocast", False: "float32"}
+    main, exceptions = _exceptions_text({cell: e.amp for cell, e in cells.items()})
+    text = words[main] + (f" ({words[not main]}: {exceptions})" if exceptions else "")
+    main_layout, layout_exceptions = _exceptions_text({cell: e.channels_last for cell, e in cells.items()})
+    if main_layout:
+        text += "; channels-last layout" + (f" (contiguous: {layout_exceptions})" if layout_exceptions else "")
+    elif layout_exceptions:
+        text += f"; channels-last layout: {layout_exceptions} (contiguous: the rest)"
+    return text
 
 
 def cell_progress(curves: pd.DataFrame, dataset: str, epochs: int = 20) -> pd.DataFrame:

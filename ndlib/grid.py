@@ -26,7 +26,7 @@ from typing import Sequence
 from ndlib.checkpoint import checkpoint_position
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
 from ndlib.cliargs import add_config_arguments, usage_error
-from ndlib.config import BF16_OPTIONS, TrainConfig, known_archs, run_id_options
+from ndlib.config import TrainConfig, execution_of_options, known_archs, run_id_options
 from ndlib.data import DATASETS
 from ndlib.models import NORMS
 from ndlib.records import machine_id, process_alive, read_record, record_path
@@ -172,12 +172,13 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     ``-o`` suffix of the run id, none for the paper's settings): a refresh mode, for one, is
     another computation at another cost.
 
-    Failing that, for the paper's settings only (in float32, or in bf16 autocast alone:
-    :data:`ndlib.config.BF16_OPTIONS`), from ``bench`` (:func:`ndlib.bench.load_bench` with
-    ``amp=None``): the newest exact-layer (``ndlib``, ``refresh_every`` 1, contiguous layout) step
-    time of the architecture in the run's precision at its batch size on the same device type
+    Failing that, for the paper's settings only (executed in float32 or bf16 autocast, in the
+    contiguous or channels_last layout: :func:`ndlib.config.execution_options`), from ``bench``
+    (:func:`ndlib.bench.load_bench` with ``amp=None``): the newest exact-layer (``ndlib``,
+    ``refresh_every`` 1) step time of the architecture in the run's precision and layout at its
+    batch size on the same device type
     (and thread count, as above), times the steps of ``config.epochs`` epochs.  Never from
-    another model, device or precision: no estimate is better than a guess."""
+    another model, device, precision or layout: no estimate is better than a guess."""
     device_type = _planned_device_type(config)
     options = run_id_options(config.run_id)
     if runs is not None and len(runs):
@@ -193,18 +194,22 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
             threads = done["num_threads"].dropna()
             return CostEstimate(per_epoch * config.epochs, per_epoch, "runs", len(done), device_type,
                                 int(threads.iloc[0]) if not threads.empty else None)
-    if bench is None or not len(bench) or config.norm not in ("bn", "nd") or options not in ("", BF16_OPTIONS):
+    execution = execution_of_options(options)
+    if bench is None or not len(bench) or config.norm not in ("bn", "nd") or execution is None:
         return None
+    amp, channels_last = execution
     rows = bench[(bench["arch"] == config.arch) & (bench["batch_size"] == config.batch_size)
                  & (bench["device_type"] == device_type) & (bench["implementation"] == "ndlib")]
     if "amp" in rows.columns:  # the run's precision only
-        rows = rows[rows["amp"].fillna(False).astype(bool) == (options == BF16_OPTIONS)]
-    elif options:
+        rows = rows[rows["amp"].fillna(False).astype(bool) == amp]
+    elif amp:
         return None
     if "refresh_every" in rows.columns:
         rows = rows[rows["refresh_every"].fillna(1).astype(int) == 1]
-    if "channels_last" in rows.columns:  # the training runs' default layout
-        rows = rows[~rows["channels_last"].fillna(False).astype(bool)]
+    if "channels_last" in rows.columns:  # the run's memory layout only
+        rows = rows[rows["channels_last"].fillna(False).astype(bool) == channels_last]
+    elif channels_last:
+        return None
     rows = _same_threads(rows, config.num_threads)
     if rows.empty:
         return None

@@ -49,12 +49,22 @@ def test_layers_against_the_reference_cover_every_deconvolution_layer():
     assert len(total) == 1 and int(total[0].split()[1]) == 2  # EfficientNet-B0: the stem conv and the classifier
 
 
-def test_amp_step_times_both_precisions_of_both_norms():
-    done = run_tool("bench_amp_step.py", "--arch", "efficientnetb0", "--threads", "1", "--rounds", "1",
+def test_step_settings_times_both_precisions_of_both_norms():
+    done = run_tool("bench_step_settings.py", "--arch", "efficientnetb0", "--threads", "1", "--rounds", "1",
                     "--batch-size", "2", "--num-classes", "10")
     assert done.returncode == 0, done.stderr
     assert "freed memory kept" in done.stdout
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith("efficientnetb0 ")]
+    assert [row[1] for row in rows] == ["bn", "nd"]
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
+
+
+def test_step_settings_times_both_layouts_of_both_norms_in_bf16():
+    done = run_tool("bench_step_settings.py", "--compare", "layout", "--amp", "--arch", "resnet18", "--threads", "1",
+                    "--rounds", "1", "--batch-size", "2", "--num-classes", "10")
+    assert done.returncode == 0, done.stderr
+    assert "bf16 autocast" in done.stdout and "channels_last / nchw" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("resnet18 ")]
     assert [row[1] for row in rows] == ["bn", "nd"]
     assert all(float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
 
@@ -79,7 +89,8 @@ def test_profile_sets_nd_beside_bn_under_autocast():
     ("bf16_whitening_error.py", ["--batch-size", "-1"]),
     ("bench_layers_vs_reference.py", ["--arch", "resnet19"]),
     ("profile_step.py", ["--arch", "resnet18", "--threads", "two"]),
-    ("bench_amp_step.py", ["--arch", "vgg17"]),
+    ("bench_step_settings.py", ["--arch", "vgg17"]),
+    ("bench_step_settings.py", ["--compare", "sideways"]),
 ])
 def test_bad_arguments_exit_2_with_one_line_naming_them(script, args):
     done = run_tool(script, *args)

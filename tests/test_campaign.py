@@ -17,7 +17,7 @@ import ndlib.campaign as campaign_module
 from ndlib.campaign import CampaignError, load_campaign, next_run, pause_file, status_lines, work_lane
 from ndlib.claims import claim, claims_folder
 from ndlib.cli import main
-from ndlib.config import BF16_OPTIONS
+from ndlib.config import execution_of_options
 from ndlib.config import run_id_options as report_options
 from ndlib.grid import run_status
 
@@ -59,7 +59,8 @@ def _records(tmp_path: Path) -> dict:
 
 def test_the_project_campaign_lists_the_issue_order():
     campaign = load_campaign(campaign_module.default_campaign())
-    ids = [c.run_id.removesuffix(f"-{BF16_OPTIONS}") for c in campaign.runs]  # either precision
+    ids = [c.run_id.removesuffix(f"-{report_options(c.run_id)}") for c in campaign.runs]  # any execution
+    assert all(execution_of_options(report_options(c.run_id)) for c in campaign.runs)  # and nothing else
     assert ids[:6] == ["t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0",
                        "t1-cifar100-vgg16-bn-e20-s0", "t1-cifar100-vgg16-nd-e20-s0",
                        "t1-cifar10-efficientnetb0-bn-e20-s0", "t1-cifar10-efficientnetb0-nd-e20-s0"]
@@ -77,8 +78,8 @@ def test_the_project_campaign_trains_in_bf16_only_once_the_committed_fidelity_te
     for config in campaign.runs:
         pairs.setdefault((config.dataset, config.arch, config.epochs, config.seed), set()).add(config.amp)
     assert all(len(precisions) == 1 for precisions in pairs.values())  # both sides of a pair in one precision
-    assert convergence.cell_precisions(campaign.runs, 20)  # one precision per 20-epoch cell, or it raises
-    # float32 where bf16 made the lanes' step slower (results/bench/README.md, tools/bench_amp_step.py)
+    assert convergence.cell_executions(campaign.runs, 20)  # one precision and layout per cell, or it raises
+    # float32 where bf16 made the lanes' step slower (results/bench/README.md, tools/bench_step_settings.py)
     assert {c.arch for c in campaign.runs if c.epochs == 20 and not c.amp} == {"efficientnetb0", "pnasneta"}
     assert not any(c.amp for c in campaign.runs if c.epochs == 1)  # extra seeds join float32 seeds
     bf16 = [c for c in campaign.runs if c.amp]
@@ -86,7 +87,27 @@ def test_the_project_campaign_trains_in_bf16_only_once_the_committed_fidelity_te
         table = fidelity.fidelity_table(load_runs(project_root() / "results" / "runs"))
         accepted, verdict = fidelity.fidelity_verdict(table)
         assert accepted is True, verdict
-        assert all(report_options(c.run_id) == BF16_OPTIONS for c in bf16)  # bf16 and nothing else
+        assert all(execution_of_options(report_options(c.run_id))[0] for c in bf16)  # bf16 (and layout) only
+
+
+def test_the_project_campaign_trains_channels_last_only_where_it_was_measured_faster():
+    campaign = load_campaign(campaign_module.default_campaign())
+    # every 20-epoch stage after VGG-16 (tools/bench_step_settings.py --compare layout, results/bench/README.md)
+    layout = {(c.dataset, c.arch) for c in campaign.runs if c.channels_last}
+    assert layout == {(c.dataset, c.arch) for c in campaign.runs if c.epochs == 20 and c.arch != "vgg16"}
+    assert len(layout) == 12  # EfficientNet-B0, the four of stages 2 and 3a, PNASNet-A; both datasets
+    assert not any(c.channels_last for c in campaign.runs if c.epochs == 1)  # extra seeds join contiguous seeds
+
+
+def test_a_stage_sets_the_layout_of_its_runs_and_a_wrong_value_is_one_clear_error(tmp_path):
+    text = PAIR.replace("[[stage]]", "[[stage]]\nchannels_last = true", 1)
+    campaign = load_campaign(_write(tmp_path, text), **_placement(tmp_path))
+    assert all(c.channels_last for c in campaign.runs)
+    contiguous = load_campaign(_write(tmp_path, PAIR), **_placement(tmp_path))
+    assert not {c.run_id for c in campaign.runs} & {c.run_id for c in contiguous.runs}  # ids of their own
+    bad = PAIR.replace("[[stage]]", '[[stage]]\nchannels_last = "yes"', 1)
+    with pytest.raises(CampaignError, match="channels_last must be True or False"):
+        load_campaign(_write(tmp_path, bad), **_placement(tmp_path))
 
 
 def test_stages_expand_in_order_with_pairs_adjacent(tmp_path):

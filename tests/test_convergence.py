@@ -8,6 +8,7 @@ import pytest
 matplotlib.use("Agg")
 
 from ndlib import convergence, plots, published, report  # noqa: E402
+from ndlib.config import TrainConfig, execution_options, run_id_options  # noqa: E402
 
 
 def _run(run_id, arch="vgg16", norm="bn", dataset="cifar10", status="completed", machine="m1", seed=0, **extra):
@@ -146,43 +147,66 @@ def test_precision_verdict_gives_the_fidelity_verdict_then_the_machines_bf16_tim
     assert "(amx, cpu)" in faster
 
 
-def test_curves_take_one_precision_float32_or_the_paper_settings_in_bf16():
-    runs, histories = _frames()
-    bf16_id = f"t1-cifar10-vgg16-nd-e20-s0-{report.BF16_OPTIONS}"
-    runs = pd.concat([runs, pd.DataFrame([_run(bf16_id, norm="nd", amp=True)], columns=report.RUN_COLUMNS)])
-    histories = pd.concat([histories, pd.DataFrame(_history(bf16_id, [70.0]))])
-    assert bf16_id not in set(convergence.campaign_curves(runs, histories)["run_id"])
-    assert set(convergence.campaign_curves(runs, histories, amp=True)["run_id"]) == {bf16_id}
+def _with_run(runs, histories, run_id, **fields):
+    runs = pd.concat([runs, pd.DataFrame([_run(run_id, norm="nd", **fields)], columns=report.RUN_COLUMNS)])
+    return runs, pd.concat([histories, pd.DataFrame(_history(run_id, [70.0]))])
 
 
-def test_curves_take_each_cell_in_the_precision_the_campaign_gives_it():
+def test_curves_take_one_execution_float32_or_the_paper_settings_in_bf16_or_channels_last():
     runs, histories = _frames()
     bf16_id = f"t1-cifar10-vgg16-nd-e20-s0-{report.BF16_OPTIONS}"
-    runs = pd.concat([runs, pd.DataFrame([_run(bf16_id, norm="nd", amp=True)], columns=report.RUN_COLUMNS)])
-    histories = pd.concat([histories, pd.DataFrame(_history(bf16_id, [70.0]))])
-    curves = convergence.campaign_curves(runs, histories, amp={("cifar10", "vgg16"): True,
-                                                               ("cifar100", "vgg16"): False})
+    layout_id = f"t1-cifar10-vgg16-nd-e20-s0-{execution_options(amp=True, channels_last=True)}"
+    other_id = f"t1-cifar10-vgg16-nd-e20-s0-{run_id_options(TrainConfig(arch='vgg16', lr=0.05).run_id)}"
+    runs, histories = _with_run(runs, histories, bf16_id, amp=True)
+    runs, histories = _with_run(runs, histories, layout_id, amp=True)
+    runs, histories = _with_run(runs, histories, other_id)
+    assert not {bf16_id, layout_id, other_id} & set(convergence.campaign_curves(runs, histories)["run_id"])
+    bf16 = convergence.campaign_curves(runs, histories, execution=convergence.Execution(amp=True))
+    assert set(bf16["run_id"]) == {bf16_id} and bf16["amp"].all() and not bf16["channels_last"].any()
+    both = convergence.campaign_curves(runs, histories, execution=convergence.Execution(True, True))
+    assert set(both["run_id"]) == {layout_id} and both["channels_last"].all()
+
+
+def test_curves_take_each_cell_in_the_execution_the_campaign_gives_it():
+    runs, histories = _frames()
+    bf16_id = f"t1-cifar10-vgg16-nd-e20-s0-{report.BF16_OPTIONS}"
+    runs, histories = _with_run(runs, histories, bf16_id, amp=True)
+    cells = {("cifar10", "vgg16"): convergence.Execution(amp=True), ("cifar100", "vgg16"): convergence.Execution()}
+    curves = convergence.campaign_curves(runs, histories, execution=cells)
     chosen = curves.drop_duplicates("run_id").set_index("run_id")["amp"]
     assert chosen.to_dict() == {bf16_id: True, "t1-cifar100-vgg16-bn-e20-s0": False,
                                 "t1-cifar100-vgg16-nd-e20-s0": False}  # CIFAR-10 float32 runs left out
     # a cell the mapping does not name is left out altogether
-    assert set(convergence.campaign_curves(runs, histories, amp={("cifar10", "vgg16"): True})["run_id"]) == {bf16_id}
+    only = {("cifar10", "vgg16"): convergence.Execution(amp=True)}
+    assert set(convergence.campaign_curves(runs, histories, execution=only)["run_id"]) == {bf16_id}
+    # the runs of the cells in another execution than theirs: the CIFAR-10 float32 runs
+    other = convergence.curves_in_other_executions(runs, histories, 20, cells)
+    assert set(other["run_id"]) == {"t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0"}
+    assert convergence.curves_in_other_executions(runs, histories, 20, {}).empty
 
 
-def test_cell_precisions_and_their_words():
-    from ndlib.config import TrainConfig
-
+def test_cell_executions_and_their_words():
     configs = [TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=20, amp=arch == "vgg16")
                for dataset in ("cifar10", "cifar100") for arch in ("vgg16", "pnasneta") for norm in ("bn", "nd")]
     configs.append(TrainConfig(arch="dpn92", epochs=1))  # another budget: not a cell of this one
-    cells = convergence.cell_precisions(configs, 20)
-    assert cells == {("cifar10", "vgg16"): True, ("cifar10", "pnasneta"): False,
-                     ("cifar100", "vgg16"): True, ("cifar100", "pnasneta"): False}
-    assert convergence.precision_text({k: True for k in cells}) == "bfloat16 autocast"
-    assert convergence.precision_text({}) == "float32"
-    cells[("cifar100", "efficientnetb0")] = True
-    assert convergence.precision_text(cells) == "bfloat16 autocast (float32: PNASNetA)"
-    cells[("cifar10", "efficientnetb0")] = False
-    assert convergence.precision_text(cells) == "bfloat16 autocast (float32: PNASNetA, CIFAR-10 EfficientNet)"
-    with pytest.raises(ValueError, match="cifar10 vgg16 at 20 epochs has runs in two precisions"):
-        convergence.cell_precisions(configs + [TrainConfig(arch="vgg16", norm="nd", epochs=20)], 20)
+    cells = convergence.cell_executions(configs, 20)
+    E = convergence.Execution
+    assert cells == {("cifar10", "vgg16"): E(amp=True), ("cifar10", "pnasneta"): E(),
+                     ("cifar100", "vgg16"): E(amp=True), ("cifar100", "pnasneta"): E()}
+    assert convergence.execution_text({k: E(amp=True) for k in cells}) == "bfloat16 autocast"
+    assert convergence.execution_text({}) == "float32"
+    cells[("cifar100", "efficientnetb0")] = E(amp=True)
+    assert convergence.execution_text(cells) == "bfloat16 autocast (float32: PNASNetA)"
+    cells[("cifar10", "efficientnetb0")] = E()
+    assert convergence.execution_text(cells) == "bfloat16 autocast (float32: PNASNetA, CIFAR-10 EfficientNet)"
+    cells[("cifar10", "resnet18")] = cells[("cifar100", "resnet18")] = E(amp=True, channels_last=True)
+    assert convergence.execution_text(cells) == ("bfloat16 autocast (float32: PNASNetA, CIFAR-10 EfficientNet); "
+                                                 "channels-last layout: ResNet-18 (contiguous: the rest)")
+    assert convergence.execution_text({k: E(channels_last=True) for k in cells}) == "float32; channels-last layout"
+    assert [convergence.execution_words(e) for e in (E(), E(amp=True), E(True, True), None)] == [
+        "float32", "bf16", "bf16, channels-last", "—"]
+    with pytest.raises(ValueError, match="cifar10 vgg16 at 20 epochs has runs in two executions"):
+        convergence.cell_executions(configs + [TrainConfig(arch="vgg16", norm="nd", epochs=20)], 20)
+    with pytest.raises(ValueError, match="one precision and layout"):
+        convergence.cell_executions(configs + [TrainConfig(arch="vgg16", norm="nd", epochs=20, amp=True,
+                                                           channels_last=True)], 20)

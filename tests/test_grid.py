@@ -245,6 +245,22 @@ def test_cost_estimate_from_benchmarks_takes_the_runs_precision(tmp_path):
     assert estimate_cost(dataclasses.replace(config, amp=True, momentum=0.8), runs, bench) is None
 
 
+def test_cost_estimate_from_benchmarks_takes_the_runs_layout(tmp_path):
+    from ndlib.grid import estimate_cost
+
+    row = dict(arch="resnet18", batch_size=128, device_type="cpu", num_threads=1, implementation="ndlib",
+               bn_step_s=2.5, nd_step_s=6.5, refresh_every=1, amp=True, channels_last=False,
+               created_at="2026-12-01T10:00:00+00:00")
+    runs, bench = _estimate_frames(tmp_path, [], [row, {**row, "bn_step_s": 2.0, "channels_last": True}])
+    config = TrainConfig(arch="resnet18", norm="bn", dataset="cifar100", epochs=1, device="cpu", num_threads=1,
+                         amp=True)
+    assert estimate_cost(config, runs, bench).per_epoch_s == 2.5 * 391
+    assert estimate_cost(dataclasses.replace(config, channels_last=True), runs, bench).per_epoch_s == 2.0 * 391
+    contiguous_only = bench[~bench["channels_last"].astype(bool)]
+    assert estimate_cost(dataclasses.replace(config, channels_last=True), runs, contiguous_only) is None
+    assert estimate_cost(dataclasses.replace(config, channels_last=True, amp=False), runs, bench) is None
+
+
 def test_dry_run_prints_estimates_checkpoints_and_the_total(tmp_path, capsys):
     runs = tmp_path / "runs"
     runs.mkdir()

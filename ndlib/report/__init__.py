@@ -42,6 +42,7 @@ are in percent.
 from __future__ import annotations
 
 from ndlib.bench import BENCH_COLUMNS
+from ndlib.config import BF16_OPTIONS
 from ndlib.records import HISTORY_COLUMNS, RUN_COLUMNS
 from ndlib.report.benchmarks import (
     FLOOR_MODEL_TOLERANCE,
@@ -112,7 +113,7 @@ from ndlib.report.record_checks import (
     synthetic_summary,
 )
 from ndlib.report.refresh import REFRESH_SETTINGS, refresh_sentences, refresh_tradeoff
-from ndlib.report.selection import BF16_OPTIONS, paper_settings_only, run_options, split_synthetic
+from ndlib.report.selection import paper_settings_only, run_options, split_synthetic
 from ndlib.report.stats import compare_difference, format_mean_std, prediction_factor
 from ndlib.report.table1 import (
     agreement_with_paper,

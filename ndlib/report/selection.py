@@ -16,7 +16,7 @@ import math
 
 import pandas as pd
 
-from ndlib.config import BF16_OPTIONS
+from ndlib.config import execution_options
 from ndlib.config import run_id_options as run_options
 from ndlib.report.frames import require_columns
 
@@ -26,15 +26,16 @@ def in_table(runs: pd.DataFrame, table: int) -> pd.Series:
     return pd.to_numeric(runs["table"], errors="coerce") == table
 
 
-def paper_settings_only(runs: pd.DataFrame, amp: bool = False) -> pd.DataFrame:
+def paper_settings_only(runs: pd.DataFrame, amp: bool = False, channels_last: bool = False) -> pd.DataFrame:
     """The runs trained with the paper's settings: run ids without an ``-o<hash>`` suffix.
 
     A run with any non-default option (e.g. ``deconv_refresh_every``) measures something else
-    and never counts for a cell of the paper's table.  ``amp=True`` asks instead for the paper's
-    settings in bfloat16 autocast: run ids whose suffix hashes ``amp`` alone (the precision a
-    campaign may train in once the fidelity test accepts it, :mod:`ndlib.fidelity`)."""
+    and never counts for a cell of the paper's table.  ``amp`` / ``channels_last`` ask instead for
+    the paper's settings executed in bfloat16 autocast and/or the channels_last layout: run ids
+    whose suffix hashes exactly those (:func:`ndlib.config.execution_options`; the settings a
+    campaign may train a cell in, bf16 once the fidelity test accepts it, :mod:`ndlib.fidelity`)."""
     require_columns(runs, ["run_id"], "the run records")
-    return runs[runs["run_id"].map(run_options) == (BF16_OPTIONS if amp else "")]
+    return runs[runs["run_id"].map(run_options) == execution_options(amp, channels_last)]
 
 
 def split_synthetic(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
