@@ -283,7 +283,13 @@ def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = N
     from ndlib.train import BadRunInput, RunPaused, run
 
     stream = stream if stream is not None else sys.stdout
-    say = lambda text: print(f"[lane {lane}] {text}", file=stream, flush=True)  # noqa: E731
+
+    def say(text: str) -> None:
+        # one write per line: the lanes share one stdout, and print's separate write of the
+        # newline let two lanes' lines run together ("[lane 1] train A[lane 2] train B")
+        stream.write(f"[lane {lane}] {text}\n")
+        stream.flush()
+
     tried: set[str] = set()
     failed = 0
     while True:

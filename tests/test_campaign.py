@@ -235,6 +235,27 @@ def test_a_run_claimed_by_another_worker_is_left_to_it(tmp_path):
         assert "lane 2" not in "\n".join(status_lines(campaign))  # a claim without a record: still waiting
 
 
+class _Writes(io.StringIO):
+    """A stream that keeps each ``write`` call apart."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text):
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_a_lane_writes_each_line_in_one_call_so_lanes_sharing_stdout_never_run_together(tmp_path):
+    campaign = load_campaign(_write(tmp_path, PAIR), **_placement(tmp_path))
+    out = _Writes()
+    assert work_lane(campaign, 1, stream=out) == 0
+    lane_lines = [call for call in out.calls if call.startswith("[lane 1]")]
+    assert lane_lines and all(call.endswith("\n") and call.count("\n") == 1 for call in lane_lines)
+    assert "\n" not in out.calls  # no newline written on its own
+
+
 def test_two_lanes_share_the_campaign_without_training_a_run_twice(tmp_path):
     """`campaign run --lanes 2`: two processes, each run trained once, claims released at the end."""
     stages = PAIR.replace('["cifar10"]', '["cifar10", "cifar100"]')
