@@ -296,6 +296,55 @@ def test_channels_last_input_takes_the_view_route_with_the_same_result(case):
     assert torch.equal(inputs[1].detach(), x_cl)
 
 
+ONE_BLOCK_KXK = {
+    # name: (FastDeconv keyword arguments, input height, input width): one block, ungrouped k x k
+    "3x3": (dict(in_channels=5, out_channels=4, kernel_size=3, padding=1), 8, 7),
+    "stem-3ch-stride2": (dict(in_channels=3, out_channels=6, kernel_size=3, padding=1, stride=2), 9, 9),
+    "5x5-dilated-no-pad": (dict(in_channels=4, out_channels=3, kernel_size=5, dilation=2, sampling_stride=3), 13, 12),
+    "3x3-pad-2x1-stride2": (dict(in_channels=6, out_channels=2, kernel_size=3, padding=(2, 1), stride=2), 6, 9),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_BLOCK_KXK))
+def test_channels_last_input_of_a_one_block_layer_gives_the_same_statistics_output_and_gradients(case):
+    """A one-block k x k layer fed a channels-last input builds its patch matrix with the features
+    in (ky, kx, channel) order and permutes mean and Cov^(-1/2) back: the same patch matrix in
+    standard order, statistics, output, gradients and buffers as from the contiguous input (float64)."""
+    kwargs, height, width = ONE_BLOCK_KXK[case]
+    layers = [nd.FastDeconv(**kwargs).double().train() for _ in range(2)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    assert layers[0].num_blocks == 1 and layers[0].groups == 1
+    gen = torch.Generator().manual_seed(15)
+    x = torch.randn(4, layers[0].in_channels, height, width, generator=gen, dtype=torch.float64) + 0.5
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    assert nd._layer_patches(layers[0], x)[2] is None and nd._layer_patches(layers[1], x_cl)[2] is not None
+    assert torch.equal(nd.stacked_patches(layers[1], x_cl), nd.stacked_patches(layers[0], x))
+    stats = [layer.batch_statistics(inp) for layer, inp in ((layers[0], x), (layers[1], x_cl))]
+    for ours, reference in zip(stats[1], stats[0]):
+        torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
+    inputs = [x.clone().requires_grad_(True), x_cl.clone().requires_grad_(True)]
+    outputs = [layer(inp) for layer, inp in zip(layers, inputs)]
+    upstream = torch.randn(outputs[0].shape, generator=gen, dtype=torch.float64)
+    for out in outputs:
+        (out * upstream).sum().backward()
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(inputs[1].grad, inputs[0].grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layers[1].weight.grad, layers[0].weight.grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layers[1].running_mean, layers[0].running_mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layers[1].running_deconv, layers[0].running_deconv, rtol=1e-10, atol=1e-12)
+    assert torch.equal(inputs[1].detach(), x_cl)  # the input untouched (the matrix is the layer's own copy)
+    for layer in layers:  # evaluation: the running statistics, in the standard order on both
+        layer.eval()
+    torch.testing.assert_close(layers[1](x_cl), layers[0](x), rtol=1e-10, atol=1e-12)
+
+
+def test_channels_last_order_puts_ky_kx_channel_features_in_channel_ky_kx_order():
+    C, T = 3, 4
+    permuted = torch.tensor([[t * 10 + c for t in range(T) for c in range(C)]])  # features (t, c): value t*10+c
+    standard = permuted[:, nd._channels_last_order(C, T, torch.device("cpu"))]
+    assert standard.tolist() == [[t * 10 + c for c in range(C) for t in range(T)]]  # features (c, t)
+
+
 WINDOW_GEOMETRIES = {
     # name: (FastDeconv keyword arguments, input height, input width)
     "7x7-pad3": (dict(in_channels=6, out_channels=4, kernel_size=7, padding=3, block=64), 13, 14),
