@@ -373,6 +373,28 @@ def test_amp_and_channels_last_flags_run_on_cpu(tmp_path):
     assert config.run_id != tiny_config(tmp_path).run_id
 
 
+def test_a_channels_last_run_feeds_its_nd_layers_channels_last_inputs(tmp_path, monkeypatch):
+    """The campaign's channels_last runs are faster only if the ND layers see channels-last
+    activations (their patch route from channels-last memory): batches and model are converted."""
+    import ndlib.layers as nd_layers
+
+    seen = []
+    route = nd_layers._patches_channels_last
+    monkeypatch.setattr(nd_layers, "_patches_channels_last", lambda layer, x: seen.append(layer) or route(layer, x))
+    torch.manual_seed(0)
+    model = nn.Sequential(nd_layers.FastDeconv(3, 8, 3, padding=1), nn.ReLU(),
+                          nd_layers.FastDeconv(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    record = run(tiny_config(tmp_path, norm="nd", channels_last=True), model=model, progress=False)
+    assert record["status"] == "completed"
+    steps = record["steps_per_epoch"]
+    assert {id(layer) for layer in seen} == {id(model[0]), id(model[2])}
+    assert len(seen) == 2 * steps  # every training step of both layers (evaluation uses the running statistics)
+    seen.clear()
+    run(tiny_config(tmp_path / "contiguous", norm="nd"), model=model, progress=False)
+    assert not seen  # a contiguous run never takes it
+
+
 def test_cuda_device_requested_without_cuda_is_a_clear_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
