@@ -267,6 +267,23 @@ ONE_BY_ONE = {
 }
 
 
+def _same_training_step(layers, x, x_cl, gen, rtol):
+    """One training forward + backward of ``layers[0]`` on ``x`` and ``layers[1]`` on its
+    channels-last copy ``x_cl`` (float64): the same outputs, gradients and buffers (to ``rtol``);
+    returns the two inputs, whose ``.grad`` the caller may inspect further."""
+    inputs = [x.clone().requires_grad_(True), x_cl.clone().requires_grad_(True)]
+    outputs = [layer(inp) for layer, inp in zip(layers, inputs)]
+    upstream = torch.randn(outputs[0].shape, generator=gen, dtype=torch.float64)
+    for out in outputs:
+        (out * upstream).sum().backward()
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=rtol, atol=1e-12)
+    torch.testing.assert_close(inputs[1].grad, inputs[0].grad, rtol=rtol, atol=1e-12)
+    torch.testing.assert_close(layers[1].weight.grad, layers[0].weight.grad, rtol=rtol, atol=1e-12)
+    torch.testing.assert_close(layers[1].running_mean, layers[0].running_mean, rtol=rtol, atol=1e-12)
+    torch.testing.assert_close(layers[1].running_deconv, layers[0].running_deconv, rtol=rtol, atol=1e-12)
+    return inputs
+
+
 @pytest.mark.parametrize("case", sorted(ONE_BY_ONE))
 def test_channels_last_input_takes_the_view_route_with_the_same_result(case):
     """A 1x1 layer picks its pixels from a channels-last input as a strided view of its memory:
@@ -283,15 +300,7 @@ def test_channels_last_input_takes_the_view_route_with_the_same_result(case):
     if layers[0].num_blocks == 1 and layers[0].groups == 1:  # no copy at all: a view of the input
         assert X.untyped_storage().data_ptr() == x_cl.untyped_storage().data_ptr()
         assert not nd._owned_by_layer(X, x_cl)  # so it is centred out of place
-    inputs = [x.clone().requires_grad_(True), x_cl.clone().requires_grad_(True)]
-    outputs = [layer(inp) for layer, inp in zip(layers, inputs)]
-    upstream = torch.randn(outputs[0].shape, generator=gen, dtype=torch.float64)
-    for out in outputs:
-        (out * upstream).sum().backward()
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(inputs[1].grad, inputs[0].grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(layers[1].weight.grad, layers[0].weight.grad, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(layers[1].running_deconv, layers[0].running_deconv, rtol=1e-12, atol=1e-12)
+    inputs = _same_training_step(layers, x, x_cl, gen, rtol=1e-12)
     assert nd._is_channels_last(inputs[1].grad)
     assert torch.equal(inputs[1].detach(), x_cl)
 
@@ -322,16 +331,7 @@ def test_channels_last_input_of_a_one_block_layer_gives_the_same_statistics_outp
     stats = [layer.batch_statistics(inp) for layer, inp in ((layers[0], x), (layers[1], x_cl))]
     for ours, reference in zip(stats[1], stats[0]):
         torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
-    inputs = [x.clone().requires_grad_(True), x_cl.clone().requires_grad_(True)]
-    outputs = [layer(inp) for layer, inp in zip(layers, inputs)]
-    upstream = torch.randn(outputs[0].shape, generator=gen, dtype=torch.float64)
-    for out in outputs:
-        (out * upstream).sum().backward()
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(inputs[1].grad, inputs[0].grad, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(layers[1].weight.grad, layers[0].weight.grad, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(layers[1].running_mean, layers[0].running_mean, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(layers[1].running_deconv, layers[0].running_deconv, rtol=1e-10, atol=1e-12)
+    inputs = _same_training_step(layers, x, x_cl, gen, rtol=1e-10)
     assert torch.equal(inputs[1].detach(), x_cl)  # the input untouched (the matrix is the layer's own copy)
     for layer in layers:  # evaluation: the running statistics, in the standard order on both
         layer.eval()
