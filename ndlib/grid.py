@@ -119,10 +119,12 @@ def run_status(config: TrainConfig, *, holding_claim: bool = False) -> str:
 class CostEstimate:
     """What a planned run should cost: ``seconds`` for all its epochs, scaled from ``per_epoch_s``.
 
-    ``source`` says where the per-epoch figure comes from: ``"runs"``, the median training +
-    evaluation time per epoch of ``n_records`` completed runs of the same model on the same kind
-    of device; ``"bench"``, the newest ``python -m ndlib bench`` step time times the steps of
-    an epoch (synthetic batches, training steps only: no data loading, no evaluation)."""
+    ``source`` says where the per-epoch figure comes from: ``"own"``, the mean training +
+    evaluation time of the ``n_records`` epochs the run itself has finished (a run under way);
+    ``"runs"``, the median training + evaluation time per epoch of ``n_records`` completed runs of
+    the same model on the same kind of device; ``"bench"``, the newest ``python -m ndlib bench``
+    step time times the steps of an epoch (synthetic batches, training steps only: no data
+    loading, no evaluation)."""
 
     seconds: float
     per_epoch_s: float
@@ -134,7 +136,9 @@ class CostEstimate:
     def describe(self) -> str:
         threads = "" if self.num_threads is None else \
             f", {self.num_threads} thread{'s' if self.num_threads != 1 else ''}"
-        if self.source == "runs":
+        if self.source == "own":
+            basis = f"its own {self.n_records} finished epoch{'s' if self.n_records != 1 else ''}{threads}"
+        elif self.source == "runs":
             basis = (f"median of {self.n_records} completed run{'s' if self.n_records != 1 else ''}, "
                      f"{self.device_type}{threads}")
         else:
@@ -150,6 +154,11 @@ def _planned_device_type(config: TrainConfig) -> str:
     return config.device.split(":")[0]
 
 
+def _number(value, default: float) -> float:
+    """``value`` as a float, ``default`` where it is missing (None or NaN)."""
+    return default if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
 def _same_threads(frame, num_threads: int | None):
     """Rows with ``num_threads`` (when given), else those of the most common thread count."""
     threads = frame["num_threads"]
@@ -163,7 +172,9 @@ def _same_threads(frame, num_threads: int | None):
 def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     """The expected cost of ``config``, or None when nothing comparable was measured.
 
-    From ``runs`` (:func:`ndlib.records.load_runs`) first: the median per-epoch training +
+    A run under way with finished epochs in ``runs`` (:func:`ndlib.records.load_runs`) is
+    estimated from those: its own machine, load and code, closer than any other run (not when
+    its time mixes settings, ``timing_mixed``).  Otherwise from ``runs`` first: the median per-epoch training +
     evaluation seconds of the completed real-data runs of the same table, architecture and
     norm on the same device type, times ``config.epochs``.  Both CIFAR datasets count for each
     other (the same 50,000 + 10,000 images; only the classifier differs).  With
@@ -183,6 +194,16 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     options = run_id_options(config.run_id)
     if runs is not None and len(runs):
         runs = runs[runs["run_id"].map(run_id_options) == options]
+        own = runs[(runs["run_id"] == config.run_id) & (runs["epochs_done"] > 0)
+                   & ~runs["timing_mixed"].fillna(False).astype(bool)]
+        if not own.empty:
+            row = own.iloc[-1]
+            seconds = _number(row["train_time_s"], math.nan) + _number(row["eval_time_s"], 0.0)
+            per_epoch = seconds / float(row["epochs_done"])
+            threads = _number(row["num_threads"], math.nan)
+            if math.isfinite(per_epoch):
+                return CostEstimate(per_epoch * config.epochs, per_epoch, "own", int(row["epochs_done"]), device_type,
+                                    int(threads) if math.isfinite(threads) else None)
         done = runs[(runs["status"] == "completed") & ~runs["synthetic"].astype(bool)
                     & (runs["table"] == config.table) & (runs["arch"] == config.arch)
                     & (runs["norm"] == config.norm) & (runs["device_type"] == device_type)

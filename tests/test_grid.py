@@ -174,6 +174,25 @@ def _estimate_frames(tmp_path, records, bench_rows=()):
     return load_runs(tmp_path), bench
 
 
+def test_a_run_under_way_is_estimated_from_its_own_finished_epochs(tmp_path):
+    from ndlib.grid import estimate_cost
+
+    runs, bench = _estimate_frames(tmp_path, [
+        _record("t1-cifar10-vgg16-nd-e1-s0", "vgg16", "nd", seconds=(1000.0, 100.0)),  # a completed run: 1100/epoch
+        _record("t1-cifar10-vgg16-nd-e20-s0", "vgg16", "nd", epochs=3, seconds=(1500.0, 60.0), status="running"),
+    ])
+    config = TrainConfig(arch="vgg16", norm="nd", dataset="cifar10", epochs=20, device="cpu", num_threads=1)
+    estimate = estimate_cost(config, runs, bench)
+    assert estimate.source == "own" and estimate.per_epoch_s == 1560.0 and estimate.seconds == 20 * 1560.0
+    assert "its own 3 finished epochs, 1 thread" in estimate.describe()
+    # another run of the cell (another seed) still goes by the completed runs
+    other = estimate_cost(dataclasses.replace(config, seed=1), runs, bench)
+    assert other.source == "runs" and other.per_epoch_s == 1100.0
+    # a run whose time mixes settings (resumed on another machine) does not go by its own epochs
+    mixed = runs.assign(timing_mixed=runs["run_id"] == config.run_id)
+    assert estimate_cost(config, mixed, bench).source == "runs"
+
+
 def test_cost_estimate_is_the_median_epoch_of_comparable_completed_runs(tmp_path):
     from ndlib.grid import estimate_cost
     from ndlib.records import load_runs
