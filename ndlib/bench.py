@@ -58,6 +58,7 @@ from torch import nn
 
 from ndlib import cpu_memory
 from ndlib import layers as nd_layers
+from ndlib import patches as nd_patches
 from ndlib.devices import synchronize
 
 __all__ = [
@@ -262,7 +263,7 @@ def conv_layouts(model: nn.Module, images: torch.Tensor, amp: bool = False) -> d
     def count(module, inputs, output):
         if output.dim() == 4 and output.shape[-2] * output.shape[-1] > 1:
             counts["convs"] += 1
-            counts["channels_last"] += int(nd_layers._is_channels_last(output))
+            counts["channels_last"] += int(nd_patches._is_channels_last(output))
 
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
     was_training = model.training
@@ -310,7 +311,7 @@ def deconv_stages(layer: nd_layers.FastDeconv) -> list[tuple[str, Callable]]:
     They call the same functional pieces as :meth:`ndlib.layers.FastDeconv.forward`.
     """
     def patches(x):
-        return nd_layers.stacked_patches(layer, x)
+        return nd_patches.stacked_patches(layer, x)
 
     def centering(X):
         return X - X.mean(dim=-2, keepdim=True)

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ndlib.layers import Delinear, FastDeconv, effective_block, group_features, sample_patches
+from ndlib.layers import Delinear, FastDeconv, effective_block
+from ndlib.patches import group_features, sample_patches
 
 __all__ = [
     "PHOTOGRAPHS",
@@ -137,7 +138,7 @@ def patch_covariance(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and covariance of all ``C*k*k`` features of the ``k x k`` patches (one block).
 
-    Uses the layer's own :func:`ndlib.layers.sample_patches` with zero padding ``k // 2``,
+    Uses the layer's own :func:`ndlib.patches.sample_patches` with zero padding ``k // 2``,
     so the patch grid and the feature order (channel, ky, kx) are exactly the layer's.
     ``Cov = (X - mu)^T (X - mu) / rows + eps I``.
     """
@@ -259,7 +260,7 @@ def deconv_kernel(deconv: torch.Tensor, channels: int, kernel_size: int) -> torc
 def block_assignment(channels: int, kernel_size: int, block: int, grouping: str = "interleaved") -> torch.Tensor:
     """Which whitening block each patch feature belongs to: ``(C, k*k)`` integer map.
 
-    Built by running the layer's own :func:`ndlib.layers.group_features` on the feature
+    Built by running the layer's own :func:`ndlib.patches.group_features` on the feature
     indices, with the block size from :func:`ndlib.layers.effective_block`.
     """
     k = _check_positive_int("kernel_size", kernel_size)

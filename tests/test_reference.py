@@ -12,6 +12,7 @@ from torch import nn
 
 from ndlib import _reference as ref
 from ndlib import layers as nd
+from ndlib import patches
 
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
@@ -243,19 +244,19 @@ def test_centered_covariance_gradcheck_and_values():
 
 
 @pytest.mark.parametrize("case", sorted(CONV_CASES))
-@pytest.mark.parametrize("grouping", nd.GROUPINGS)
+@pytest.mark.parametrize("grouping", patches.GROUPINGS)
 def test_stacked_patches_equal_the_plain_pipeline(case, grouping):
     cin, cout, k, stride, pad, dil, groups, bias, block, H = CONV_CASES[case]
     if groups > 1 and grouping == "contiguous":
         pytest.skip("grouping applies to groups == 1")
     layer = nd.FastDeconv(cin, cout, k, stride, pad, dil, groups, bias, block=block, grouping=grouping)
     x = torch.randn(3, cin, H, H)
-    X = nd.sample_patches(x, layer.kernel_size, layer.padding, layer.dilation, layer.statistics_stride)
+    X = patches.sample_patches(x, layer.kernel_size, layer.padding, layer.dilation, layer.statistics_stride)
     if groups == 1:
-        expected = nd.group_features(X, layer.num_blocks, grouping).reshape(-1, layer.num_features)
+        expected = patches.group_features(X, layer.num_blocks, grouping).reshape(-1, layer.num_features)
     else:
         expected = X.reshape(-1, groups, layer.num_features).transpose(0, 1)
-    assert torch.equal(nd.stacked_patches(layer, x), expected)
+    assert torch.equal(patches.stacked_patches(layer, x), expected)
 
 
 ONE_BY_ONE = {
@@ -294,14 +295,14 @@ def test_channels_last_input_takes_the_view_route_with_the_same_result(case):
     gen = torch.Generator().manual_seed(14)
     x = torch.randn(3, layers[0].in_channels, 7, 8, generator=gen, dtype=torch.float64) + 0.5
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    assert nd._is_channels_last(x_cl) and not nd._is_channels_last(x)
-    X = nd.stacked_patches(layers[1], x_cl)
-    assert torch.equal(X, nd.stacked_patches(layers[0], x))
+    assert patches._is_channels_last(x_cl) and not patches._is_channels_last(x)
+    X = patches.stacked_patches(layers[1], x_cl)
+    assert torch.equal(X, patches.stacked_patches(layers[0], x))
     if layers[0].num_blocks == 1 and layers[0].groups == 1:  # no copy at all: a view of the input
         assert X.untyped_storage().data_ptr() == x_cl.untyped_storage().data_ptr()
         assert not nd._owned_by_layer(X, x_cl)  # so it is centred out of place
     inputs = _same_training_step(layers, x, x_cl, gen, rtol=1e-12)
-    assert nd._is_channels_last(inputs[1].grad)
+    assert patches._is_channels_last(inputs[1].grad)
     assert torch.equal(inputs[1].detach(), x_cl)
 
 
@@ -326,8 +327,8 @@ def test_channels_last_input_of_a_one_block_layer_gives_the_same_statistics_outp
     gen = torch.Generator().manual_seed(15)
     x = torch.randn(4, layers[0].in_channels, height, width, generator=gen, dtype=torch.float64) + 0.5
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    assert nd._layer_patches(layers[0], x)[2] is None and nd._layer_patches(layers[1], x_cl)[2] is not None
-    assert torch.equal(nd.stacked_patches(layers[1], x_cl), nd.stacked_patches(layers[0], x))
+    assert patches._layer_patches(layers[0], x)[2] is None and patches._layer_patches(layers[1], x_cl)[2] is not None
+    assert torch.equal(patches.stacked_patches(layers[1], x_cl), patches.stacked_patches(layers[0], x))
     stats = [layer.batch_statistics(inp) for layer, inp in ((layers[0], x), (layers[1], x_cl))]
     for ours, reference in zip(stats[1], stats[0]):
         torch.testing.assert_close(ours, reference, rtol=1e-10, atol=1e-12)
@@ -341,7 +342,7 @@ def test_channels_last_input_of_a_one_block_layer_gives_the_same_statistics_outp
 def test_channels_last_order_puts_ky_kx_channel_features_in_channel_ky_kx_order():
     C, T = 3, 4
     permuted = torch.tensor([[t * 10 + c for t in range(T) for c in range(C)]])  # features (t, c): value t*10+c
-    standard = permuted[:, nd._channels_last_order(C, T, torch.device("cpu"))]
+    standard = permuted[:, patches._channels_last_order(C, T, torch.device("cpu"))]
     assert standard.tolist() == [[t * 10 + c for c in range(C) for t in range(T)]]  # features (c, t)
 
 
@@ -370,10 +371,10 @@ def test_window_patches_equal_unfold_with_gradient(case):
     gen = torch.Generator().manual_seed(11)
     x = torch.randn(3, layer.in_channels, H, W, generator=gen, dtype=torch.float64)
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    ours = nd.stacked_patches(layer, x1)
-    X = nd.sample_patches(x2, layer.kernel_size, layer.padding, layer.dilation, layer.statistics_stride)
+    ours = patches.stacked_patches(layer, x1)
+    X = patches.sample_patches(x2, layer.kernel_size, layer.padding, layer.dilation, layer.statistics_stride)
     if layer.groups == 1:
-        plain = nd.group_features(X, layer.num_blocks, layer.grouping).reshape(-1, layer.num_features)
+        plain = patches.group_features(X, layer.num_blocks, layer.grouping).reshape(-1, layer.num_features)
     else:
         plain = X.reshape(-1, layer.groups, layer.num_features).transpose(0, 1)
     assert torch.equal(ours, plain)
@@ -392,7 +393,7 @@ def test_in_place_centering_is_bit_identical(dtype):
     results = []
     for in_place in (False, True):
         xr = x.clone().requires_grad_(True)
-        X = nd.stacked_patches(layer, xr)
+        X = patches.stacked_patches(layer, xr)
         assert nd._owned_by_layer(X, xr)
         out = nd._CenteredCovariance.apply(X, 1e-3, in_place)
         mean, cov = out[-2:]
@@ -411,15 +412,15 @@ def test_feature_major_covariance_equals_row_major(in_place):
     layer = nd.FastDeconv(6, 6, 3, padding=1, groups=3, stride=2).double()
     gen = torch.Generator().manual_seed(13)
     x = torch.randn(3, 6, 9, 8, generator=gen, dtype=torch.float64) + 0.5
-    Xt, features_first = nd._patch_matrix(layer, x)
+    Xt, features_first = patches._patch_matrix(layer, x)
     assert features_first and Xt.is_contiguous() and Xt.shape == (3, 18, 3 * 2 * 2)  # stride 2 * 3: 2x2 patches
-    assert torch.equal(Xt.mT, nd.stacked_patches(layer, x))
+    assert torch.equal(Xt.mT, patches.stacked_patches(layer, x))
     x1, x2 = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    Xt1 = nd._patch_matrix(layer, x1)[0]
+    Xt1 = patches._patch_matrix(layer, x1)[0]
     assert nd._owned_by_layer(Xt1, x1)
     out = nd._CenteredCovariance.apply(Xt1, 1e-3, in_place, True)
     ours = out[-2:]
-    plain = nd.centered_covariance(nd.sample_patches(x2, layer.kernel_size, layer.padding, layer.dilation,
+    plain = nd.centered_covariance(patches.sample_patches(x2, layer.kernel_size, layer.padding, layer.dilation,
                                                      layer.statistics_stride).reshape(-1, 3, 18).transpose(0, 1), 1e-3)
     for a, b in zip(ours, plain):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
@@ -435,7 +436,7 @@ def test_in_place_centering_never_touches_the_input():
     """A patch matrix that is a view of the input (one 7x7 window, no padding) is centred out of place."""
     layer = nd.FastDeconv(2, 4, 7, block=64).double().train()
     x = torch.randn(1, 2, 7, 7, dtype=torch.float64) + 3
-    X = nd.stacked_patches(layer, x)
+    X = patches.stacked_patches(layer, x)
     assert X.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()  # the case under test
     assert not nd._owned_by_layer(X, x)
     before = x.clone()

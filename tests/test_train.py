@@ -377,10 +377,11 @@ def test_a_channels_last_run_feeds_its_nd_layers_channels_last_inputs(tmp_path, 
     """The campaign's channels_last runs are faster only if the ND layers see channels-last
     activations (their patch route from channels-last memory): batches and model are converted."""
     import ndlib.layers as nd_layers
+    import ndlib.patches as nd_patches
 
     seen = []
-    route = nd_layers._patches_channels_last
-    monkeypatch.setattr(nd_layers, "_patches_channels_last", lambda layer, x: seen.append(layer) or route(layer, x))
+    route = nd_patches._patches_channels_last
+    monkeypatch.setattr(nd_patches, "_patches_channels_last", lambda layer, x: seen.append(layer) or route(layer, x))
     torch.manual_seed(0)
     model = nn.Sequential(nd_layers.FastDeconv(3, 8, 3, padding=1), nn.ReLU(),
                           nd_layers.FastDeconv(8, 8, 3, padding=1), nn.ReLU(),

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ndlib.layers import Delinear, FastDeconv, isqrt_newton_schulz, sample_patches
+from ndlib.layers import Delinear, FastDeconv, isqrt_newton_schulz
+from ndlib.patches import sample_patches
 from ndlib.whitening import (
     bf16_whitening_errors,
     block_assignment,

@@ -24,7 +24,8 @@ import time
 import torch
 from _common import machine_line, rounds_parser, start_timing
 
-from ndlib.layers import FastDeconv, _patch_matrix
+from ndlib.layers import FastDeconv
+from ndlib.patches import _patch_matrix
 from ndlib.whitening import relative_error
 
 #: VGG-16's 3x3 layers at batch 128 on CIFAR (input channels, map size).

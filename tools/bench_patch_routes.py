@@ -17,7 +17,8 @@ import time
 import torch
 from _common import machine_line, rounds_parser, start_timing
 
-from ndlib.layers import FastDeconv, _patch_matrix, _stacked_patches_from_windows
+from ndlib.layers import FastDeconv
+from ndlib.patches import _patch_matrix, _stacked_patches_from_windows
 
 #: VGG-16's 3x3 layers at batch 128 on CIFAR (input channels, map size), ResNet-18's first block.
 SHAPES = [(64, 32), (128, 16), (256, 8), (512, 4), (512, 2)]
