@@ -4,7 +4,8 @@ A deconvolution layer whitens the input of a convolution (or linear) layer befor
 multiplies it by its weight.  For a conv with kernel ``k x k`` the "features" are the
 ``C*k*k`` entries of an im2col patch.  In training mode the layer
 
-1. samples patches ``X`` (one row per patch) at a stride ``sampling_stride * conv_stride``;
+1. samples patches ``X`` (one row per patch) at a stride ``sampling_stride * conv_stride``
+   (:mod:`ndlib.patches`);
 2. splits the features into channel blocks that share one covariance (block-diagonal whitening);
 3. centres them, ``mu = mean(X)``, and forms ``Cov = Xc^T Xc / M + eps * I``;
 4. approximates ``D = Cov^(-1/2)`` with coupled Newton-Schulz iterations;
