@@ -154,11 +154,6 @@ def _planned_device_type(config: TrainConfig) -> str:
     return config.device.split(":")[0]
 
 
-def _number(value, default: float) -> float:
-    """``value`` as a float, ``default`` where it is missing (None or NaN)."""
-    return default if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
 def _same_threads(frame, num_threads: int | None):
     """Rows with ``num_threads`` (when given), else those of the most common thread count."""
     threads = frame["num_threads"]
@@ -194,16 +189,16 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     options = run_id_options(config.run_id)
     if runs is not None and len(runs):
         runs = runs[runs["run_id"].map(run_id_options) == options]
+        from ndlib.report.frames import is_missing  # (ndlib.report is heavy: only where runs are read)
+
         own = runs[(runs["run_id"] == config.run_id) & (runs["epochs_done"] > 0)
-                   & ~runs["timing_mixed"].fillna(False).astype(bool)]
-        if not own.empty:
+                   & (runs["device_type"] == device_type) & ~runs["timing_mixed"].fillna(False).astype(bool)]
+        if not own.empty and not is_missing(own["train_time_s"].iloc[-1]):
             row = own.iloc[-1]
-            seconds = _number(row["train_time_s"], math.nan) + _number(row["eval_time_s"], 0.0)
-            per_epoch = seconds / float(row["epochs_done"])
-            threads = _number(row["num_threads"], math.nan)
-            if math.isfinite(per_epoch):
-                return CostEstimate(per_epoch * config.epochs, per_epoch, "own", int(row["epochs_done"]), device_type,
-                                    int(threads) if math.isfinite(threads) else None)
+            eval_s = 0.0 if is_missing(row["eval_time_s"]) else float(row["eval_time_s"])
+            per_epoch = (float(row["train_time_s"]) + eval_s) / float(row["epochs_done"])
+            return CostEstimate(per_epoch * config.epochs, per_epoch, "own", int(row["epochs_done"]), device_type,
+                                None if is_missing(row["num_threads"]) else int(row["num_threads"]))
         done = runs[(runs["status"] == "completed") & ~runs["synthetic"].astype(bool)
                     & (runs["table"] == config.table) & (runs["arch"] == config.arch)
                     & (runs["norm"] == config.norm) & (runs["device_type"] == device_type)
