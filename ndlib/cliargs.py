@@ -41,12 +41,13 @@ def _choices(name: str) -> list | None:
     a parser is built, so that importing this module imports no model code)."""
     from ndlib.config import known_archs
     from ndlib.data import DATASETS
-    from ndlib.layers import REFRESH_STATS
+    from ndlib.layers import COVARIANCE_GRADS, REFRESH_STATS
     from ndlib.models import NORMS
 
     if name == "arch":
         return known_archs()
-    fixed = {"norm": list(NORMS), "dataset": sorted(DATASETS), "deconv_refresh_stats": list(REFRESH_STATS)}
+    fixed = {"norm": list(NORMS), "dataset": sorted(DATASETS), "deconv_refresh_stats": list(REFRESH_STATS),
+             "deconv_covariance_grad": list(COVARIANCE_GRADS)}
     return fixed.get(name)
 
 _HELP = {
@@ -59,6 +60,8 @@ _HELP = {
                             "statistics (default) or the last refresh's estimate",
     "deconv_refresh_warmup": "ND with --deconv-refresh-every > 1: estimate on every one of the first N training "
                              "steps, then every k-th (default 0)",
+    "deconv_covariance_grad": "ND with --amp: run the covariance's backward product in float32 like the "
+                              "statistics (default) or in bfloat16, the dtype its result is cast to",
     "synthetic": "train on labelled SYNTHETIC data of the dataset's shape (smoke runs)",
     "device": "auto (CUDA if available), cpu, cuda or cuda:N",
     "num_threads": "torch CPU threads (default: torch's choice)",

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ndlib.data import DATASETS
-from ndlib.layers import REFRESH_STATS
+from ndlib.layers import COVARIANCE_GRADS, REFRESH_STATS
 from ndlib.models import NORMS, available
 
 __all__ = [
@@ -73,6 +73,7 @@ DECONV_FIELDS: dict[str, str] = {
     "deconv_refresh_every": "refresh_every",
     "deconv_refresh_stats": "refresh_stats",
     "deconv_refresh_warmup": "refresh_warmup",
+    "deconv_covariance_grad": "covariance_grad",
 }
 
 
@@ -113,8 +114,10 @@ class TrainConfig:
     CPU step was page faults); results are bit-identical, and the record says whether it applied.
     ``checkpoint_interval_s``: a checkpoint is also written within an epoch every that many
     seconds (0: after every step), so a killed run loses at most that much work.
-    ``deconv_refresh_stats="running"`` and ``deconv_refresh_warmup=0`` are stored as None (the
-    layers' defaults), so the same computation always gets the same run id.
+    ``deconv_refresh_stats="running"``, ``deconv_refresh_warmup=0`` and
+    ``deconv_covariance_grad="statistics"`` are stored as None (the layers' defaults), so the same
+    computation always gets the same run id.  ``deconv_covariance_grad="input"`` (the covariance's
+    backward in bfloat16, ``ndlib.layers``) needs ``amp``: without autocast it is the default.
     """
 
     arch: str = "vgg16"
@@ -134,6 +137,7 @@ class TrainConfig:
     deconv_refresh_every: int | None = None
     deconv_refresh_stats: str | None = None
     deconv_refresh_warmup: int | None = None
+    deconv_covariance_grad: str | None = None
     synthetic: bool = False
     synthetic_train_size: int = 512
     synthetic_test_size: int = 256
@@ -187,6 +191,15 @@ class TrainConfig:
                                  f"(or leave {name} unset)")
             if getattr(self, name) == layer_default:  # the layers' default: one run id for one computation
                 object.__setattr__(self, name, None)
+        if self.deconv_covariance_grad is not None:
+            if self.deconv_covariance_grad not in COVARIANCE_GRADS:
+                raise ValueError(f"deconv_covariance_grad must be one of {COVARIANCE_GRADS}, got "
+                                 f"{self.deconv_covariance_grad!r}")
+            if self.deconv_covariance_grad == COVARIANCE_GRADS[0]:  # the layers' default
+                object.__setattr__(self, "deconv_covariance_grad", None)
+            elif self.amp is not True:
+                raise ValueError("deconv_covariance_grad='input' only changes a bf16 autocast run (without "
+                                 "autocast the input is float32, as the statistics): add amp (--amp) or leave it out")
         if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
             raise ValueError(f"num_workers must be a non-negative integer, got {self.num_workers!r}")
         _non_negative_float("lr", self.lr, positive=True)

@@ -19,6 +19,8 @@ CONFIGS = [
                 deconv_eps=1e-5),
     TrainConfig(arch="resnet18_imagenet", dataset="imagenet", epochs=90, batch_size=128, weight_decay=5e-5, amp=True,
                 channels_last=True),
+    TrainConfig(arch="mobilenetv2", norm="nd", dataset="cifar100", epochs=20, amp=True, channels_last=True,
+                deconv_covariance_grad="input"),
 ]
 
 # fields that say where and how fast, not what: in the command line, never in the run id

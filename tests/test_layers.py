@@ -890,3 +890,94 @@ def test_autocast_bfloat16_keeps_statistics_in_float32(case, refresh_every):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed(torch.randn(*shape, generator=g).bfloat16())
     assert mixed.running_deconv.dtype == torch.float32 and torch.isfinite(mixed.running_deconv).all()
+
+
+# covariance_grad="input": the covariance's backward product in the input's dtype (opt-in)
+COVARIANCE_GRAD_BUILDS = {
+    **{case: REFRESH_BUILDS[case] for case in ("conv", "conv-grouped-s2", "linear")},
+    # one block of 16 channels x 3x3 from channels-last memory (ndlib.patches' channels-last route)
+    "conv-channels-last": (lambda **kw: FastDeconv(16, 8, 3, padding=1, block=16, n_iter=3, **kw), (4, 16, 9, 9)),
+}
+
+
+def _covariance_grad_step(layer, x: torch.Tensor, upstream: torch.Tensor):
+    """One bf16-autocast training step of ``layer`` on the bf16 input ``x``: output, input and weight gradients."""
+    x = x.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    (out.float() * upstream).sum().backward()
+    return out.detach(), x.grad, layer.weight.grad.clone()
+
+
+@pytest.mark.parametrize("case", list(COVARIANCE_GRAD_BUILDS))
+def test_covariance_grad_input_changes_only_the_input_gradient_under_autocast(case):
+    """Under autocast the option rounds one product of the backward: the forward, the statistics
+    and the weight gradient stay bit for bit; the input gradient moves by bf16 rounding, no more."""
+    build, shape = COVARIANCE_GRAD_BUILDS[case]
+    torch.manual_seed(0)
+    default, low = build().train(), build(covariance_grad="input").train()
+    low.load_state_dict(default.state_dict())
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, generator=g).bfloat16()  # the bf16 output of an earlier autocast layer
+    if case == "conv-channels-last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(default(x.float()).shape, generator=g)
+    default.load_state_dict(low.state_dict())  # undo that forward's buffer update
+    out_a, dx_a, dw_a = _covariance_grad_step(default, x, upstream)
+    out_b, dx_b, dw_b = _covariance_grad_step(low, x, upstream)
+    assert torch.equal(out_a, out_b) and torch.equal(dw_a, dw_b)
+    for name, buffer in default.named_buffers():
+        assert torch.equal(buffer, dict(low.named_buffers())[name]), name
+    assert dx_a.dtype == dx_b.dtype == torch.bfloat16
+    assert not torch.equal(dx_a, dx_b)  # the product did run in bf16
+    assert rel_err(dx_b.float(), dx_a.float()) < 2e-2
+
+
+@pytest.mark.parametrize("case", ["conv", "linear"])
+def test_covariance_grad_input_is_the_default_without_autocast(case):
+    """A float32 input is in the statistics' dtype already: the option changes nothing, bit for bit."""
+    build, shape = COVARIANCE_GRAD_BUILDS[case]
+    torch.manual_seed(0)
+    default, low = build().train(), build(covariance_grad="input").train()
+    low.load_state_dict(default.state_dict())
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
+    grads = []
+    for layer in (default, low):
+        xi = x.clone().requires_grad_(True)
+        layer(xi).square().sum().backward()
+        grads.append((xi.grad, layer.weight.grad))
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_covariance_backward_in_bf16_against_float64():
+    """``centered_covariance(..., grad_dtype=bfloat16)``: the gradient of a loss on the mean and the
+    covariance, within bf16 rounding of the float64 one, returned in the input's dtype."""
+    from ndlib.layers import centered_covariance
+
+    g = torch.Generator().manual_seed(5)
+    X = (torch.randn(300, 24, generator=g) + 0.5).requires_grad_(True)
+    G_cov, G_mean = torch.randn(24, 24, generator=g), torch.randn(24, generator=g)
+    grads = {}
+    for name, data, grad_dtype in (("f64", X.detach().double(), None), ("f32", X.detach(), None),
+                                   ("bf16", X.detach(), torch.bfloat16)):
+        data = data.clone().requires_grad_(True)
+        mean, cov = centered_covariance(data, 1e-2, grad_dtype)
+        ((cov * G_cov.to(cov.dtype)).sum() + (mean * G_mean.to(mean.dtype)).sum()).backward()
+        grads[name] = data.grad
+    assert grads["bf16"].dtype == torch.float32
+    assert rel_err(grads["f32"], grads["f64"].float()) < 1e-5
+    assert 1e-4 < rel_err(grads["bf16"], grads["f64"].float()) < 1e-2
+
+
+def test_covariance_grad_option_is_checked_and_reaches_every_layer():
+    from ndlib import models
+
+    with pytest.raises(ValueError, match="covariance_grad"):
+        FastDeconv(4, 4, 3, covariance_grad="bf16")
+    with pytest.raises(ValueError, match="covariance_grad"):
+        Delinear(4, 4, covariance_grad="float32")
+    with torch.device("meta"):
+        net = models.create("resnet18", norm="nd", covariance_grad="input")
+    layers = [m for m in net.modules() if isinstance(m, (FastDeconv, Delinear))]
+    assert layers and all(m.covariance_grad == "input" for m in layers)
+    assert "covariance_grad='input'" in repr(layers[0])

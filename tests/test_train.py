@@ -49,6 +49,9 @@ def test_paper_defaults_per_table():
         ({"deconv_refresh_every": 1, "deconv_refresh_stats": "last"}, "set deconv_refresh_every > 1"),
         ({"deconv_refresh_warmup": 100}, "set deconv_refresh_every > 1"),
         ({"deconv_refresh_every": 4, "deconv_refresh_warmup": -1}, "deconv_refresh_warmup must be a non-negative"),
+        ({"norm": "nd", "amp": True, "deconv_covariance_grad": "bf16"}, "deconv_covariance_grad must be one of"),
+        ({"norm": "nd", "deconv_covariance_grad": "input"}, "only changes a bf16 autocast run"),
+        ({"norm": "bn", "amp": True, "deconv_covariance_grad": "input"}, "only apply to ND models"),
     ],
 )
 def test_bad_config_raises_clear_error(overrides, message):
@@ -100,6 +103,21 @@ def test_refresh_options_reach_the_model_and_name_the_run():
         model = create_model(last)
     layers = [m for m in model.modules() if isinstance(m, FastDeconv)]
     assert layers and all((m.refresh_every, m.refresh_stats) == (4, "last") for m in layers)
+
+
+def test_covariance_grad_option_reaches_the_model_and_names_the_run():
+    from ndlib.layers import Delinear, FastDeconv
+    from ndlib.train import create_model
+
+    bf16 = TrainConfig(arch="vgg16", norm="nd", amp=True)
+    low = TrainConfig(arch="vgg16", norm="nd", amp=True, deconv_covariance_grad="input")
+    assert low.run_id != bf16.run_id and low.deconv_options() == {"covariance_grad": "input"}
+    # the default spelled out is the same run
+    assert TrainConfig(arch="vgg16", norm="nd", amp=True, deconv_covariance_grad="statistics") == bf16
+    with torch.device("meta"):
+        model = create_model(low)
+    layers = [m for m in model.modules() if isinstance(m, (FastDeconv, Delinear))]
+    assert layers and all(m.covariance_grad == "input" for m in layers)
 
 
 def test_config_round_trips_through_dict():

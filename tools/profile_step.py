@@ -4,11 +4,14 @@ torch profiler's self CPU time per operator, summed over a few steps of each, si
 `python -m ndlib bench` says which step is faster; `tools/bench_layers_vs_reference.py` times
 the layers alone; this looks inside the whole steps, where layers overlap with the rest of the
 model.  ``--against bn`` sets ndlib's ND step beside the BN step instead (where ND's extra time
-goes); ``--amp`` profiles both under bfloat16 autocast, as ``train --amp``.  SYNTHETIC batch,
+goes); ``--amp`` profiles both under bfloat16 autocast, as ``train --amp``, and
+``--channels-last`` both in the channels_last memory format (weights and batch), as
+``train --channels-last``.  SYNTHETIC batch,
 freed memory kept (as training runs).  Usage::
 
     python tools/profile_step.py --arch resnext29 --threads 2 --steps 2
     python tools/profile_step.py --arch vgg16 --threads 1 --against bn --amp
+    python tools/profile_step.py --arch resnet18 --threads 1 --against bn --amp --channels-last
 """
 from __future__ import annotations
 
@@ -45,15 +48,20 @@ def main() -> None:
     parser.add_argument("--against", choices=["reference", "bn"], default="reference",
                         help="the step set beside ndlib's ND step: the public algorithm's ND (default) or BN")
     parser.add_argument("--amp", action="store_true", help="both steps under bfloat16 autocast")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="both models and the batch in the channels_last memory format")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cpu_memory.keep_freed_memory()
-    config = BenchConfig(arch=args.arch, batch_size=args.batch_size, implementations=("ndlib", "reference"))
+    config = BenchConfig(arch=args.arch, batch_size=args.batch_size, implementations=("ndlib", "reference"),
+                         channels_last=args.channels_last)
     built = _build_models(config, torch.device("cpu"))
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, 3, 32, 32)
+    if args.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (args.batch_size,))
-    precision = "bf16 autocast" if args.amp else "float32"
+    precision = ("bf16 autocast" if args.amp else "float32") + (", channels_last" if args.channels_last else "")
     print(f"{args.arch}: " + machine_line(args.threads, args.batch_size,
                                           f"{args.steps} profiled steps each after a warm-up (SYNTHETIC input), "
                                           f"freed memory kept, {precision}"))
