@@ -69,6 +69,24 @@ def test_step_settings_times_both_layouts_of_both_norms_in_bf16():
     assert all(float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
 
 
+def test_step_settings_times_nd_with_the_covariance_backward_in_bf16():
+    done = run_tool("bench_step_settings.py", "--compare", "covariance-grad", "--channels-last",
+                    "--arch", "efficientnetb0", "--threads", "1", "--rounds", "1", "--batch-size", "2",
+                    "--num-classes", "10")
+    assert done.returncode == 0, done.stderr
+    assert "bf16 autocast, channels_last" in done.stdout and "bf16-grad / fp32-grad" in done.stdout
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith("efficientnetb0 ")]
+    assert [row[1] for row in rows] == ["nd"]  # BN has no covariance
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 and float(row[4]) > 0 for row in rows)
+
+
+def test_profile_channels_last_sets_nd_beside_bn():
+    done = run_tool("profile_step.py", "--arch", "efficientnetb0", "--threads", "1", "--steps", "1",
+                    "--batch-size", "2", "--top", "3", "--against", "bn", "--amp", "--channels-last")
+    assert done.returncode == 0, done.stderr
+    assert "bf16 autocast, channels_last" in done.stdout and "aten::" in done.stdout
+
+
 def test_profile_lists_operators_of_both_steps():
     done = run_tool("profile_step.py", "--arch", "efficientnetb0", "--threads", "1", "--steps", "1",
                     "--batch-size", "2", "--top", "3")
