@@ -13,6 +13,13 @@ machine).  It names runs in the order they should train::
     norms = ["bn", "nd"]
     epochs = [20]
     seeds = [0]
+    [[stage]]                   # the runs of a fidelity test (ndlib.fidelity.FIDELITY_TESTS), queued here
+    fidelity = "covariance-grad"
+
+A ``deconv_*`` setting (e.g. ``deconv_covariance_grad``, in [settings] or a stage) applies to the
+ND runs only: a BN run has no ND layer to set.  A run that uses a setting guarded by a fidelity
+test (bf16 autocast, ND's covariance backward in bf16) waits until that test has accepted it in
+the records (:func:`ndlib.fidelity.waiting_for`); the lanes train the runs after it meanwhile.
 
 ``python -m ndlib campaign run`` starts ``--lanes`` worker processes (default 2, each with
 ``--threads`` torch threads, default 1: on our 2-core machine two 1-thread runs gave 1.4x the
@@ -45,7 +52,7 @@ from typing import TextIO
 import tomllib
 
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
-from ndlib.config import EXECUTION_FIELDS, NON_IDENTITY_FIELDS, TrainConfig
+from ndlib.config import DECONV_FIELDS, EXECUTION_FIELDS, NON_IDENTITY_FIELDS, TrainConfig
 from ndlib.devices import cpu_has_native_bf16
 from ndlib.grid import estimate_cost, run_status
 from ndlib.paths import project_root
@@ -64,6 +71,8 @@ _STAGE_KEYS = {"title", "datasets", "archs", "norms", "epochs", "seeds"}
 #: campaign's new runs train in bf16, and the architectures whose steps channels_last makes faster
 #: train in it.
 _STAGE_SETTINGS = set(EXECUTION_FIELDS)
+#: A stage made of a fidelity test's runs: ``fidelity = "<test>"`` (and an optional title) only.
+_FIDELITY_STAGE_KEYS = {"title", "fidelity"}
 _PLACEMENT = sorted(NON_IDENTITY_FIELDS)  # never in a campaign file: they say where, not what
 
 
@@ -127,6 +136,11 @@ def load_campaign(path: str | Path, **placement) -> Campaign:
     titles: list[str] = []
     for number, stage in enumerate(stages, 1):
         where = f"{path}, stage {number}"
+        if "fidelity" in stage:
+            for config in _fidelity_stage(stage, where, placement):
+                runs.append(config)
+                titles.append(str(stage.get("title", f"stage {number}")))
+            continue
         unknown = set(stage) - _STAGE_KEYS - _STAGE_SETTINGS
         missing = {"datasets", "archs", "norms", "epochs"} - set(stage)
         if unknown or missing:
@@ -139,9 +153,11 @@ def load_campaign(path: str | Path, **placement) -> Campaign:
                 for seed in lists["seeds"]:
                     for epochs in lists["epochs"]:
                         for norm in lists["norms"]:
+                            own = {key: value for key, value in stage_settings.items()
+                                   if norm == "nd" or key not in DECONV_FIELDS}  # ND layers' options: ND runs
                             try:
                                 config = TrainConfig(arch=arch, norm=norm, dataset=dataset, epochs=epochs,
-                                                     seed=seed, **stage_settings, **placement)
+                                                     seed=seed, **own, **placement)
                             except (ValueError, TypeError) as error:
                                 raise CampaignError(f"{where}: {error}") from None
                             runs.append(config)
@@ -153,6 +169,20 @@ def load_campaign(path: str | Path, **placement) -> Campaign:
     if len({config.runs_dir for config in runs}) > 1:
         raise CampaignError(f"{path}: all runs must share one runs folder")
     return Campaign(name, path, str(spec.get("description", "")).strip(), tuple(runs), tuple(titles))
+
+
+def _fidelity_stage(stage: dict, where: str, placement: dict) -> tuple[TrainConfig, ...]:
+    """The runs of the fidelity test a ``fidelity = "<test>"`` stage names, with ``placement``."""
+    from ndlib.fidelity import FIDELITY_TESTS
+
+    unknown = set(stage) - _FIDELITY_STAGE_KEYS
+    if unknown:
+        raise CampaignError(f"{where}: a fidelity stage takes only {sorted(_FIDELITY_STAGE_KEYS)}, not "
+                            f"{sorted(unknown)}; the test's own file lists its runs")
+    test = FIDELITY_TESTS.get(stage["fidelity"])
+    if test is None:
+        raise CampaignError(f"{where}: unknown fidelity test {stage['fidelity']!r}; valid: {sorted(FIDELITY_TESTS)}")
+    return load_campaign(test.campaign, **placement).runs
 
 
 # --------------------------------------------------------------------------------------
@@ -186,15 +216,33 @@ def _trains_on_cpu(config: TrainConfig) -> bool:
 
 
 def next_run(campaign: Campaign, skip: set[str] = frozenset()) -> TrainConfig | None:
-    """The first run not finished, not held by another worker, not in ``skip`` and not one this
-    machine cannot train at a sensible speed (:func:`needs_native_bf16`); None when none is left."""
+    """The first run not finished, not held by another worker, not in ``skip``, not one this
+    machine cannot train at a sensible speed (:func:`needs_native_bf16`) and not one waiting for a
+    fidelity test (:func:`ndlib.fidelity.waiting_for`); None when none is left."""
     folder = claims_folder(campaign.runs_dir)
+    records = None
     for config in campaign.runs:
         if config.run_id in skip or holder(config.run_id, folder) is not None or needs_native_bf16(config):
             continue
-        if run_status(config) not in (*FINISHED, "running"):
+        if run_status(config) in (*FINISHED, "running"):
+            continue
+        records = _records(campaign) if records is None else records
+        if _waiting_for(config, records) is None:
             return config
     return None
+
+
+def _records(campaign: Campaign):
+    from ndlib.records import load_runs
+
+    return load_runs(campaign.runs_dir)
+
+
+def _waiting_for(config: TrainConfig, records):
+    """The fidelity test ``config`` waits for (:func:`ndlib.fidelity.waiting_for`), or None."""
+    from ndlib.fidelity import waiting_for
+
+    return waiting_for(config, records)
 
 
 def commit_record(record_file: Path, repo: str | Path, message: str, lock_wait_s: float = 60.0) -> Path:
@@ -299,8 +347,12 @@ def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = N
         config = next_run(campaign, tried)
         if config is None:
             waiting = [c for c in campaign.runs if needs_native_bf16(c) and run_status(c) not in FINISHED]
+            records = _records(campaign)
+            tested = [c for c in campaign.runs if run_status(c) not in FINISHED and _waiting_for(c, records)]
             say("nothing left to train" + (f" here: {len(waiting)} bf16 runs wait for a machine with native bf16 "
-                                           "(Intel AMX / AVX512-BF16, or a GPU)" if waiting else ""))
+                                           "(Intel AMX / AVX512-BF16, or a GPU)" if waiting else "")
+                + (f"; {len(tested)} runs wait for a fidelity test's verdict (`campaign status` names it)"
+                   if tested else ""))
             return 1 if failed else 0
         tried.add(config.run_id)
         try:
@@ -399,9 +451,11 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
         else:
             counts["waiting"] += 1
             elsewhere = needs_native_bf16(config)  # a lane here leaves it to a machine with native bf16
-            label = status if marked_next or elsewhere else "next"
-            marked_next = marked_next or not elsewhere
+            test = _waiting_for(config, records)
+            label = status if marked_next or elsewhere or test else "next"
+            marked_next = marked_next or not (elsewhere or test)
             where += (", " if where else "") + "bf16: not on this CPU" if elsewhere else ""
+            where += (", " if where else "") + f"waits for the {test.name} fidelity test" if test else ""
             lines.append(f"    {label:<11} {config.run_id}" + (f"  [{where}]" if where else "") + f"  {cost}")
     for totals in per_stage.values():
         lines[totals["line"]] += (f"  ({totals['done']} of {totals['runs']} done, ~{totals['left_s'] / 3600:.0f} h left"

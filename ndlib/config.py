@@ -371,17 +371,22 @@ def run_id_options(run_id: object) -> str:
 
 #: The options that change how the paper's computation is executed, not what it computes: the
 #: precision (``amp``, bfloat16 autocast; it counts for a paper's cell once the fidelity test,
-#: :mod:`ndlib.fidelity`, accepts it) and the memory layout (``channels_last``: the same
-#: arithmetic in another summation order, checked against float32 by ``ndlib.checks.compare``).
-#: A run with the paper's settings and only these changed counts for the paper's cell; both sides
-#: of a BN/ND pair share them.
-EXECUTION_FIELDS = ("amp", "channels_last")
+#: :mod:`ndlib.fidelity`, accepts it), the memory layout (``channels_last``: the same
+#: arithmetic in another summation order, checked against float32 by ``ndlib.checks.compare``)
+#: and, for ND runs under autocast, the precision of the covariance's backward product
+#: (``deconv_covariance_grad``, its own fidelity test).  A run with the paper's settings and only
+#: these changed counts for the paper's cell; both sides of a BN/ND pair share precision and
+#: layout (the third has no BN side).
+EXECUTION_FIELDS = ("amp", "channels_last", "deconv_covariance_grad")
 
 
-def execution_options(amp: bool = False, channels_last: bool = False) -> str:
-    """The run-id suffix (without its dash; ``""`` for neither) of the paper's settings with only
-    the :data:`EXECUTION_FIELDS` given changed."""
-    return run_id_options(TrainConfig(arch="vgg16", amp=amp, channels_last=channels_last).run_id)
+def execution_options(amp: bool = False, channels_last: bool = False, covariance_grad: str | None = None) -> str:
+    """The run-id suffix (without its dash; ``""`` for none) of the paper's settings with only
+    the :data:`EXECUTION_FIELDS` given changed; ``covariance_grad`` names an ND run's (BN and ND
+    runs share the suffix otherwise)."""
+    norm = "nd" if covariance_grad is not None else "bn"
+    return run_id_options(TrainConfig(arch="vgg16", norm=norm, amp=amp, channels_last=channels_last,
+                                      deconv_covariance_grad=covariance_grad).run_id)
 
 
 def execution_of_options(options: str) -> tuple[bool, bool] | None:
@@ -390,7 +395,9 @@ def execution_of_options(options: str) -> tuple[bool, bool] | None:
     return _EXECUTIONS.get(options)
 
 
-_EXECUTIONS = {execution_options(amp, layout): (amp, layout) for amp in (False, True) for layout in (False, True)}
+_EXECUTIONS = {execution_options(amp, layout, grad): (amp, layout)
+               for amp in (False, True) for layout in (False, True)
+               for grad in ((None, "input") if amp else (None,))}
 
 #: The run-id suffix of the paper's settings in bfloat16 autocast alone (contiguous layout).
 BF16_OPTIONS = execution_options(amp=True)

@@ -42,8 +42,8 @@ _REPRODUCTION_SPLIT = {("cifar100", 20): TRAINING_INFERRED, ("cifar100", 100): T
                        ("cifar10", 100): TRAINING_INFERRED, ("cifar10", 20): "split not stated"}
 
 _CURVE_COLUMNS = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
-                  "machine_id", "device_name", "num_threads", "amp", "channels_last", "epoch", "train_acc", "test_acc",
-                  "train_loss", "test_loss", "train_time_s", "elapsed_s"]
+                  "machine_id", "device_name", "num_threads", "amp", "channels_last", "covariance_grad", "epoch",
+                  "train_acc", "test_acc", "train_loss", "test_loss", "train_time_s", "elapsed_s"]
 
 
 def reproduction_label(dataset: str, epochs: int) -> str:
@@ -57,12 +57,20 @@ def _paper_names() -> pd.Series:
 
 class Execution(NamedTuple):
     """How a cell's runs execute the paper's computation (:data:`ndlib.config.EXECUTION_FIELDS`):
-    bfloat16 autocast or float32, channels_last or contiguous memory layout."""
+    bfloat16 autocast or float32, channels_last or contiguous memory layout (both sides of the
+    pair), and the ND side's ``covariance_grad`` (None: the default, float32)."""
     amp: bool = False
     channels_last: bool = False
+    covariance_grad: str | None = None
 
 
-_EXECUTIONS = [Execution(amp, layout) for amp in (False, True) for layout in (False, True)]
+_EXECUTIONS = [Execution(amp, layout, grad) for amp in (False, True) for layout in (False, True)
+               for grad in ((None, "input") if amp else (None,))]
+
+
+def _same_for(norm: str, a: Execution, b: Execution) -> bool:
+    """Whether a run of ``norm`` trained in ``a`` also trained in ``b`` (a BN run has no covariance)."""
+    return a == b if norm == "nd" else a[:2] == b[:2]
 
 
 def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 20,
@@ -74,19 +82,21 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
 
     One row per (run, finished epoch): accuracies and losses, the epoch's training seconds and
     ``elapsed_s``, the training seconds up to the end of that epoch (evaluation excluded), and
-    the run's ``amp`` and ``channels_last``.  ``in_progress`` marks runs whose record is not finished
-    (``running``, ``interrupted``): their last epoch is where training stood when the record was
-    committed, not a result."""
+    the run's ``amp``, ``channels_last`` and (ND runs) ``covariance_grad``.  ``in_progress`` marks
+    runs whose record is not finished (``running``, ``interrupted``): their last epoch is where
+    training stood when the record was committed, not a result."""
     if runs.empty or histories.empty:
         return pd.DataFrame(columns=_CURVE_COLUMNS)
-    every = pd.concat([paper_settings_only(runs, *e).assign(amp=e.amp, channels_last=e.channels_last)
-                       for e in _EXECUTIONS])
-    ran = [Execution(a, c) for a, c in zip(every["amp"], every["channels_last"])]
+    every = pd.concat([paper_settings_only(runs, *e).assign(amp=e.amp, channels_last=e.channels_last,
+                                                            covariance_grad=e.covariance_grad)
+                       for e in _EXECUTIONS])  # (a BN run once per covariance_grad: it has none)
+    ran = [Execution(a, c, g) for a, c, g in zip(every["amp"], every["channels_last"], every["covariance_grad"])]
     if isinstance(execution, Mapping):
         wanted = [execution.get((dataset, arch)) for dataset, arch in zip(every["dataset"], every["arch"])]
     else:
         wanted = [Execution(*execution)] * len(every)
     chosen = every[[w is not None and Execution(*w) == e for w, e in zip(wanted, ran)]]
+    chosen = chosen.assign(covariance_grad=chosen["covariance_grad"].where(chosen["norm"] == "nd", None))
     real, _ = split_synthetic(chosen)
     real = real[(pd.to_numeric(real["table"], errors="coerce") == 1)
                 & (pd.to_numeric(real["epochs"], errors="coerce") == epochs)
@@ -96,7 +106,7 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
     real = real.assign(in_progress=real["status"].isin(["running", "interrupted"]),
                        paper_name=real["arch"].map(_paper_names()))
     keep = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
-            "machine_id", "device_name", "num_threads", "amp", "channels_last"]
+            "machine_id", "device_name", "num_threads", "amp", "channels_last", "covariance_grad"]
     data = histories.merge(real[keep], on="run_id").sort_values(["run_id", "epoch"])
     data["elapsed_s"] = data.groupby("run_id")["train_time_s"].cumsum()
     for name in ("epoch", "seed", "epochs"):
@@ -109,33 +119,48 @@ def curves_in_other_executions(runs: pd.DataFrame, histories: pd.DataFrame, epoc
     """:func:`campaign_curves` of the runs of ``cells`` trained in another execution than the one
     ``cells`` gives them (e.g. begun before the campaign file changed it): kept out of the results,
     named beside them."""
-    parts = [campaign_curves(runs, histories, epochs, {cell: e for cell, own in cells.items() if own != e})
-             for e in _EXECUTIONS]
+    parts = []
+    for e in _EXECUTIONS:
+        part = campaign_curves(runs, histories, epochs, {cell: e for cell, own in cells.items() if own != e})
+        other = [not _same_for(norm, e, cells[(dataset, arch)])
+                 for norm, dataset, arch in zip(part["norm"], part["dataset"], part["arch"])]
+        parts.append(part[other])
     parts = [part for part in parts if not part.empty]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=_CURVE_COLUMNS)
+    return (pd.concat(parts, ignore_index=True).drop_duplicates(["run_id", "epoch"]) if parts
+            else pd.DataFrame(columns=_CURVE_COLUMNS))
 
 
 def cell_executions(configs: Iterable, epochs: int) -> dict[tuple[str, str], Execution]:
     """``(dataset, arch) -> Execution`` of the runs of ``epochs`` epochs among ``configs`` (a
-    campaign's :class:`~ndlib.config.TrainConfig` list): how each cell trains.  A cell whose runs
-    disagree is an error: both sides of a pair must share precision and layout."""
+    campaign's :class:`~ndlib.config.TrainConfig` list): how each cell trains, its ``covariance_grad``
+    the ND side's.  A cell whose runs disagree is an error: both sides of a pair must share
+    precision and layout."""
     cells: dict[tuple[str, str], Execution] = {}
+    nd_grads: dict[tuple[str, str], str | None] = {}
     for config in configs:
         if config.epochs != epochs:
             continue
         key, own = (config.dataset, config.arch), Execution(config.amp, config.channels_last)
-        if cells.setdefault(key, own) != own:
+        if cells.setdefault(key, own)[:2] != own[:2]:
             raise ValueError(f"{config.dataset} {config.arch} at {epochs} epochs has runs in two executions "
                              f"({cells[key]} and {own}); give both sides of a pair one precision and layout "
                              "(the stage's amp and channels_last)")
+        if config.norm == "nd":
+            grad = config.deconv_covariance_grad
+            if nd_grads.setdefault(key, grad) != grad:
+                raise ValueError(f"{config.dataset} {config.arch} at {epochs} epochs has ND runs with two "
+                                 f"covariance_grad settings ({nd_grads[key]} and {grad}); give the cell one")
+            cells[key] = cells[key]._replace(covariance_grad=grad)
     return cells
 
 
 def execution_words(execution: Execution | None) -> str:
-    """One cell's execution for a table: ``"bf16"``, ``"float32"``, ``"bf16, channels-last"``; ``"—"`` for None."""
+    """One cell's execution for a table: ``"bf16"``, ``"float32"``, ``"bf16, channels-last"``,
+    ``"bf16, channels-last, ND bf16 cov. backward"``; ``"—"`` for None."""
     if execution is None:
         return "—"
-    return ("bf16" if execution.amp else "float32") + (", channels-last" if execution.channels_last else "")
+    return (("bf16" if execution.amp else "float32") + (", channels-last" if execution.channels_last else "")
+            + (", ND bf16 cov. backward" if execution.covariance_grad == "input" else ""))
 
 
 def _exceptions_text(cells: Mapping[tuple[str, str], bool]) -> tuple[bool, str]:
@@ -159,7 +184,8 @@ def _exceptions_text(cells: Mapping[tuple[str, str], bool]) -> tuple[bool, str]:
 def execution_text(cells: Mapping[tuple[str, str], Execution]) -> str:
     """How a campaign's cells train, in words: the majority precision with the exceptions named, e.g.
     ``"bfloat16 autocast (float32: EfficientNet, PNASNetA)"``, then the layout where any cell trains
-    channels-last, e.g. ``"...; channels-last layout: ResNet18, MobileNetV2 (contiguous: the rest)"``."""
+    channels-last, e.g. ``"...; channels-last layout: ResNet18, MobileNetV2 (contiguous: the rest)"``,
+    then the cells whose ND runs compute the covariance's backward in bf16, if any."""
     if not cells:
         return "float32"
     words = {True: "bfloat16 autocast", False: "float32"}
@@ -170,6 +196,11 @@ def execution_text(cells: Mapping[tuple[str, str], Execution]) -> str:
         text += "; channels-last layout" + (f" (contiguous: {layout_exceptions})" if layout_exceptions else "")
     elif layout_exceptions:
         text += f"; channels-last layout: {layout_exceptions} (contiguous: the rest)"
+    low = {cell: e.covariance_grad == "input" for cell, e in cells.items()}
+    if any(low.values()):
+        main_grad, grad_exceptions = _exceptions_text(low)
+        text += ("; ND's covariance backward in bf16" + (f" (float32: {grad_exceptions})" if grad_exceptions else "")
+                 if main_grad else f"; ND's covariance backward in bf16: {grad_exceptions} (float32: the rest)")
     return text
 
 

@@ -1,4 +1,4 @@
-"""The bfloat16 fidelity test: may the 20-epoch campaign train in bf16 autocast?
+"""Fidelity tests: may the 20-epoch campaign train in bf16 autocast, and with ND's covariance backward in bf16?
 
 bf16 keeps float32's exponent but only 8 bits of mantissa, so a bf16 run is another computation
 (the ND layers keep their statistics, Newton-Schulz and fold in float32 under autocast, but the
@@ -19,9 +19,17 @@ interval of the mean, since the question is whether the bf16 run could have been
 float32 seed.  bf16 is accepted only if every run of the file completed and passed; a diverged
 bf16 run fails.  With 3 seeds ``k`` is about 4.97, so the test catches a shift of a few seed
 standard deviations, not a small bias: the 20-epoch tables say which precision they hold.
+
+The same test guards a second setting, ``covariance_grad="input"`` (``TrainConfig.
+deconv_covariance_grad``: ND's covariance backward in bf16, ``ndlib.layers``), with one-epoch
+runs of ResNet-18 ND on both datasets, the architecture of those that use it with three float32
+seeds (``campaigns/covariance-grad-fidelity.toml``).  :data:`FIDELITY_TESTS` lists both; a campaign run
+that uses a setting waits until that setting's test has accepted it (:func:`waiting_for`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +39,8 @@ from ndlib.campaign import load_campaign
 from ndlib.paths import project_root
 from ndlib.report import paper_settings_only, prediction_factor, split_synthetic
 
-__all__ = ["FIDELITY_LEVEL", "MIN_FLOAT32_SEEDS", "fidelity_campaign", "fidelity_table", "fidelity_verdict"]
+__all__ = ["FIDELITY_LEVEL", "MIN_FLOAT32_SEEDS", "FidelityTest", "FIDELITY_TESTS", "fidelity_campaign",
+           "fidelity_table", "fidelity_verdict", "waiting_for"]
 
 #: The prediction interval's coverage.
 FIDELITY_LEVEL = 0.95
@@ -42,9 +51,56 @@ _COLUMNS = ["dataset", "arch", "norm", "bf16_run_id", "bf16_status", "bf16_test"
             "fp32_seeds", "fp32_mean", "fp32_sd", "low", "high", "inside"]
 
 
-def fidelity_campaign() -> Path:
-    """``campaigns/bf16-fidelity.toml``: the test's runs, in the order the lanes train them."""
-    return project_root() / "campaigns" / "bf16-fidelity.toml"
+@dataclass(frozen=True)
+class FidelityTest:
+    """A setting that changes how the paper's computation runs, and the one-epoch runs that must all
+    land inside their float32 interval before a campaign run may use it.
+
+    ``uses(config)``: whether a run uses the setting; ``subject``: the setting in words (the
+    verdict's sentences); ``file``: the test's campaign under ``campaigns/``."""
+
+    name: str
+    file: str
+    subject: str
+    uses: Callable
+
+    @property
+    def campaign(self) -> Path:
+        return project_root() / "campaigns" / self.file
+
+
+#: The settings the campaigns use only after a fidelity test: bf16 autocast, and (ND only) the
+#: covariance's backward in bf16 on top of it.
+FIDELITY_TESTS: dict[str, FidelityTest] = {
+    "bf16": FidelityTest("bf16", "bf16-fidelity.toml", "bfloat16 autocast", lambda config: bool(config.amp)),
+    "covariance-grad": FidelityTest(
+        "covariance-grad", "covariance-grad-fidelity.toml",
+        "ND's covariance backward in bf16 (covariance_grad='input')",
+        lambda config: getattr(config, "deconv_covariance_grad", None) is not None),
+}
+
+
+def fidelity_campaign(test: str = "bf16") -> Path:
+    """``campaigns/<file>`` of fidelity test ``test`` (default ``campaigns/bf16-fidelity.toml``):
+    the test's runs, in the order the lanes train them."""
+    return FIDELITY_TESTS[test].campaign
+
+
+def waiting_for(config, runs: pd.DataFrame) -> FidelityTest | None:
+    """The first fidelity test that real-data run ``config`` uses and that has not accepted its
+    setting yet in ``runs`` (the records), None when it may train.  A test's own runs never wait
+    for that test; synthetic runs never wait."""
+    if config.synthetic:
+        return None
+    for test in FIDELITY_TESTS.values():
+        if not test.uses(config):
+            continue
+        own = {planned.run_id for planned in load_campaign(test.campaign).runs}
+        if config.run_id in own:
+            continue
+        if fidelity_verdict(fidelity_table(runs, test.campaign), test=test.name)[0] is not True:
+            return test
+    return None
 
 
 def fidelity_table(runs: pd.DataFrame, campaign: str | Path | None = None,
@@ -84,19 +140,19 @@ def fidelity_table(runs: pd.DataFrame, campaign: str | Path | None = None,
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
-def fidelity_verdict(table: pd.DataFrame, level: float = FIDELITY_LEVEL) -> tuple[bool | None, str]:
-    """``(accepted, sentence)`` from :func:`fidelity_table`: True when every run passed, False when
-    one finished outside its interval (or diverged), None while the test is incomplete."""
+def fidelity_verdict(table: pd.DataFrame, level: float = FIDELITY_LEVEL,
+                     test: str = "bf16") -> tuple[bool | None, str]:
+    """``(accepted, sentence)`` from :func:`fidelity_table` of fidelity test ``test``: True when
+    every run passed, False when one finished outside its interval (or diverged), None while the
+    test is incomplete."""
     percent = f"{100 * level:g} %"
+    if test != "bf16":
+        return _setting_verdict(table, percent, FIDELITY_TESTS[test].subject)
     if table.empty:
         return None, "The bf16 fidelity test lists no runs."
     judged = table["inside"].dropna().astype(bool)
-    failed = table[table["inside"].map(lambda inside: inside is not pd.NA and not inside)]
+    failed, names = _failed_rows(table)
     if not failed.empty:
-        names = ", ".join(f"{row.arch} {row.norm.upper()} ({row.dataset}: "
-                          + ("diverged" if row.bf16_status == "diverged" else
-                             f"{row.bf16_test:.2f} %, interval [{row.low:.2f}, {row.high:.2f}]") + ")"
-                          for row in failed.itertuples())
         return False, (f"**Verdict: float32.** {len(failed)} of {len(table)} bf16 runs fell outside the "
                        f"{percent} prediction interval of their cell's float32 seeds: {names}. bf16 is not "
                        "accepted; every campaign run trains in float32.")
@@ -107,3 +163,31 @@ def fidelity_verdict(table: pd.DataFrame, level: float = FIDELITY_LEVEL) -> tupl
     return True, (f"**Verdict: bfloat16 accepted.** All {len(table)} bf16 runs landed inside the {percent} "
                   "prediction interval of their cell's float32 seeds, so the 20-epoch campaign may train in "
                   "bf16 autocast, both sides of every pair in the same precision.")
+
+
+def _failed_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The runs of a fidelity table that fell outside their interval (or diverged), and their names."""
+    failed = table[table["inside"].map(lambda inside: inside is not pd.NA and not inside)]
+    names = ", ".join(f"{row.arch} {row.norm.upper()} ({row.dataset}: "
+                      + ("diverged" if row.bf16_status == "diverged" else
+                         f"{row.bf16_test:.2f} %, interval [{row.low:.2f}, {row.high:.2f}]") + ")"
+                      for row in failed.itertuples())
+    return failed, names
+
+
+def _setting_verdict(table: pd.DataFrame, percent: str, subject: str) -> tuple[bool | None, str]:
+    """:func:`fidelity_verdict` of a test other than bf16's, in the words of its ``subject``."""
+    if table.empty:
+        return None, f"The fidelity test of {subject} lists no runs."
+    judged = table["inside"].dropna().astype(bool)
+    failed, names = _failed_rows(table)
+    if not failed.empty:
+        return False, (f"**Verdict: not accepted.** {len(failed)} of {len(table)} runs with {subject} fell outside "
+                       f"the {percent} prediction interval of their cell's float32 seeds: {names}. The campaign's "
+                       "runs that use it wait; give them the default setting instead.")
+    if len(judged) < len(table):
+        return None, (f"**Verdict: not yet.** {len(judged)} of {len(table)} fidelity runs with {subject} have "
+                      "finished" + (", all inside their interval" if len(judged) else "")
+                      + "; the campaign's runs that use it wait until all have.")
+    return True, (f"**Verdict: accepted.** All {len(table)} runs with {subject} landed inside the {percent} "
+                  "prediction interval of their cell's float32 seeds, so the campaign's runs may use it.")

@@ -99,3 +99,43 @@ def test_the_projects_fidelity_campaign_is_bf16_one_epoch_and_otherwise_the_pape
         assert config.run_id == TrainConfig(arch=config.arch, norm=config.norm, dataset=config.dataset, epochs=1,
                                             amp=True).run_id
         assert report.run_options(config.run_id) == report.BF16_OPTIONS
+
+
+def test_a_run_that_uses_a_tested_setting_waits_until_its_test_accepts_it(tmp_path, monkeypatch):
+    """``waiting_for``: bf16 runs wait for the bf16 test, ND runs with the covariance backward in bf16
+    for theirs too; the test's own runs, float32 runs and synthetic runs never wait."""
+    accepted = {"bf16": True, "covariance-grad": None}
+    monkeypatch.setattr(fidelity, "fidelity_verdict", lambda table, level=0.95, test="bf16": (accepted[test], ""))
+    monkeypatch.setattr(fidelity, "fidelity_table", lambda runs, campaign: pd.DataFrame())
+    runs = pd.DataFrame(columns=report.RUN_COLUMNS)
+    low = TrainConfig(arch="resnet18", norm="nd", dataset="cifar100", epochs=20, amp=True, channels_last=True,
+                      deconv_covariance_grad="input")
+    own = TrainConfig(arch="resnet18", norm="nd", dataset="cifar100", epochs=1, amp=True, channels_last=True,
+                      deconv_covariance_grad="input")  # listed in campaigns/covariance-grad-fidelity.toml
+    bn = TrainConfig(arch="resnet18", norm="bn", dataset="cifar100", epochs=20, amp=True, channels_last=True)
+    assert fidelity.waiting_for(low, runs).name == "covariance-grad"
+    assert fidelity.waiting_for(own, runs) is None and fidelity.waiting_for(bn, runs) is None
+    assert fidelity.waiting_for(TrainConfig(arch="resnet18", epochs=20), runs) is None
+    accepted["bf16"] = None
+    assert fidelity.waiting_for(bn, runs).name == "bf16" and fidelity.waiting_for(own, runs).name == "bf16"
+    assert fidelity.waiting_for(TrainConfig(amp=True, synthetic=True), runs) is None
+    accepted.update({"bf16": True, "covariance-grad": True})
+    assert fidelity.waiting_for(low, runs) is None
+
+
+def test_the_verdict_of_another_setting_names_it(campaign):
+    subject = fidelity.FIDELITY_TESTS["covariance-grad"].subject
+    accepted, text = fidelity.fidelity_verdict(fidelity.fidelity_table(_runs(11.5, 74.2), campaign),
+                                               test="covariance-grad")
+    assert accepted is True and text.startswith("**Verdict: accepted.**") and subject in text
+    accepted, text = fidelity.fidelity_verdict(fidelity.fidelity_table(_runs(11.5, 70.0), campaign),
+                                               test="covariance-grad")
+    assert accepted is False and "vgg16 ND (cifar10: 70.00 %" in text and "wait" in text
+
+
+def test_the_projects_covariance_grad_test_runs_nd_in_the_stage_2_execution():
+    from ndlib.campaign import load_campaign
+
+    runs = load_campaign(fidelity.fidelity_campaign("covariance-grad")).runs
+    assert runs and all(c.norm == "nd" and c.epochs == 1 and c.seed == 0 and c.amp and c.channels_last
+                        and c.deconv_covariance_grad == "input" for c in runs)

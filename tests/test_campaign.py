@@ -61,11 +61,18 @@ def test_the_project_campaign_lists_the_issue_order():
     campaign = load_campaign(campaign_module.default_campaign())
     ids = [c.run_id.removesuffix(f"-{report_options(c.run_id)}") for c in campaign.runs]  # any execution
     assert all(execution_of_options(report_options(c.run_id)) for c in campaign.runs)  # and nothing else
-    assert ids[:6] == ["t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0",
+    assert ids[:8] == ["t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0",
                        "t1-cifar100-vgg16-bn-e20-s0", "t1-cifar100-vgg16-nd-e20-s0",
+                       # the covariance-grad fidelity test, queued before the stages that wait for it
+                       "t1-cifar100-resnet18-nd-e1-s0", "t1-cifar10-resnet18-nd-e1-s0",
                        "t1-cifar10-efficientnetb0-bn-e20-s0", "t1-cifar10-efficientnetb0-nd-e20-s0"]
     assert len([i for i in ids if i.endswith("-e20-s0")]) == 8 + 8 + 8 + 4
-    assert ids[8] == "t1-cifar100-resnet18-bn-e20-s0" and ids[16] == "t1-cifar10-resnet18-bn-e20-s0"
+    assert ids[10] == "t1-cifar100-resnet18-bn-e20-s0" and ids[18] == "t1-cifar10-resnet18-bn-e20-s0"
+    assert [i.split("-")[2] for i in ids[10:26:2]] == ["resnet18", "mobilenetv2", "preact18", "senet18"] * 2
+    # ND's covariance backward in bf16 where it made the ND step faster (results/bench/README.md), ND runs only
+    low = {(c.dataset, c.arch) for c in campaign.runs if c.deconv_covariance_grad == "input" and c.epochs == 20}
+    assert low == {(d, a) for d in ("cifar10", "cifar100") for a in ("resnet18", "preact18", "senet18")}
+    assert all(c.norm == "nd" for c in campaign.runs if c.deconv_covariance_grad is not None)
 
 
 def test_the_project_campaign_trains_in_bf16_only_once_the_committed_fidelity_test_accepted_it():
@@ -81,7 +88,7 @@ def test_the_project_campaign_trains_in_bf16_only_once_the_committed_fidelity_te
     assert convergence.cell_executions(campaign.runs, 20)  # one precision and layout per cell, or it raises
     # float32 where bf16 made the lanes' step slower (results/bench/README.md, tools/bench_step_settings.py)
     assert {c.arch for c in campaign.runs if c.epochs == 20 and not c.amp} == {"efficientnetb0", "pnasneta"}
-    assert not any(c.amp for c in campaign.runs if c.epochs == 1)  # extra seeds join float32 seeds
+    assert not any(c.amp for c in campaign.runs if c.epochs == 1 and c.seed > 0)  # extra seeds join float32 seeds
     bf16 = [c for c in campaign.runs if c.amp]
     if bf16:
         table = fidelity.fidelity_table(load_runs(project_root() / "results" / "runs"))
@@ -96,7 +103,7 @@ def test_the_project_campaign_trains_channels_last_only_where_it_was_measured_fa
     layout = {(c.dataset, c.arch) for c in campaign.runs if c.channels_last}
     assert layout == {(c.dataset, c.arch) for c in campaign.runs if c.epochs == 20 and c.arch != "vgg16"}
     assert len(layout) == 12  # EfficientNet-B0, the four of stages 2 and 3a, PNASNet-A; both datasets
-    assert not any(c.channels_last for c in campaign.runs if c.epochs == 1)  # extra seeds join contiguous seeds
+    assert not any(c.channels_last for c in campaign.runs if c.epochs == 1 and c.seed > 0)  # extra seeds: contiguous
 
 
 def test_a_stage_sets_the_layout_of_its_runs_and_a_wrong_value_is_one_clear_error(tmp_path):
@@ -139,6 +146,48 @@ def test_a_lane_leaves_bf16_runs_to_a_machine_with_native_bf16(tmp_path, monkeyp
     assert "  one pair  (0 of 4 done, ~0 h left, 4 without an estimate)" in text  # nothing to estimate from
     monkeypatch.setattr(campaign_module, "cpu_has_native_bf16", lambda: True)
     assert not any(campaign_module.needs_native_bf16(c) for c in campaign.runs)
+
+
+def test_a_deconv_setting_applies_to_the_nd_runs_of_its_stage(tmp_path):
+    text = PAIR.replace("[[stage]]", '[[stage]]\namp = true\ndeconv_covariance_grad = "input"', 1)
+    campaign = load_campaign(_write(tmp_path, text), **_placement(tmp_path))
+    assert [(c.norm, c.amp, c.deconv_covariance_grad) for c in campaign.runs] == [("bn", True, None),
+                                                                                  ("nd", True, "input")]
+    without_amp = PAIR.replace("[[stage]]", '[[stage]]\ndeconv_covariance_grad = "input"', 1)
+    with pytest.raises(CampaignError, match="only changes a bf16 autocast run"):
+        load_campaign(_write(tmp_path, without_amp), **_placement(tmp_path))
+
+
+def test_a_fidelity_stage_queues_the_tests_own_runs(tmp_path):
+    from ndlib.fidelity import fidelity_campaign
+
+    stages = PAIR + '[[stage]]\ntitle = "the test"\nfidelity = "covariance-grad"\n'
+    campaign = load_campaign(_write(tmp_path, stages), **_placement(tmp_path))
+    test_runs = load_campaign(fidelity_campaign("covariance-grad")).runs
+    assert [c.run_id for c in campaign.runs[2:]] == [c.run_id for c in test_runs]
+    assert campaign.stages[2:] == ("the test",) * len(test_runs) and campaign.runs[2].num_threads == 1
+    for bad, message in (('fidelity = "fp8"', "unknown fidelity test 'fp8'"),
+                         ('fidelity = "bf16"\narchs = ["vgg16"]', "a fidelity stage takes only")):
+        with pytest.raises(CampaignError, match=message):
+            load_campaign(_write(tmp_path, PAIR + f"[[stage]]\n{bad}\n"), **_placement(tmp_path))
+
+
+def test_a_run_waiting_for_a_fidelity_test_is_skipped_and_shown(tmp_path, monkeypatch):
+    from ndlib.fidelity import FIDELITY_TESTS
+
+    campaign = load_campaign(_write(tmp_path, PAIR), **_placement(tmp_path))
+    waits = {campaign.runs[0].run_id}
+    monkeypatch.setattr(campaign_module, "_waiting_for",
+                        lambda config, records: FIDELITY_TESTS["bf16"] if config.run_id in waits else None)
+    assert next_run(campaign).run_id == campaign.runs[1].run_id  # the BN run waits: its ND partner goes first
+    text = "\n".join(status_lines(campaign))
+    assert f"missing     {campaign.runs[0].run_id}  [waits for the bf16 fidelity test]" in text
+    assert f"next        {campaign.runs[1].run_id}" in text
+    waits.add(campaign.runs[1].run_id)
+    assert next_run(campaign) is None
+    out = io.StringIO()
+    assert work_lane(campaign, 1, stream=out) == 0
+    assert "nothing left to train; 2 runs wait for a fidelity test's verdict" in out.getvalue()
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):

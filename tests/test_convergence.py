@@ -210,3 +210,36 @@ def test_cell_executions_and_their_words():
     with pytest.raises(ValueError, match="one precision and layout"):
         convergence.cell_executions(configs + [TrainConfig(arch="vgg16", norm="nd", epochs=20, amp=True,
                                                            channels_last=True)], 20)
+
+
+def test_a_cell_whose_nd_side_computes_the_covariance_backward_in_bf16():
+    """covariance_grad is the ND side's: the cell's BN run is its (amp, layout) run, its ND run the
+    one with the option; the ND run without it is a run in another execution, the BN run is not."""
+    E = convergence.Execution
+    pair = [TrainConfig(arch="resnet18", norm=norm, dataset="cifar100", epochs=20, amp=True, channels_last=True,
+                        **({"deconv_covariance_grad": "input"} if norm == "nd" else {})) for norm in ("bn", "nd")]
+    cells = convergence.cell_executions(pair, 20)
+    assert cells == {("cifar100", "resnet18"): E(True, True, "input")}
+    with pytest.raises(ValueError, match="ND runs with two covariance_grad settings"):
+        convergence.cell_executions(pair + [TrainConfig(arch="resnet18", norm="nd", dataset="cifar100", epochs=20,
+                                                        amp=True, channels_last=True, seed=1)], 20)
+    assert convergence.execution_words(cells[("cifar100", "resnet18")]) == "bf16, channels-last, ND bf16 cov. backward"
+    mixed = {**cells, ("cifar100", "mobilenetv2"): E(True, True), ("cifar100", "senet18"): E(True, True)}
+    assert convergence.execution_text(mixed) == ("bfloat16 autocast; channels-last layout; ND's covariance backward "
+                                                 "in bf16: ResNet-18 (float32: the rest)")
+    layout = execution_options(amp=True, channels_last=True)
+    low = execution_options(amp=True, channels_last=True, covariance_grad="input")
+    ids = {"bn": f"t1-cifar100-resnet18-bn-e20-s0-{layout}", "nd": f"t1-cifar100-resnet18-nd-e20-s0-{low}",
+           "nd32": f"t1-cifar100-resnet18-nd-e20-s0-{layout}"}
+    runs = pd.DataFrame([_run(ids["bn"], arch="resnet18", dataset="cifar100"),
+                         _run(ids["nd"], arch="resnet18", norm="nd", dataset="cifar100"),
+                         _run(ids["nd32"], arch="resnet18", norm="nd", dataset="cifar100")], columns=report.RUN_COLUMNS)
+    histories = pd.DataFrame(sum((_history(run_id, [30.0, 40.0]) for run_id in ids.values()), []))
+    curves = convergence.campaign_curves(runs, histories, execution=cells)
+    assert set(curves["run_id"]) == {ids["bn"], ids["nd"]} and len(curves) == 4
+    grads = curves.drop_duplicates("run_id").set_index("norm")["covariance_grad"]
+    assert grads["nd"] == "input" and grads["bn"] is None  # a BN run has no covariance
+    other = convergence.curves_in_other_executions(runs, histories, 20, cells)
+    assert set(other["run_id"]) == {ids["nd32"]} and len(other) == 2
+    assert set(report.paper_settings_only(runs, True, True, "input")["run_id"]) == {ids["bn"], ids["nd"]}
+    assert set(report.paper_settings_only(runs, True, True)["run_id"]) == {ids["bn"], ids["nd32"]}

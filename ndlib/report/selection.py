@@ -26,16 +26,25 @@ def in_table(runs: pd.DataFrame, table: int) -> pd.Series:
     return pd.to_numeric(runs["table"], errors="coerce") == table
 
 
-def paper_settings_only(runs: pd.DataFrame, amp: bool = False, channels_last: bool = False) -> pd.DataFrame:
+def paper_settings_only(runs: pd.DataFrame, amp: bool = False, channels_last: bool = False,
+                        covariance_grad: str | None = None) -> pd.DataFrame:
     """The runs trained with the paper's settings: run ids without an ``-o<hash>`` suffix.
 
     A run with any non-default option (e.g. ``deconv_refresh_every``) measures something else
     and never counts for a cell of the paper's table.  ``amp`` / ``channels_last`` ask instead for
     the paper's settings executed in bfloat16 autocast and/or the channels_last layout: run ids
     whose suffix hashes exactly those (:func:`ndlib.config.execution_options`; the settings a
-    campaign may train a cell in, bf16 once the fidelity test accepts it, :mod:`ndlib.fidelity`)."""
+    campaign may train a cell in, bf16 once the fidelity test accepts it, :mod:`ndlib.fidelity`).
+    ``covariance_grad`` (with ``amp``) asks for ND runs with that ND option too, beside BN runs
+    of the same precision and layout (``runs`` then needs a ``norm`` column)."""
     require_columns(runs, ["run_id"], "the run records")
-    return runs[runs["run_id"].map(run_options) == execution_options(amp, channels_last)]
+    wanted = execution_options(amp, channels_last)
+    if covariance_grad is None:
+        return runs[runs["run_id"].map(run_options) == wanted]
+    require_columns(runs, ["norm"], "the run records")
+    nd_wanted = execution_options(amp, channels_last, covariance_grad)
+    return runs[runs["run_id"].map(run_options) == runs["norm"].map(lambda norm: nd_wanted if norm == "nd"
+                                                                     else wanted)]
 
 
 def split_synthetic(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
