@@ -140,54 +140,50 @@ def fidelity_table(runs: pd.DataFrame, campaign: str | Path | None = None,
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
+#: The verdict's sentences: the bf16 test's, and any other setting's (``{subject}``: its words).
+_VERDICT_WORDS = {
+    "bf16": {
+        "empty": "The bf16 fidelity test lists no runs.",
+        "failed": "**Verdict: float32.** {failed} of {total} bf16 runs fell outside the {percent} prediction "
+                  "interval of their cell's float32 seeds: {names}. bf16 is not accepted; every campaign run "
+                  "trains in float32.",
+        "open": "**Verdict: float32 for now.** {judged} of {total} bf16 fidelity runs have finished{so_far}; "
+                "bf16 is accepted only when all have.",
+        "accepted": "**Verdict: bfloat16 accepted.** All {total} bf16 runs landed inside the {percent} prediction "
+                    "interval of their cell's float32 seeds, so the 20-epoch campaign may train in bf16 autocast, "
+                    "both sides of every pair in the same precision.",
+    },
+    "setting": {
+        "empty": "The fidelity test of {subject} lists no runs.",
+        "failed": "**Verdict: not accepted.** {failed} of {total} runs with {subject} fell outside the {percent} "
+                  "prediction interval of their cell's float32 seeds: {names}. The campaign's runs that use it "
+                  "wait; give them the default setting instead.",
+        "open": "**Verdict: not yet.** {judged} of {total} fidelity runs with {subject} have finished{so_far}; "
+                "the campaign's runs that use it wait until all have.",
+        "accepted": "**Verdict: accepted.** All {total} runs with {subject} landed inside the {percent} prediction "
+                    "interval of their cell's float32 seeds, so the campaign's runs may use it.",
+    },
+}
+
+
 def fidelity_verdict(table: pd.DataFrame, level: float = FIDELITY_LEVEL,
                      test: str = "bf16") -> tuple[bool | None, str]:
     """``(accepted, sentence)`` from :func:`fidelity_table` of fidelity test ``test``: True when
     every run passed, False when one finished outside its interval (or diverged), None while the
     test is incomplete."""
-    percent = f"{100 * level:g} %"
-    if test != "bf16":
-        return _setting_verdict(table, percent, FIDELITY_TESTS[test].subject)
+    words = _VERDICT_WORDS["bf16" if test == "bf16" else "setting"]
+    facts = {"percent": f"{100 * level:g} %", "subject": FIDELITY_TESTS[test].subject, "total": len(table)}
     if table.empty:
-        return None, "The bf16 fidelity test lists no runs."
+        return None, words["empty"].format(**facts)
     judged = table["inside"].dropna().astype(bool)
-    failed, names = _failed_rows(table)
-    if not failed.empty:
-        return False, (f"**Verdict: float32.** {len(failed)} of {len(table)} bf16 runs fell outside the "
-                       f"{percent} prediction interval of their cell's float32 seeds: {names}. bf16 is not "
-                       "accepted; every campaign run trains in float32.")
-    if len(judged) < len(table):
-        return None, (f"**Verdict: float32 for now.** {len(judged)} of {len(table)} bf16 fidelity runs have "
-                      "finished" + (", all inside their interval" if len(judged) else "")
-                      + "; bf16 is accepted only when all have.")
-    return True, (f"**Verdict: bfloat16 accepted.** All {len(table)} bf16 runs landed inside the {percent} "
-                  "prediction interval of their cell's float32 seeds, so the 20-epoch campaign may train in "
-                  "bf16 autocast, both sides of every pair in the same precision.")
-
-
-def _failed_rows(table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The runs of a fidelity table that fell outside their interval (or diverged), and their names."""
     failed = table[table["inside"].map(lambda inside: inside is not pd.NA and not inside)]
-    names = ", ".join(f"{row.arch} {row.norm.upper()} ({row.dataset}: "
-                      + ("diverged" if row.bf16_status == "diverged" else
-                         f"{row.bf16_test:.2f} %, interval [{row.low:.2f}, {row.high:.2f}]") + ")"
-                      for row in failed.itertuples())
-    return failed, names
-
-
-def _setting_verdict(table: pd.DataFrame, percent: str, subject: str) -> tuple[bool | None, str]:
-    """:func:`fidelity_verdict` of a test other than bf16's, in the words of its ``subject``."""
-    if table.empty:
-        return None, f"The fidelity test of {subject} lists no runs."
-    judged = table["inside"].dropna().astype(bool)
-    failed, names = _failed_rows(table)
     if not failed.empty:
-        return False, (f"**Verdict: not accepted.** {len(failed)} of {len(table)} runs with {subject} fell outside "
-                       f"the {percent} prediction interval of their cell's float32 seeds: {names}. The campaign's "
-                       "runs that use it wait; give them the default setting instead.")
+        names = ", ".join(f"{row.arch} {row.norm.upper()} ({row.dataset}: "
+                          + ("diverged" if row.bf16_status == "diverged" else
+                             f"{row.bf16_test:.2f} %, interval [{row.low:.2f}, {row.high:.2f}]") + ")"
+                          for row in failed.itertuples())
+        return False, words["failed"].format(failed=len(failed), names=names, **facts)
     if len(judged) < len(table):
-        return None, (f"**Verdict: not yet.** {len(judged)} of {len(table)} fidelity runs with {subject} have "
-                      "finished" + (", all inside their interval" if len(judged) else "")
-                      + "; the campaign's runs that use it wait until all have.")
-    return True, (f"**Verdict: accepted.** All {len(table)} runs with {subject} landed inside the {percent} "
-                  "prediction interval of their cell's float32 seeds, so the campaign's runs may use it.")
+        so_far = ", all inside their interval" if len(judged) else ""
+        return None, words["open"].format(judged=len(judged), so_far=so_far, **facts)
+    return True, words["accepted"].format(**facts)
