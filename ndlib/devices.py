@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["synchronize", "cpu_has_native_bf16"]
+__all__ = ["synchronize", "cpu_bf16_isa", "cpu_has_native_bf16"]
 
 #: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic: Intel AMX tiles or AVX512-BF16.
 NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
@@ -19,13 +19,27 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cpu_bf16_isa(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The CPU's native bfloat16 instruction set, read from its flags: ``"amx_bf16"`` (Intel AMX
+    tiles), ``"avx512_bf16"`` (bf16 dot products in AVX-512, e.g. AMD EPYC Zen 4) or ``"none"``;
+    None where the flags cannot be read (not Linux).
+
+    Why records carry it: one CPU name covers processors with and without native bf16 (the
+    project has had AMD EPYC VMs of both kinds), and a bf16 step differs by more than tenfold
+    between them, so a bf16 timing is only compared within one (name, ISA) pair."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return None
+    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if flag in flags:
+            return flag
+    return "none"
+
+
 @functools.cache
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bfloat16 natively (one of :data:`NATIVE_BF16_FLAGS`); False where
     the flags cannot be read (not Linux), so a bf16 run is never started on a guess."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return False
-    flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
-    return bool(flags & NATIVE_BF16_FLAGS)
+    return cpu_bf16_isa(cpuinfo) in NATIVE_BF16_FLAGS

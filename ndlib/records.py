@@ -169,7 +169,8 @@ def finish_record(record: dict, status: str, *, error: BaseException | None = No
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "amp", "synthetic", "data_source",
     "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
-    "peak_mem_mb", "device_type", "device_name", "machine_id", "num_threads", "keep_freed_memory", "timing_mixed",
+    "peak_mem_mb", "device_type", "device_name", "cpu_bf16_isa", "machine_id", "num_threads", "keep_freed_memory",
+    "timing_mixed",
     "torch_version", "git_commit", "git_dirty", "started_at", "finished_at", "epochs_done", "diverged_step", "error",
     "label", "note", "path",
 ]
@@ -359,6 +360,7 @@ def environment_info(device) -> dict:
     import torchvision
 
     import ndlib
+    from ndlib.devices import cpu_bf16_isa
 
     device = torch.device(device)
     # Dirty = modified tracked files anywhere but results/ (the records a campaign clone rewrites as its
@@ -382,6 +384,7 @@ def environment_info(device) -> dict:
         "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "cpu_name": _cpu_name(),
+        "cpu_bf16_isa": cpu_bf16_isa(),
         "cpu_count": os.cpu_count(),
         "num_threads": torch.get_num_threads(),
         "machine_id": machine_id(),
@@ -470,6 +473,7 @@ def _summary_row(record: dict) -> dict:
         "peak_mem_mb": max((h.get("peak_mem_mb") or 0.0 for h in history), default=None) if history else None,
         "device_type": env.get("device_type"),
         "device_name": env.get("device_name"),
+        "cpu_bf16_isa": env.get("cpu_bf16_isa"),  # absent: written before it existed
         "machine_id": record_machine_id(record),
         "num_threads": env.get("num_threads"),
         "keep_freed_memory": bool(env.get("keep_freed_memory", False)),  # absent: written before it existed

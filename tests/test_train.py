@@ -139,7 +139,7 @@ def test_run_writes_a_complete_record(tmp_path):
     assert on_disk["config"]["lr"] == 0.1 and on_disk["table"] == 1
     assert len(on_disk["history"]) == 2
     for key in ("ndlib_version", "git_commit", "git_dirty", "torch_version", "torchvision_version", "cuda_version",
-                "cudnn_version", "device_name", "cpu_name", "num_threads"):
+                "cudnn_version", "device_name", "cpu_name", "cpu_bf16_isa", "num_threads"):
         assert key in on_disk["environment"]
     assert on_disk["environment"]["num_threads"] == 1 and on_disk["environment"]["deterministic"] is True
     assert on_disk["environment"]["keep_freed_memory"] is cpu_memory.is_kept()
