@@ -80,7 +80,8 @@ __all__ = [
 VARIANTS = {"bn": ("bn", None), "nd": ("nd", "ndlib"), "nd_reference": ("nd", "reference")}
 
 BENCH_COLUMNS = [
-    "bench_id", "arch", "batch_size", "device_type", "device_name", "cpu_bf16_isa", "num_threads", "implementation",
+    "bench_id", "arch", "batch_size", "device_type", "device_name", "cpu_bf16_isa", "machine_type", "num_threads",
+    "implementation",
     "bn_step_s", "nd_step_s", "ratio_nd_bn", "ratio_min", "ratio_max", "rounds", "steps_per_round",
     "channels_last", "amp", "keep_freed_memory", "image_size", "refresh_every", "round_statistic",
     "bn_convs_channels_last", "nd_convs_channels_last",
@@ -572,6 +573,8 @@ def load_bench(root: str | Path | None = "results/bench", amp: bool | None = Fal
         from ndlib.paths import project_root
 
         root = project_root() / root
+    from ndlib.records import machine_type
+
     rows = []
     for path, record in _read_records(root):
         if record.get("kind") != "train_step":
@@ -586,6 +589,8 @@ def load_bench(root: str | Path | None = "results/bench", amp: bool | None = Fal
                 "bench_id": record["bench_id"], "arch": record["arch"], "batch_size": record["batch_size"],
                 "device_type": record["device_type"], "device_name": record["device_name"],
                 "cpu_bf16_isa": environment.get("cpu_bf16_isa"),  # absent: written before it existed
+                "machine_type": machine_type(record["device_name"], environment.get("cpu_bf16_isa")
+                                             if record["device_type"] == "cpu" else None),
                 "num_threads": record["num_threads"], "implementation": implementation,
                 "bn_step_s": summary["bn"]["step_s"], "nd_step_s": entry["step_s"],
                 "ratio_nd_bn": entry["ratio"], "ratio_min": entry["ratio_min"], "ratio_max": entry["ratio_max"],

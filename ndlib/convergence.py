@@ -42,7 +42,7 @@ _REPRODUCTION_SPLIT = {("cifar100", 20): TRAINING_INFERRED, ("cifar100", 100): T
                        ("cifar10", 100): TRAINING_INFERRED, ("cifar10", 20): "split not stated"}
 
 _CURVE_COLUMNS = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
-                  "machine_id", "device_name", "num_threads", "amp", "channels_last", "covariance_grad", "epoch",
+                  "machine_id", "machine_type", "num_threads", "amp", "channels_last", "covariance_grad", "epoch",
                   "train_acc", "test_acc", "train_loss", "test_loss", "train_time_s", "elapsed_s"]
 
 
@@ -106,7 +106,7 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
     real = real.assign(in_progress=real["status"].isin(["running", "interrupted"]),
                        paper_name=real["arch"].map(_paper_names()))
     keep = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
-            "machine_id", "device_name", "num_threads", "amp", "channels_last", "covariance_grad"]
+            "machine_id", "machine_type", "num_threads", "amp", "channels_last", "covariance_grad"]
     data = histories.merge(real[keep], on="run_id").sort_values(["run_id", "epoch"])
     data["elapsed_s"] = data.groupby("run_id")["train_time_s"].cumsum()
     for name in ("epoch", "seed", "epochs"):
@@ -314,14 +314,15 @@ def progress_sentences(cells: pd.DataFrame, gains: pd.DataFrame, epochs: int = 2
 
 def bf16_speedups(bench: pd.DataFrame) -> pd.DataFrame:
     """Float32 step time over bfloat16-autocast step time, per norm, for every bf16 benchmark that has a
-    float32 twin (same machine name, architecture, batch size, thread count and ND implementation;
+    float32 twin (same machine type -- name and native bf16 ISA, :func:`ndlib.records.machine_type` --,
+    architecture, batch size, thread count and ND implementation;
     the newest twin made before it).  ``bench``: :func:`ndlib.bench.load_bench` with ``amp=None``.
     A speed-up below 1 means bf16 is slower on that machine."""
-    columns = ["device_name", "arch", "batch_size", "num_threads", "bn_fp32_s", "bn_bf16_s", "nd_fp32_s", "nd_bf16_s",
+    columns = ["machine_type", "arch", "batch_size", "num_threads", "bn_fp32_s", "bn_bf16_s", "nd_fp32_s", "nd_bf16_s",
                "bn_speedup", "nd_speedup", "ratio_fp32", "ratio_bf16", "bench_id"]
     if bench.empty or "amp" not in bench.columns:
         return pd.DataFrame(columns=columns)
-    keys = ["device_name", "arch", "batch_size", "num_threads", "implementation"]
+    keys = ["machine_type", "arch", "batch_size", "num_threads", "implementation"]
     rows = []
     bench = bench[bench["implementation"] == "ndlib"].sort_values("created_at")
     for _, fast in bench[bench["amp"].astype(bool)].iterrows():
@@ -331,7 +332,7 @@ def bf16_speedups(bench: pd.DataFrame) -> pd.DataFrame:
         if twins.empty:
             continue
         slow = twins.iloc[-1]
-        rows.append((fast["device_name"], fast["arch"], int(fast["batch_size"]), int(fast["num_threads"]),
+        rows.append((fast["machine_type"], fast["arch"], int(fast["batch_size"]), int(fast["num_threads"]),
                      slow["bn_step_s"], fast["bn_step_s"], slow["nd_step_s"], fast["nd_step_s"],
                      slow["bn_step_s"] / fast["bn_step_s"], slow["nd_step_s"] / fast["nd_step_s"],
                      slow["ratio_nd_bn"], fast["ratio_nd_bn"], fast["bench_id"]))
@@ -344,9 +345,9 @@ def precision_verdict(speedups: pd.DataFrame, curves: pd.DataFrame, fidelity: pd
     the machines of the campaign's and the test's runs (``speedups``: :func:`bf16_speedups`;
     ``curves``: :func:`campaign_curves`)."""
     _, text = fidelity_verdict(fidelity)
-    machines = set(curves["device_name"].dropna()) if not curves.empty else set()
-    machines |= set(fidelity["device_name"].dropna()) if not fidelity.empty else set()
-    measured = speedups[speedups["device_name"].isin(machines)] if machines else speedups.iloc[0:0]
+    machines = set(curves["machine_type"].dropna()) if not curves.empty else set()
+    machines |= set(fidelity["machine_type"].dropna()) if not fidelity.empty else set()
+    measured = speedups[speedups["machine_type"].isin(machines)] if machines else speedups.iloc[0:0]
     where = ", ".join(sorted(machines))
     if measured.empty:
         return text + (" No bf16 benchmark is recorded on the machine" + ("s" if len(machines) != 1 else "")

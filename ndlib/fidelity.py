@@ -47,7 +47,7 @@ FIDELITY_LEVEL = 0.95
 #: Float32 seeds a cell needs before it can judge a bf16 run.
 MIN_FLOAT32_SEEDS = 3
 
-_COLUMNS = ["dataset", "arch", "norm", "bf16_run_id", "bf16_status", "bf16_test", "device_name",
+_COLUMNS = ["dataset", "arch", "norm", "bf16_run_id", "bf16_status", "bf16_test", "machine_type",
             "fp32_seeds", "fp32_mean", "fp32_sd", "low", "high", "inside"]
 
 
@@ -135,7 +135,7 @@ def fidelity_table(runs: pd.DataFrame, campaign: str | Path | None = None,
         else:
             inside = bool(mean - band <= test <= mean + band)
         rows.append((config.dataset, config.arch, config.norm, config.run_id, status, test,
-                     bf16["device_name"] if bf16 is not None else None, n, mean, sd,
+                     bf16["machine_type"] if bf16 is not None else None, n, mean, sd,
                      mean - band, mean + band, inside))
     return pd.DataFrame(rows, columns=_COLUMNS)
 

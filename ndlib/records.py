@@ -169,8 +169,8 @@ def finish_record(record: dict, status: str, *, error: BaseException | None = No
 RUN_COLUMNS = [
     "run_id", "status", "table", "dataset", "arch", "norm", "epochs", "seed", "amp", "synthetic", "data_source",
     "test_acc", "test_top5", "test_loss", "train_acc", "train_loss", "train_time_s", "eval_time_s", "images_per_s",
-    "peak_mem_mb", "device_type", "device_name", "cpu_bf16_isa", "machine_id", "num_threads", "keep_freed_memory",
-    "timing_mixed",
+    "peak_mem_mb", "device_type", "device_name", "cpu_bf16_isa", "machine_type", "machine_id", "num_threads",
+    "keep_freed_memory", "timing_mixed",
     "torch_version", "git_commit", "git_dirty", "started_at", "finished_at", "epochs_done", "diverged_step", "error",
     "label", "note", "path",
 ]
@@ -343,6 +343,23 @@ def machine_id() -> str | None:
     return hashlib.sha256(boot_id.encode()).hexdigest()[:12] if boot_id else None
 
 
+#: How :func:`machine_type` writes a CPU's native bf16 instruction set (``cpu_bf16_isa``).
+_BF16_ISA_WORDS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16", "none": "no native bf16"}
+
+
+def machine_type(device_name: str | None, cpu_bf16_isa: str | None) -> str | None:
+    """The kind of machine a timing belongs to: the device name, and for a CPU whose record names
+    its native bf16 instruction set (:func:`ndlib.devices.cpu_bf16_isa`) that set too, e.g.
+    ``"AMD EPYC (AVX512-BF16)"``.  A record written before the field existed keeps the bare name,
+    so it is never matched with a CPU of the same name whose ISA is known (one name has covered
+    CPUs with and without native bf16, and bf16 steps differ tenfold between them)."""
+    if not isinstance(device_name, str):
+        return None
+    if not isinstance(cpu_bf16_isa, str):
+        return device_name
+    return f"{device_name} ({_BF16_ISA_WORDS.get(cpu_bf16_isa, cpu_bf16_isa)})"
+
+
 def process_alive(pid: int) -> bool:
     """Whether a process with this pid exists on this machine (one we may not signal counts)."""
     try:
@@ -474,6 +491,8 @@ def _summary_row(record: dict) -> dict:
         "device_type": env.get("device_type"),
         "device_name": env.get("device_name"),
         "cpu_bf16_isa": env.get("cpu_bf16_isa"),  # absent: written before it existed
+        "machine_type": machine_type(env.get("device_name"),
+                                     env.get("cpu_bf16_isa") if env.get("device_type") == "cpu" else None),
         "machine_id": record_machine_id(record),
         "num_threads": env.get("num_threads"),
         "keep_freed_memory": bool(env.get("keep_freed_memory", False)),  # absent: written before it existed

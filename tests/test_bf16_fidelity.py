@@ -25,7 +25,7 @@ def _row(run_id, status="completed", test=None, **extra):
     parts = parse_run_id(run_id)
     row.update({"run_id": run_id, "status": status, "table": 1, "dataset": parts.dataset, "arch": parts.arch,
                 "norm": parts.norm, "epochs": parts.epochs, "seed": parts.seed, "synthetic": False, "test_acc": test,
-                "device_name": "amx", **extra})
+                "machine_type": "amx", **extra})
     return row
 
 

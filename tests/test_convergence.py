@@ -14,7 +14,7 @@ from ndlib.config import TrainConfig, execution_options, run_id_options  # noqa:
 def _run(run_id, arch="vgg16", norm="bn", dataset="cifar10", status="completed", machine="m1", seed=0, **extra):
     row = {name: None for name in report.RUN_COLUMNS}
     row.update(run_id=run_id, status=status, table=1, dataset=dataset, arch=arch, norm=norm, epochs=20, seed=seed,
-               synthetic=False, machine_id=machine, device_name="cpu", num_threads=1, **extra)
+               synthetic=False, machine_id=machine, machine_type="cpu", num_threads=1, **extra)
     return row
 
 
@@ -119,7 +119,7 @@ def test_the_figures_draw_one_panel_per_cell_and_say_what_is_missing():
 def test_bf16_speedups_pair_each_bf16_benchmark_with_its_float32_twin():
     def row(bench_id, amp, bn, nd, created, threads=1, device="cpu-a"):
         return {"bench_id": bench_id, "amp": amp, "bn_step_s": bn, "nd_step_s": nd, "ratio_nd_bn": nd / bn,
-                "created_at": created, "device_name": device, "arch": "resnet18", "batch_size": 32,
+                "created_at": created, "machine_type": device, "arch": "resnet18", "batch_size": 32,
                 "num_threads": threads, "implementation": "ndlib"}
     bench = pd.DataFrame([row("f-old", False, 9.0, 9.0, "1"), row("f", False, 2.0, 5.0, "2"),
                           row("b", True, 40.0, 50.0, "3"), row("b2", True, 1.0, 2.5, "4", threads=2),
@@ -131,16 +131,40 @@ def test_bf16_speedups_pair_each_bf16_benchmark_with_its_float32_twin():
     assert convergence.bf16_speedups(pd.DataFrame()).empty
 
 
+def test_a_bf16_timing_is_matched_only_within_one_machine_type():
+    """Regression: the AVX2-only AMD EPYC's bf16 benchmarks (27x slower, no ISA recorded) described
+    the runs of an AMD EPYC with AVX512-BF16, because both have one CPU name."""
+    from ndlib.records import machine_type
+
+    old_amd, new_amd = machine_type("AMD EPYC", None), machine_type("AMD EPYC", "avx512_bf16")
+    assert (old_amd, new_amd) == ("AMD EPYC", "AMD EPYC (AVX512-BF16)")
+    assert machine_type("Xeon", "amx_bf16") == "Xeon (AMX)" and machine_type("Xeon", "none") == "Xeon (no native bf16)"
+    assert machine_type(None, "none") is None
+
+    def row(bench_id, amp, step, created, machine):
+        return {"bench_id": bench_id, "amp": amp, "bn_step_s": step, "nd_step_s": step, "ratio_nd_bn": 1.0,
+                "created_at": created, "machine_type": machine, "arch": "vgg16", "batch_size": 128,
+                "num_threads": 1, "implementation": "ndlib"}
+    bench = pd.DataFrame([row("old-f", False, 1.0, "1", old_amd), row("new-b", True, 0.5, "2", new_amd),
+                          row("old-b", True, 27.0, "3", old_amd)])
+    speedups = convergence.bf16_speedups(bench)
+    assert list(speedups["bench_id"]) == ["old-b"]  # new-b's only float32 twin is another machine type
+    curves = convergence.campaign_curves(*_frames()).assign(machine_type=new_amd)
+    fidelity = pd.DataFrame({"inside": [True], "machine_type": [new_amd], "bf16_status": ["completed"]})
+    text = convergence.precision_verdict(speedups, curves, fidelity)
+    assert "No bf16 benchmark is recorded on the machine of these runs yet" in text and "27" not in text
+
+
 def test_precision_verdict_gives_the_fidelity_verdict_then_the_machines_bf16_timings():
     curves = convergence.campaign_curves(*_frames())
-    fidelity = pd.DataFrame({"inside": [True, pd.NA], "device_name": ["amx", None], "bf16_status": ["completed", ""]})
-    speedups = pd.DataFrame({"device_name": ["cpu", "other"], "bn_speedup": [0.05, 2.0], "nd_speedup": [0.1, 1.5]})
+    fidelity = pd.DataFrame({"inside": [True, pd.NA], "machine_type": ["amx", None], "bf16_status": ["completed", ""]})
+    speedups = pd.DataFrame({"machine_type": ["cpu", "other"], "bn_speedup": [0.05, 2.0], "nd_speedup": [0.1, 1.5]})
     text = convergence.precision_verdict(speedups, curves, fidelity)
     assert text.startswith("**Verdict: float32 for now.** 1 of 2") and "10.0 to 20.0 times slower" in text
     assert "(amx, cpu)" in text
     assert "No bf16 benchmark is recorded on the machines" in convergence.precision_verdict(
         speedups.iloc[1:], curves, fidelity)
-    faster = convergence.precision_verdict(speedups.assign(device_name=["cpu", "amx"], bn_speedup=[1.7, 1.1],
+    faster = convergence.precision_verdict(speedups.assign(machine_type=["cpu", "amx"], bn_speedup=[1.7, 1.1],
                                                            nd_speedup=[1.3, 1.2]), curves,
                                            fidelity.assign(inside=[True, True]))
     assert faster.startswith("**Verdict: bfloat16 accepted.**") and "1.10x to 1.70x" in faster

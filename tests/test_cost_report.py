@@ -15,7 +15,7 @@ from ndlib.train import TrainConfig
 
 def bench_row(arch, ratio, created_at, **overrides):
     row = {c: None for c in BENCH_COLUMNS}
-    row.update(bench_id=f"{arch}-{created_at}", arch=arch, batch_size=128, device_type="cpu", device_name="cpu x",
+    row.update(bench_id=f"{arch}-{created_at}", arch=arch, batch_size=128, device_type="cpu", machine_type="cpu x",
                num_threads=2, implementation="ndlib", bn_step_s=1.0, nd_step_s=ratio, ratio_nd_bn=ratio,
                ratio_min=ratio - 0.1, ratio_max=ratio + 0.1, rounds=5, steps_per_round=1, channels_last=False,
                refresh_every=1, round_statistic="median", created_at=created_at)
@@ -85,7 +85,7 @@ def test_setting_comparison_compares_timings_only_within_one_machine():
     bench = pd.DataFrame([
         bench_row("a", 1.8, "2026-01-01"), bench_row("a", 2.1, "2026-01-02", keep_freed_memory=True),
         bench_row("b", 1.5, "2026-01-01"),
-        bench_row("b", 1.2, "2026-01-02", keep_freed_memory=True, device_name="other cpu"),
+        bench_row("b", 1.2, "2026-01-02", keep_freed_memory=True, machine_type="other cpu"),
     ], columns=BENCH_COLUMNS)
     both = report.memory_setting_comparison(report.bench_sweep(bench, ["a", "b"]),
                                             report.bench_sweep(bench, ["a", "b"], keep_freed_memory=True))
@@ -289,7 +289,7 @@ def test_sweep_takes_the_memory_format_asked_for():
 
 
 def _pair(arch, bench_id, ndlib_s, public_s, channels_last=False, public_cl=0.0, device="cpu x", bn_s=1.0):
-    common = dict(bench_id=f"{arch}-{bench_id}", created_at=bench_id, channels_last=channels_last, device_name=device,
+    common = dict(bench_id=f"{arch}-{bench_id}", created_at=bench_id, channels_last=channels_last, machine_type=device,
                   bn_step_s=bn_s)
     return [bench_row(arch, ndlib_s, **common, nd_convs_channels_last=0),
             bench_row(arch, public_s, **common, implementation="reference", nd_convs_channels_last=public_cl)]
@@ -319,7 +319,7 @@ def test_layout_comparison_times_both_implementations_in_each_layout_on_one_mach
 
 
 def test_sweep_can_keep_one_machines_benchmarks():
-    bench = pd.DataFrame([bench_row("a", 1.2, "2026-01-01"), bench_row("a", 0.9, "2026-01-02", device_name="new")],
+    bench = pd.DataFrame([bench_row("a", 1.2, "2026-01-01"), bench_row("a", 0.9, "2026-01-02", machine_type="new")],
                          columns=BENCH_COLUMNS)
     assert report.bench_sweep(bench, ["a"])["ratio_nd_bn"].tolist() == [0.9]
-    assert report.bench_sweep(bench, ["a"], device_name="cpu x")["ratio_nd_bn"].tolist() == [1.2]
+    assert report.bench_sweep(bench, ["a"], machine_type="cpu x")["ratio_nd_bn"].tolist() == [1.2]

@@ -249,11 +249,11 @@ def test_timing_never_mixes_runs_that_kept_freed_memory_with_runs_that_did_not()
 def test_bench_summary_keeps_every_benchmark_or_the_latest():
     bench = pd.DataFrame([
         {"bench_id": "1", "arch": "vgg16", "batch_size": 128, "device_type": "cpu",
-         "device_name": "c", "num_threads": 2, "bn_step_s": 1.0, "nd_step_s": 2.0,
+         "machine_type": "c", "num_threads": 2, "bn_step_s": 1.0, "nd_step_s": 2.0,
          "ratio_nd_bn": 2.0, "implementation": "ndlib", "torch_version": "x",
          "created_at": "2026-11-25T20:00"},
         {"bench_id": "2", "arch": "vgg16", "batch_size": 128, "device_type": "cpu",
-         "device_name": "c", "num_threads": 2, "bn_step_s": 1.0, "nd_step_s": 3.0,
+         "machine_type": "c", "num_threads": 2, "bn_step_s": 1.0, "nd_step_s": 3.0,
          "ratio_nd_bn": 3.0, "implementation": "ndlib", "torch_version": "x",
          "created_at": "2026-11-25T21:00"}])
     summary = report.bench_summary(bench)

@@ -63,7 +63,7 @@ def bench_summary(bench: pd.DataFrame, latest_only: bool = False) -> pd.DataFram
     ``latest_only=True`` keeps the newest per (device, threads, implementation, arch, batch,
     ``refresh_every`` when recorded).
     """
-    keys = ["device_type", "device_name", "num_threads", "implementation", "arch", "batch_size"]
+    keys = ["device_type", "machine_type", "num_threads", "implementation", "arch", "batch_size"]
     if "refresh_every" in bench.columns:  # refresh_every = k > 1 is another layer: never "the latest" of k = 1
         bench = bench.assign(refresh_every=bench["refresh_every"].fillna(1).astype(int))
         keys.append("refresh_every")
@@ -86,11 +86,11 @@ def bench_summary(bench: pd.DataFrame, latest_only: bool = False) -> pd.DataFram
 def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str = "cpu", num_threads: int = 2,
                 batch_size: int = 128, min_rounds: int = 5, implementation: str = "ndlib",
                 refresh_every: int = 1, keep_freed_memory: bool = False, channels_last: bool = False,
-                device_name: str | None = None, with_stages: Collection[str] = ()) -> pd.DataFrame:
+                machine_type: str | None = None, with_stages: Collection[str] = ()) -> pd.DataFrame:
     """The newest benchmark per architecture in one setting, one row per arch in ``archs``
     (``NaN`` where none qualifies): ``arch, ratio_nd_bn, ratio_min, ratio_max, bn_step_s,
     nd_step_s, rounds, load_avg_before, load_avg_after, git_commit, created_at, bench_id,
-    device_name, device_type, num_threads, batch_size, nd_convs_channels_last``, ``load`` (the load
+    machine_type, device_type, num_threads, batch_size, nd_convs_channels_last``, ``load`` (the load
     averages before and after, as text) and
     ``stages_bench_id``: the newest benchmark of the same setting among ``with_stages`` (the
     ids that have a stage breakdown, :func:`ndlib.bench.load_stages`), which is the sweep's
@@ -100,11 +100,11 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
     the input and the weights, as ``bench --channels-last``) and at least ``min_rounds``
     rounds count: fewer rounds give a ratio too noisy to hold against a target.  The memory
     setting (``keep_freed_memory``, :mod:`ndlib.cpu_memory`) must match too: it changes BN's
-    step more than ND's.  ``device_name`` keeps one machine's benchmarks only (default: any,
+    step more than ND's.  ``machine_type`` keeps one machine's benchmarks only (default: any,
     so the newest machine's benchmark of each architecture wins).
     """
     columns = ["arch", "ratio_nd_bn", "ratio_min", "ratio_max", "bn_step_s", "nd_step_s", "rounds",
-               "load_avg_before", "load_avg_after", "git_commit", "created_at", "bench_id", "device_name",
+               "load_avg_before", "load_avg_after", "git_commit", "created_at", "bench_id", "machine_type",
                "device_type", "num_threads", "batch_size", "nd_convs_channels_last"]
     frame = pd.DataFrame({"arch": list(archs)})
     if bench.empty:
@@ -119,8 +119,8 @@ def bench_sweep(bench: pd.DataFrame, archs: Sequence[str], *, device_type: str =
         chosen = chosen[chosen["keep_freed_memory"].fillna(False).astype(bool) == keep_freed_memory]
     elif keep_freed_memory:
         chosen = chosen.iloc[0:0]
-    if device_name is not None:
-        chosen = chosen[chosen["device_name"] == device_name]
+    if machine_type is not None:
+        chosen = chosen[chosen["machine_type"] == machine_type]
     if refresh_every > 1 and "round_statistic" in chosen.columns:  # amortised over whole refresh cycles only
         chosen = chosen[chosen["round_statistic"] == "mean"]
     chosen = chosen.sort_values("created_at")
@@ -158,19 +158,19 @@ def setting_comparison(base: pd.DataFrame, other: pd.DataFrame, names: tuple[str
     the first).  Only the architectures of ``base``, in its order.
 
     Timings compare only within one machine: where the two benchmarks of an architecture name
-    different machines (``device_name``), the second setting's values are left out (NaN) and
+    different machines (``machine_type``), the second setting's values are left out (NaN) and
     ``machine_<names[1]>`` says which machine it was timed on."""
     first, second = names
     values = ["bn_step_s", "nd_step_s", "ratio_nd_bn"]
-    left = base[["arch", *values, "device_name"]].rename(columns={c: f"{c}_{first}" for c in values})
-    right = other[["arch", *values, "load", "created_at", "device_name"]].rename(
+    left = base[["arch", *values, "machine_type"]].rename(columns={c: f"{c}_{first}" for c in values})
+    right = other[["arch", *values, "load", "created_at", "machine_type"]].rename(
         columns={**{c: f"{c}_{second}" for c in values}, "load": f"load_{second}",
-                 "created_at": f"created_at_{second}", "device_name": f"machine_{second}"})
+                 "created_at": f"created_at_{second}", "machine_type": f"machine_{second}"})
     out = left.merge(right, on="arch", how="left")
-    elsewhere = out["device_name"].notna() & out[f"machine_{second}"].notna() \
-        & (out["device_name"] != out[f"machine_{second}"])
+    elsewhere = out["machine_type"].notna() & out[f"machine_{second}"].notna() \
+        & (out["machine_type"] != out[f"machine_{second}"])
     out.loc[elsewhere, [f"{c}_{second}" for c in values]] = np.nan
-    out = out.drop(columns="device_name")
+    out = out.drop(columns="machine_type")
     out["ratio_change"] = out[f"ratio_nd_bn_{second}"] / out[f"ratio_nd_bn_{first}"]
     return out
 

@@ -23,7 +23,7 @@ __all__ = ["layout_comparison", "layout_sentences"]
 
 _COLUMNS = ["arch", "public_channels_last_share", "ndlib_channels_last_share", "ndlib_over_public",
             "ndlib_over_public_channels_last", "bn_channels_last_speedup", "bench_id", "channels_last_bench_id",
-            "device_name"]
+            "machine_type"]
 
 
 def layout_comparison(bench: pd.DataFrame, archs: Sequence[str], **setting) -> pd.DataFrame:
@@ -32,7 +32,7 @@ def layout_comparison(bench: pd.DataFrame, archs: Sequence[str], **setting) -> p
     :func:`bench_sweep`, e.g. ``keep_freed_memory=True``), ndlib's ND step over the public
     algorithm's there and in the newest ``--channels-last`` benchmark, and BN's step in the
     default layout over BN's channels-last step (above 1: channels-last is faster for BN too).
-    Both benchmarks must come from one machine (``device_name``), or the channels-last columns
+    Both benchmarks must come from one machine (``machine_type``), or the channels-last columns
     stay NaN."""
     if bench.empty:
         return pd.DataFrame({"arch": list(archs)}).reindex(columns=_COLUMNS)
@@ -43,7 +43,7 @@ def layout_comparison(bench: pd.DataFrame, archs: Sequence[str], **setting) -> p
                                  **setting).set_index("arch")
     out = pd.DataFrame({"arch": list(archs)})
     reference = plain["reference"]
-    same_machine = out["arch"].map(reference["device_name"]) == out["arch"].map(reference_last["device_name"])
+    same_machine = out["arch"].map(reference["machine_type"]) == out["arch"].map(reference_last["machine_type"])
     out["public_channels_last_share"] = out["arch"].map(reference["nd_convs_channels_last"])
     out["ndlib_channels_last_share"] = out["arch"].map(plain["ndlib"]["nd_convs_channels_last"])
     out["bench_id"] = out["arch"].map(reference["bench_id"])
@@ -52,7 +52,7 @@ def layout_comparison(bench: pd.DataFrame, archs: Sequence[str], **setting) -> p
     out["ndlib_over_public_channels_last"] = ndlib_over_public(bench, out["channels_last_bench_id"])
     bn_plain, bn_last = out["arch"].map(reference["bn_step_s"]), out["arch"].map(reference_last["bn_step_s"])
     out["bn_channels_last_speedup"] = (bn_plain / bn_last).where(same_machine)
-    out["device_name"] = out["arch"].map(reference["device_name"])
+    out["machine_type"] = out["arch"].map(reference["machine_type"])
     return out[_COLUMNS]
 
 

@@ -282,7 +282,7 @@ def measured_cost_sentences(our_times: pd.DataFrame, sweep: pd.DataFrame,
         measured = sweep.dropna(subset=["ratio_nd_bn"]).sort_values("ratio_nd_bn")
         low, high = measured.iloc[0], measured.iloc[-1]
         machines = ", ".join(sorted({_machine_text(*key) for key in zip(
-            measured["device_name"], measured["device_type"], measured["num_threads"])}))
+            measured["machine_type"], measured["device_type"], measured["num_threads"])}))
         batches = "/".join(str(int(b)) for b in sorted(set(measured["batch_size"].dropna())))
         text = (f"Benchmarks of the exact layer on {machines}, training steps at batch {batches}, "
                 f"the newest per architecture ({verdict['n_measured']} of {verdict['n_archs']} "
