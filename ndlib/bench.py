@@ -589,8 +589,8 @@ def load_bench(root: str | Path | None = "results/bench", amp: bool | None = Fal
                 "bench_id": record["bench_id"], "arch": record["arch"], "batch_size": record["batch_size"],
                 "device_type": record["device_type"], "device_name": record["device_name"],
                 "cpu_bf16_isa": environment.get("cpu_bf16_isa"),  # absent: written before it existed
-                "machine_type": machine_type(record["device_name"], environment.get("cpu_bf16_isa")
-                                             if record["device_type"] == "cpu" else None),
+                "machine_type": machine_type(record["device_type"], record["device_name"],
+                                             environment.get("cpu_bf16_isa")),
                 "num_threads": record["num_threads"], "implementation": implementation,
                 "bn_step_s": summary["bn"]["step_s"], "nd_step_s": entry["step_s"],
                 "ratio_nd_bn": entry["ratio"], "ratio_min": entry["ratio_min"], "ratio_max": entry["ratio_max"],

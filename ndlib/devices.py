@@ -8,8 +8,9 @@ import torch
 
 __all__ = ["synchronize", "cpu_bf16_isa", "cpu_has_native_bf16"]
 
-#: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic: Intel AMX tiles or AVX512-BF16.
-NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+#: CPU flags (``/proc/cpuinfo``) of native bfloat16 arithmetic, the preferred first: Intel AMX
+#: tiles, then AVX512-BF16.
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def synchronize(device: torch.device) -> None:
@@ -32,7 +33,7 @@ def cpu_bf16_isa(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
     except OSError:
         return None
     flags = {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
-    for flag in ("amx_bf16", "avx512_bf16"):
+    for flag in NATIVE_BF16_FLAGS:
         if flag in flags:
             return flag
     return "none"

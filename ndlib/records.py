@@ -347,7 +347,7 @@ def machine_id() -> str | None:
 _BF16_ISA_WORDS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16", "none": "no native bf16"}
 
 
-def machine_type(device_name: str | None, cpu_bf16_isa: str | None) -> str | None:
+def machine_type(device_type: str | None, device_name: str | None, cpu_bf16_isa: str | None) -> str | None:
     """The kind of machine a timing belongs to: the device name, and for a CPU whose record names
     its native bf16 instruction set (:func:`ndlib.devices.cpu_bf16_isa`) that set too, e.g.
     ``"AMD EPYC (AVX512-BF16)"``.  A record written before the field existed keeps the bare name,
@@ -355,7 +355,7 @@ def machine_type(device_name: str | None, cpu_bf16_isa: str | None) -> str | Non
     CPUs with and without native bf16, and bf16 steps differ tenfold between them)."""
     if not isinstance(device_name, str):
         return None
-    if not isinstance(cpu_bf16_isa, str):
+    if device_type != "cpu" or not isinstance(cpu_bf16_isa, str):
         return device_name
     return f"{device_name} ({_BF16_ISA_WORDS.get(cpu_bf16_isa, cpu_bf16_isa)})"
 
@@ -491,8 +491,7 @@ def _summary_row(record: dict) -> dict:
         "device_type": env.get("device_type"),
         "device_name": env.get("device_name"),
         "cpu_bf16_isa": env.get("cpu_bf16_isa"),  # absent: written before it existed
-        "machine_type": machine_type(env.get("device_name"),
-                                     env.get("cpu_bf16_isa") if env.get("device_type") == "cpu" else None),
+        "machine_type": machine_type(env.get("device_type"), env.get("device_name"), env.get("cpu_bf16_isa")),
         "machine_id": record_machine_id(record),
         "num_threads": env.get("num_threads"),
         "keep_freed_memory": bool(env.get("keep_freed_memory", False)),  # absent: written before it existed

@@ -136,10 +136,12 @@ def test_a_bf16_timing_is_matched_only_within_one_machine_type():
     the runs of an AMD EPYC with AVX512-BF16, because both have one CPU name."""
     from ndlib.records import machine_type
 
-    old_amd, new_amd = machine_type("AMD EPYC", None), machine_type("AMD EPYC", "avx512_bf16")
+    old_amd, new_amd = machine_type("cpu", "AMD EPYC", None), machine_type("cpu", "AMD EPYC", "avx512_bf16")
     assert (old_amd, new_amd) == ("AMD EPYC", "AMD EPYC (AVX512-BF16)")
-    assert machine_type("Xeon", "amx_bf16") == "Xeon (AMX)" and machine_type("Xeon", "none") == "Xeon (no native bf16)"
-    assert machine_type(None, "none") is None
+    assert machine_type("cpu", "Xeon", "amx_bf16") == "Xeon (AMX)"
+    assert machine_type("cpu", "Xeon", "none") == "Xeon (no native bf16)"
+    assert machine_type("cuda", "H200", "amx_bf16") == "H200"  # a GPU's timing: the host CPU's ISA is beside it
+    assert machine_type("cpu", None, "none") is None
 
     def row(bench_id, amp, step, created, machine):
         return {"bench_id": bench_id, "amp": amp, "bn_step_s": step, "nd_step_s": step, "ratio_nd_bn": 1.0,
