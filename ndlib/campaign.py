@@ -54,7 +54,7 @@ import tomllib
 from ndlib.claims import ClaimTaken, claim, claims_folder, holder
 from ndlib.config import DECONV_FIELDS, EXECUTION_FIELDS, NON_IDENTITY_FIELDS, TrainConfig
 from ndlib.devices import cpu_has_native_bf16
-from ndlib.grid import estimate_cost, run_status
+from ndlib.grid import estimate_cost, planned_machine_type, run_status
 from ndlib.paths import project_root
 from ndlib.records import read_record, record_path
 
@@ -427,7 +427,7 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
             continue
         position = checkpoint_position(config)
         done = 0.0 if position is None else position.fraction_done
-        estimate = estimate_cost(config, records, bench)
+        estimate = estimate_cost(config, records, bench, planned_machine_type(config))
         if estimate is None:
             unknown += 1
             totals["unknown"] += 1
@@ -463,7 +463,8 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
     lines.append(f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting; "
                  f"~{left_s / 3600:.0f} h of training left, ~{left_s / 3600 / max(lanes, 1):.0f} h on {lanes} lanes"
                  + (f" ({unknown} runs without an estimate)" if unknown else "")
-                 + " (estimates: ndlib.grid.estimate_cost, from our completed runs of each model)")
+                 + " (estimates: ndlib.grid.estimate_cost, from our completed runs of each model, this machine type's"
+                 " where there are any)")
     return lines
 
 

@@ -29,10 +29,10 @@ from ndlib.cliargs import add_config_arguments, usage_error
 from ndlib.config import TrainConfig, execution_of_options, known_archs, run_id_options
 from ndlib.data import DATASETS
 from ndlib.models import NORMS
-from ndlib.records import machine_id, process_alive, read_record, record_path
+from ndlib.records import machine_id, process_alive, read_record, record_path, this_machine_type
 
-__all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "CostEstimate", "estimate_cost", "run_grid",
-           "slurm_script", "add_parser"]
+__all__ = ["TABLE_DEFAULTS", "norms_for", "plan", "run_status", "CostEstimate", "estimate_cost",
+           "planned_machine_type", "run_grid", "slurm_script", "add_parser"]
 
 # What each table sweeps by default (spec sections 4 and 5).
 TABLE_DEFAULTS: dict[int, dict] = {
@@ -132,17 +132,19 @@ class CostEstimate:
     n_records: int
     device_type: str
     num_threads: int | None
+    machine: str | None = None  # the machine type of every record it rests on, when they share one
 
     def describe(self) -> str:
         threads = "" if self.num_threads is None else \
             f", {self.num_threads} thread{'s' if self.num_threads != 1 else ''}"
+        where = self.machine or self.device_type
         if self.source == "own":
             basis = f"its own {self.n_records} finished epoch{'s' if self.n_records != 1 else ''}{threads}"
         elif self.source == "runs":
             basis = (f"median of {self.n_records} completed run{'s' if self.n_records != 1 else ''}, "
-                     f"{self.device_type}{threads}")
+                     f"{where}{threads}")
         else:
-            basis = f"bench step time x steps, {self.device_type}{threads}, no evaluation or data loading"
+            basis = f"bench step time x steps, {where}{threads}, no evaluation or data loading"
         return f"~{self.seconds / 3600:.1f} h ({self.per_epoch_s / 60:.0f} min/epoch: {basis})"
 
 
@@ -152,6 +154,28 @@ def _planned_device_type(config: TrainConfig) -> str:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
     return config.device.split(":")[0]
+
+
+def planned_machine_type(config: TrainConfig) -> str | None:
+    """The machine type (:func:`ndlib.records.machine_type`) ``config`` would train on here."""
+    return this_machine_type(_planned_device_type(config))
+
+
+def _prefer_machine(frame, machine: str | None):
+    """Rows of machine type ``machine`` when there are any, else all of ``frame``."""
+    if machine is None or "machine_type" not in frame.columns:
+        return frame
+    same = frame[frame["machine_type"] == machine]
+    return same if not same.empty else frame
+
+
+def _shared_machine(frame) -> str | None:
+    """The machine type of every row of ``frame``, or None when they differ or one is unknown."""
+    if "machine_type" not in frame.columns:
+        return None
+    kinds = set(frame["machine_type"])
+    kind = kinds.pop() if len(kinds) == 1 else None
+    return kind if isinstance(kind, str) else None
 
 
 def _same_threads(frame, num_threads: int | None):
@@ -164,7 +188,7 @@ def _same_threads(frame, num_threads: int | None):
     return frame
 
 
-def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
+def estimate_cost(config: TrainConfig, runs, bench=None, machine: str | None = None) -> CostEstimate | None:
     """The expected cost of ``config``, or None when nothing comparable was measured.
 
     A run under way with finished epochs in ``runs`` (:func:`ndlib.records.load_runs`) is
@@ -176,14 +200,17 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
     ``config.num_threads`` set, only runs with that thread count count; otherwise the thread
     count with the most runs.  Only runs with the same non-default options count (the same
     ``-o`` suffix of the run id, none for the paper's settings): a refresh mode, for one, is
-    another computation at another cost.
+    another computation at another cost.  With ``machine`` (the machine type the run will train
+    on, :func:`ndlib.records.this_machine_type`), the completed runs of that machine type only,
+    when there are any: one device type and thread count has covered CPUs more than twice apart
+    (VGG-16 ND, 1 thread: about 4,000 s per epoch on one AMD EPYC VM, 1,700 s on an Intel Xeon).
 
     Failing that, for the paper's settings only (executed in float32 or bf16 autocast, in the
     contiguous or channels_last layout: :func:`ndlib.config.execution_options`), from ``bench``
     (:func:`ndlib.bench.load_bench` with ``amp=None``): the newest exact-layer (``ndlib``,
     ``refresh_every`` 1) step time of the architecture in the run's precision and layout at its
     batch size on the same device type
-    (and thread count, as above), times the steps of ``config.epochs`` epochs.  Never from
+    (and thread count and preferred machine type, as above), times the steps of ``config.epochs`` epochs.  Never from
     another model, device, precision or layout: no estimate is better than a guess."""
     device_type = _planned_device_type(config)
     options = run_id_options(config.run_id)
@@ -198,18 +225,19 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
             eval_s = 0.0 if is_missing(row["eval_time_s"]) else float(row["eval_time_s"])
             per_epoch = (float(row["train_time_s"]) + eval_s) / float(row["epochs_done"])
             return CostEstimate(per_epoch * config.epochs, per_epoch, "own", int(row["epochs_done"]), device_type,
-                                None if is_missing(row["num_threads"]) else int(row["num_threads"]))
+                                None if is_missing(row["num_threads"]) else int(row["num_threads"]),
+                                _shared_machine(own.iloc[[-1]]))
         done = runs[(runs["status"] == "completed") & ~runs["synthetic"].astype(bool)
                     & (runs["table"] == config.table) & (runs["arch"] == config.arch)
                     & (runs["norm"] == config.norm) & (runs["device_type"] == device_type)
                     & (runs["epochs_done"] > 0)]
-        done = _same_threads(done, config.num_threads)
+        done = _prefer_machine(_same_threads(done, config.num_threads), machine)
         if not done.empty:
             per_epoch = float(((done["train_time_s"].astype(float) + done["eval_time_s"].fillna(0.0).astype(float))
                                / done["epochs_done"].astype(float)).median())
             threads = done["num_threads"].dropna()
             return CostEstimate(per_epoch * config.epochs, per_epoch, "runs", len(done), device_type,
-                                int(threads.iloc[0]) if not threads.empty else None)
+                                int(threads.iloc[0]) if not threads.empty else None, _shared_machine(done))
     execution = execution_of_options(options)
     if bench is None or not len(bench) or config.norm not in ("bn", "nd") or execution is None:
         return None
@@ -226,15 +254,15 @@ def estimate_cost(config: TrainConfig, runs, bench=None) -> CostEstimate | None:
         rows = rows[rows["channels_last"].fillna(False).astype(bool) == channels_last]
     elif channels_last:
         return None
-    rows = _same_threads(rows, config.num_threads)
+    rows = _prefer_machine(_same_threads(rows, config.num_threads), machine)
     if rows.empty:
         return None
-    newest = rows.sort_values("created_at").iloc[-1]
+    newest = rows.sort_values("created_at").iloc[[-1]]
     steps = math.ceil(DATASETS[config.dataset].num_train / config.batch_size)
-    per_epoch = float(newest[f"{config.norm}_step_s"]) * steps
-    threads = newest["num_threads"]
+    per_epoch = float(newest[f"{config.norm}_step_s"].iloc[0]) * steps
+    threads = newest["num_threads"].iloc[0]
     return CostEstimate(per_epoch * config.epochs, per_epoch, "bench", 1, device_type,
-                        None if threads != threads else int(threads))
+                        None if threads != threads else int(threads), _shared_machine(newest))
 
 
 @dataclass
@@ -360,7 +388,7 @@ def _print_plan(configs: Sequence[TrainConfig], stream) -> None:
             done = 0.0 if position is None else position.fraction_done
             if position is not None:
                 line += f"  [{position.describe()}]"
-            estimate = estimate_cost(config, records[config.runs_dir], bench)
+            estimate = estimate_cost(config, records[config.runs_dir], bench, planned_machine_type(config))
             if estimate is None:
                 unknown += 1
                 line += "  no estimate (no completed run or benchmark of this model on this device)"

@@ -62,6 +62,8 @@ __all__ = [
     "training_segment",
     "timing_settings_mixed",
     "machine_id",
+    "machine_type",
+    "this_machine_type",
     "process_alive",
     "record_machine_id",
 ]
@@ -358,6 +360,20 @@ def machine_type(device_type: str | None, device_name: str | None, cpu_bf16_isa:
     if device_type != "cpu" or not isinstance(cpu_bf16_isa, str):
         return device_name
     return f"{device_name} ({_BF16_ISA_WORDS.get(cpu_bf16_isa, cpu_bf16_isa)})"
+
+
+def this_machine_type(device_type: str = "cpu") -> str | None:
+    """:func:`machine_type` of this machine's ``device_type`` (``"cpu"`` or ``"cuda"``), as a
+    record written here would give it; None for a device this machine does not have."""
+    if device_type == "cpu":
+        from ndlib.devices import cpu_bf16_isa
+
+        return machine_type("cpu", _cpu_name(), cpu_bf16_isa())
+    import torch
+
+    if device_type == "cuda" and torch.cuda.is_available():
+        return machine_type("cuda", torch.cuda.get_device_name(), None)
+    return None
 
 
 def process_alive(pid: int) -> bool:

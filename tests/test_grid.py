@@ -154,12 +154,13 @@ def test_a_live_running_record_is_not_retrained_and_a_dead_one_is(tmp_path, monk
 
 
 def _record(run_id, arch, norm, dataset="cifar10", *, threads=1, device="cpu", epochs=1, seconds=(600.0, 60.0),
-            status="completed", synthetic=False):
+            status="completed", synthetic=False, cpu=None):
     history = [{"epoch": e + 1, "train_time_s": seconds[0], "eval_time_s": seconds[1]} for e in range(epochs)]
     return {"run_id": run_id, "status": status, "table": 1, "history": history, "final": {"test_acc": 50.0},
             "config": {"arch": arch, "norm": norm, "dataset": dataset, "epochs": epochs, "seed": 0},
             "data_source": {"kind": "synthetic" if synthetic else "npz", "synthetic": synthetic},
-            "environment": {"device_type": device, "num_threads": threads}}
+            "environment": {"device_type": device, "num_threads": threads,
+                            **({} if cpu is None else {"device_name": cpu[0], "cpu_bf16_isa": cpu[1]})}}
 
 
 def _estimate_frames(tmp_path, records, bench_rows=()):
@@ -229,6 +230,31 @@ def test_cost_estimate_is_the_median_epoch_of_comparable_completed_runs(tmp_path
     assert estimate_cost(config, load_runs(tmp_path), bench).per_epoch_s == 1700.0
 
 
+def test_cost_estimate_prefers_the_machine_type_the_run_will_train_on(tmp_path):
+    from ndlib.grid import estimate_cost
+
+    intel, amd = ("Intel Xeon", "amx_bf16"), ("AMD EPYC", "avx512_bf16")
+    runs, bench = _estimate_frames(tmp_path, [
+        _record("t1-cifar10-vgg16-nd-e1-s0", "vgg16", "nd", seconds=(1600.0, 100.0), cpu=intel),
+        _record("t1-cifar10-vgg16-nd-e1-s1", "vgg16", "nd", seconds=(1700.0, 100.0), cpu=intel),
+        _record("t1-cifar10-vgg16-nd-e1-s2", "vgg16", "nd", seconds=(3900.0, 100.0), cpu=amd),
+        _record("t1-cifar10-vgg16-bn-e1-s0", "vgg16", "bn", seconds=(900.0, 100.0), cpu=intel),
+    ])
+    config = TrainConfig(arch="vgg16", norm="nd", dataset="cifar100", epochs=20, device="cpu", num_threads=1)
+    on_amd = estimate_cost(config, runs, bench, "AMD EPYC (AVX512-BF16)")
+    assert on_amd.per_epoch_s == 4000.0 and on_amd.n_records == 1 and on_amd.machine == "AMD EPYC (AVX512-BF16)"
+    assert "median of 1 completed run, AMD EPYC (AVX512-BF16), 1 thread" in on_amd.describe()
+    on_intel = estimate_cost(config, runs, bench, "Intel Xeon (AMX)")
+    assert on_intel.per_epoch_s == 1750.0 and on_intel.n_records == 2
+    # no machine given: every machine's runs, the median of all three, which name no single machine
+    anywhere = estimate_cost(config, runs, bench)
+    assert anywhere.per_epoch_s == 1800.0 and anywhere.n_records == 3 and anywhere.machine is None
+    assert "median of 3 completed runs, cpu, 1 thread" in anywhere.describe()
+    # a machine type without runs of the model falls back to every machine's: BN was run on the Intel VM only
+    bn = estimate_cost(dataclasses.replace(config, norm="bn"), runs, bench, "AMD EPYC (AVX512-BF16)")
+    assert bn.per_epoch_s == 1000.0 and bn.machine == "Intel Xeon (AMX)"
+
+
 def test_cost_estimate_falls_back_to_the_newest_benchmark_of_the_model(tmp_path):
     from ndlib.grid import estimate_cost
 
@@ -248,6 +274,11 @@ def test_cost_estimate_falls_back_to_the_newest_benchmark_of_the_model(tmp_path)
     assert "bench step time" in estimate.describe() and "no evaluation" in estimate.describe()
     assert estimate_cost(dataclasses.replace(config, norm="nd"), runs, bench).per_epoch_s == 30.0 * 391
     assert estimate_cost(dataclasses.replace(config, num_threads=1), runs, bench) is None
+    # with a machine type, that machine's newest bench, though another machine's is newer
+    machines = bench.assign(machine_type=["AMD EPYC (AVX512-BF16)", "Intel Xeon (AMX)"] + [None] * 4)
+    on_amd = estimate_cost(config, runs, machines, "AMD EPYC (AVX512-BF16)")
+    assert on_amd.per_epoch_s == 20.0 * 391 and "AMD EPYC (AVX512-BF16), 2 threads" in on_amd.describe()
+    assert estimate_cost(config, runs, machines, "AMD EPYC (no native bf16)").per_epoch_s == 10.0 * 391
 
 
 def test_cost_estimate_from_benchmarks_takes_the_runs_precision(tmp_path):

@@ -91,6 +91,15 @@ def test_committed_records_are_valid(tmp_path):
         assert os.path.basename(path).removesuffix(".json") == read_record(path)["run_id"]
 
 
+def test_this_machine_type_is_what_a_record_written_here_gives():
+    from ndlib import records
+
+    env = records.environment_info("cpu")
+    assert records.this_machine_type("cpu") == records.machine_type("cpu", env["device_name"], env["cpu_bf16_isa"])
+    assert records.this_machine_type("cpu") is not None
+    assert records.this_machine_type("mps") is None
+
+
 def test_machine_id_is_an_anonymous_digest_of_the_boot_id(tmp_path, monkeypatch):
     import hashlib
 
