@@ -404,7 +404,7 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
              + ("; PAUSED: lanes stop after their next checkpoint (`campaign run` continues)"
                 if is_paused(campaign) else "")]
     counts = {"done": 0, "running": 0, "waiting": 0}
-    left_s, unknown, marked_next, stage = 0.0, 0, False, None
+    left_s, unknown, marked_next, stage, machines = 0.0, 0, False, None, set()
     per_stage: dict[str, dict] = {}  # the stage's header line, its runs, finished runs, hours left, unknowns
     for config, title in zip(campaign.runs, campaign.stages):
         if title != stage:
@@ -427,7 +427,9 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
             continue
         position = checkpoint_position(config)
         done = 0.0 if position is None else position.fraction_done
-        estimate = estimate_cost(config, records, bench, planned_machine_type(config))
+        machine = planned_machine_type(config)
+        machines.add(machine)
+        estimate = estimate_cost(config, records, bench, machine)
         if estimate is None:
             unknown += 1
             totals["unknown"] += 1
@@ -463,8 +465,9 @@ def status_lines(campaign: Campaign, lanes: int = 2) -> list[str]:
     lines.append(f"{counts['done']} done, {counts['running']} running, {counts['waiting']} waiting; "
                  f"~{left_s / 3600:.0f} h of training left, ~{left_s / 3600 / max(lanes, 1):.0f} h on {lanes} lanes"
                  + (f" ({unknown} runs without an estimate)" if unknown else "")
-                 + " (estimates: ndlib.grid.estimate_cost, from our completed runs of each model, this machine type's"
-                 " where there are any)")
+                 + " (estimates: ndlib.grid.estimate_cost, from our completed runs of each model, "
+                 + (f"those of this machine type, {next(iter(machines))}, where there are any)"
+                    if len(machines) == 1 and None not in machines else "this machine type's where there are any)"))
     return lines
 
 

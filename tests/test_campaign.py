@@ -144,6 +144,9 @@ def test_a_lane_leaves_bf16_runs_to_a_machine_with_native_bf16(tmp_path, monkeyp
     text = "\n".join(status_lines(campaign))
     assert text.count("[bf16: not on this CPU]") == 2 and f"next        {campaign.runs[2].run_id}" in text
     assert "  one pair  (0 of 4 done, ~0 h left, 4 without an estimate)" in text  # nothing to estimate from
+    from ndlib.records import this_machine_type
+
+    assert f"those of this machine type, {this_machine_type('cpu')}, where there are any" in text
     monkeypatch.setattr(campaign_module, "cpu_has_native_bf16", lambda: True)
     assert not any(campaign_module.needs_native_bf16(c) for c in campaign.runs)
 
