@@ -200,21 +200,9 @@ def _check_non_negative_int(name: str, value) -> int:
     return value
 
 
-def _check_refresh_stats(value) -> str:
-    if value not in REFRESH_STATS:
-        raise ValueError(f"refresh_stats must be one of {REFRESH_STATS}, got {value!r}")
-    return value
-
-
-def _check_covariance_grad(value) -> str:
-    if value not in COVARIANCE_GRADS:
-        raise ValueError(f"covariance_grad must be one of {COVARIANCE_GRADS}, got {value!r}")
-    return value
-
-
-def _check_isqrt_method(value) -> str:
-    if value not in ISQRT_METHODS:
-        raise ValueError(f"isqrt_method must be one of {ISQRT_METHODS}, got {value!r}")
+def _check_choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
@@ -924,9 +912,9 @@ class FastDeconv(_StepCounter, nn.Conv2d):
         _check_positive_int("sampling_stride", sampling_stride)
         _check_positive_int("freeze_iter", freeze_iter)
         self.refresh_every = _check_positive_int("refresh_every", refresh_every)
-        self.refresh_stats = _check_refresh_stats(refresh_stats)
+        self.refresh_stats = _check_choice("refresh_stats", refresh_stats, REFRESH_STATS)
         self.refresh_warmup = _check_non_negative_int("refresh_warmup", refresh_warmup)
-        self.covariance_grad = _check_covariance_grad(covariance_grad)
+        self.covariance_grad = _check_choice("covariance_grad", covariance_grad, COVARIANCE_GRADS)
         if grouping not in GROUPINGS:
             raise ValueError(f"grouping must be one of {GROUPINGS}, got {grouping!r}")
         if self.kernel_size[0] != self.kernel_size[1]:
@@ -940,7 +928,7 @@ class FastDeconv(_StepCounter, nn.Conv2d):
         self.freeze = bool(freeze)
         self.freeze_iter = freeze_iter
         self.grouping = grouping
-        self.isqrt_method = _check_isqrt_method(isqrt_method)
+        self.isqrt_method = _check_choice("isqrt_method", isqrt_method, ISQRT_METHODS)
         k2 = self.kernel_size[0] * self.kernel_size[1]
         self.num_features = self.block * k2  # size of one covariance
         self.num_blocks = in_channels // self.block  # G (groups == 1) or `groups`
@@ -1129,11 +1117,11 @@ class Delinear(_StepCounter, nn.Linear):
         self.eps = _check_positive_float("eps", eps)
         self.momentum = _check_unit_interval("momentum", momentum)
         self.n_iter = n_iter
-        self.isqrt_method = _check_isqrt_method(isqrt_method)
+        self.isqrt_method = _check_choice("isqrt_method", isqrt_method, ISQRT_METHODS)
         self.refresh_every = _check_positive_int("refresh_every", refresh_every)
-        self.refresh_stats = _check_refresh_stats(refresh_stats)
+        self.refresh_stats = _check_choice("refresh_stats", refresh_stats, REFRESH_STATS)
         self.refresh_warmup = _check_non_negative_int("refresh_warmup", refresh_warmup)
-        self.covariance_grad = _check_covariance_grad(covariance_grad)
+        self.covariance_grad = _check_choice("covariance_grad", covariance_grad, COVARIANCE_GRADS)
         self.requested_block = block
         self.block = effective_block(in_features, block)
         factory = {"device": device, "dtype": dtype}
