@@ -31,7 +31,10 @@ right after its next checkpoint (a resume then loses nothing); ``campaign run`` 
 ``campaign status`` prints each run's state (done with its test accuracy, running with its lane,
 epoch and step, next), and what is left at our measured cost.  With ``--commit-to REPO`` each
 record that finishes is copied into ``REPO/results/runs/`` and committed there at once (only
-that file), so a result never lives only on one machine's disk.
+that file), so a result never lives only on one machine's disk; and every ``--snapshot-every-min``
+minutes (default 60), and once more when the lanes stop, the records of the runs under way that
+have finished another epoch since are committed there too (:func:`snapshot`), so a machine lost
+between sessions loses no finished epoch's numbers, only the training since its last checkpoint.
 
 Machine-side settings (threads, device, folders, the note on the machine's load) come from the
 command line, never from the file: the same campaign runs anywhere.
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shutil
 import signal
 import subprocess
@@ -59,8 +63,8 @@ from ndlib.paths import project_root
 from ndlib.records import read_record, record_path
 
 __all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pause_file", "is_paused", "next_run",
-           "needs_native_bf16",
-           "work_lane", "status_lines", "commit_record", "commit_records", "snapshot", "FINISHED", "add_parser"]
+           "needs_native_bf16", "work_lane", "status_lines", "commit_record", "commit_records", "snapshot",
+           "watch_lanes", "FINISHED", "add_parser"]
 
 #: Record statuses that end a run for the campaign (a diverged run is a result: it diverges again).
 FINISHED = ("completed", "diverged")
@@ -283,11 +287,26 @@ def commit_records(record_files: list[Path], repo: str | Path, message: str, loc
     return targets
 
 
-def snapshot(campaign: Campaign, repo: str | Path) -> list[str]:
+def _committed_progress(repo: Path, run_id: str) -> tuple[str | None, int]:
+    """The status and finished epochs of ``run_id``'s record as committed in ``repo`` (its HEAD,
+    not its working tree, where a commit that failed may have left a copy): ``(None, 0)`` if none."""
+    shown = subprocess.run(["git", "show", f"HEAD:results/runs/{run_id}.json"], cwd=repo, capture_output=True,
+                           text=True)
+    try:
+        record = json.loads(shown.stdout) if shown.returncode == 0 else {}
+    except json.JSONDecodeError:  # a damaged copy: the snapshot replaces it
+        record = {}
+    return record.get("status"), len(record.get("history") or [])
+
+
+def snapshot(campaign: Campaign, repo: str | Path, *, news_only: bool = False) -> list[str]:
     """Commit into ``repo`` the records of the campaign's runs that are under way (``running`` or
     ``interrupted``, at least one epoch finished), all in one commit: where a long run stands,
     so that a lost machine loses no finished epoch of it.  Their status stays what it is, so the
-    book shows them as in progress.  Returns one line per record committed (none: nothing)."""
+    book shows them as in progress.  ``news_only``: only records whose status or number of
+    finished epochs differs from the copy in ``repo`` (what the periodic snapshot of ``campaign
+    run`` commits: no commit without a new epoch).  Returns one line per record committed (none:
+    nothing)."""
     files, lines = [], []
     for config in campaign.runs:
         path = record_path(config.run_id, config.runs_dir)
@@ -296,6 +315,8 @@ def snapshot(campaign: Campaign, repo: str | Path) -> list[str]:
         record = read_record(path)
         history = record.get("history") or []
         if record.get("status") not in ("running", "interrupted") or not history:
+            continue
+        if news_only and _committed_progress(Path(repo), config.run_id) == (record.get("status"), len(history)):
             continue
         files.append(path)
         last = history[-1]
@@ -491,6 +512,38 @@ def _lane_argv(args: argparse.Namespace, lane: int) -> list[str]:
     return argv
 
 
+def watch_lanes(children: list, campaign: Campaign, *, commit_to: str | Path | None = None,
+                snapshot_every_s: float = 0.0, poll_s: float = 5.0, stream: TextIO | None = None) -> list[int]:
+    """Wait for the lane processes (``subprocess.Popen``-like) and return their exit codes.
+
+    Meanwhile, with ``commit_to`` and ``snapshot_every_s`` > 0, every ``snapshot_every_s``
+    seconds and once more when every lane has stopped, commit a :func:`snapshot` of the runs
+    under way that have finished an epoch since the last one.  A snapshot that cannot be
+    committed is reported in one line and tried again at the next interval: it never stops a lane."""
+    stream = stream if stream is not None else sys.stdout
+    periodic = commit_to is not None and snapshot_every_s > 0
+
+    def take_snapshot() -> None:
+        try:
+            lines = snapshot(campaign, commit_to, news_only=True)
+        except (OSError, ValueError) as error:
+            stream.write(f"[campaign] snapshot not committed: {' '.join(str(error).split())}\n")
+        else:
+            if lines:
+                stream.write(f"[campaign] snapshot committed in {Path(commit_to).resolve().name}: {'; '.join(lines)}\n")
+        stream.flush()
+
+    due = time.monotonic() + snapshot_every_s
+    while any(child.poll() is None for child in children):
+        time.sleep(poll_s)
+        if periodic and time.monotonic() >= due:
+            take_snapshot()
+            due = time.monotonic() + snapshot_every_s
+    if periodic:
+        take_snapshot()  # where the runs stopped: a pause, an interruption, the end of the queue
+    return [child.wait() for child in children]
+
+
 def _run_lanes(args: argparse.Namespace, campaign: Campaign) -> int:
     """Start ``args.lanes`` lane processes and wait; SIGINT/SIGTERM is passed on (each records ``interrupted``)."""
     pause_file(campaign).unlink(missing_ok=True)
@@ -505,7 +558,8 @@ def _run_lanes(args: argparse.Namespace, campaign: Campaign) -> int:
 
     previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        codes = [child.wait() for child in children]
+        codes = watch_lanes(children, campaign, commit_to=args.commit_to or None,
+                            snapshot_every_s=60.0 * args.snapshot_every_min)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -521,6 +575,8 @@ def _handle(args: argparse.Namespace) -> int:
     prog = args.parser.prog
     if args.lanes < 1 or args.threads < 1:
         return usage_error(prog, "--lanes and --threads must be at least 1")
+    if not args.snapshot_every_min >= 0:
+        return usage_error(prog, f"--snapshot-every-min must be 0 (off) or more, got {args.snapshot_every_min}")
     if args.file is None:
         args.file = default_campaign()
     try:
@@ -573,6 +629,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--commit-to", metavar="REPO",
                         help="copy each finished record into REPO/results/runs and commit it there at once "
                              "(snapshot: the records of the runs under way)")
+    parser.add_argument("--snapshot-every-min", type=float, default=60.0, metavar="MIN",
+                        help="run, with --commit-to: every MIN minutes, and when the lanes stop, commit the records "
+                             "of the runs under way that finished an epoch since (default 60; 0: off)")
     parser.add_argument("--note", default="", help="free text for every record: the machine and its load")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--runs-dir", default=None, help="default: <project>/results/runs")

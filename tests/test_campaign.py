@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -417,6 +418,85 @@ def test_snapshot_commits_the_records_of_runs_under_way_in_one_commit(tmp_path):
     record(bn, "completed", 3)
     assert [line.split(":")[0] for line in snapshot(campaign, repo)] == [nd.run_id]  # finished runs: the lanes'
     assert snapshot(load_campaign(_write(tmp_path / "other", PAIR), **_placement(tmp_path / "other")), repo) == []
+
+
+class _FakeLane:
+    """A lane process for :func:`ndlib.campaign.watch_lanes`: each poll first runs the next step
+    (a change to the records), and the lane has stopped (exit 0) once the steps are used up."""
+
+    def __init__(self, steps):
+        self.steps = list(steps)
+
+    def poll(self):
+        if self.steps:
+            self.steps.pop(0)()
+            return None
+        return 0
+
+    def wait(self):
+        return 0
+
+
+def test_run_commits_a_snapshot_periodically_only_after_a_new_epoch_and_when_the_lanes_stop(tmp_path, monkeypatch):
+    """Records of runs under way used to reach the repository only by a hand-run `campaign
+    snapshot`: a session cut off before it lost every epoch's numbers with the machine."""
+    from ndlib.campaign import watch_lanes
+    from ndlib.records import write_json_atomic
+
+    repo, git = _git_repo(tmp_path)
+    campaign = load_campaign(_write(tmp_path, PAIR.replace("epochs = [1]", "epochs = [3]")), **_placement(tmp_path))
+    bn = campaign.runs[0]
+    (tmp_path / "runs").mkdir()
+
+    def record(status, epochs):
+        history = [{"epoch": e, "test_acc": 41.5} for e in range(1, epochs + 1)]
+        write_json_atomic(tmp_path / "runs" / f"{bn.run_id}.json",
+                          {"run_id": bn.run_id, "status": status, "config": {}, "history": history})
+
+    failing = {"on": False}
+    real_commit = campaign_module.commit_records
+
+    def commit(files, repo_, message, lock_wait_s=60.0):
+        if failing["on"]:
+            shutil.copyfile(files[0], repo / "results" / "runs" / files[0].name)  # copied, then git fails
+            raise OSError("`git commit` in repo failed: simulated")
+        return real_commit(files, repo_, message, lock_wait_s)
+
+    monkeypatch.setattr(campaign_module, "commit_records", commit)
+
+    def epoch_two_and_a_failing_commit():
+        record("running", 2)
+        failing["on"] = True
+
+    steps = [lambda: record("running", 1),  # snapshot: epoch 1
+             lambda: None,  # nothing new: no commit
+             epoch_two_and_a_failing_commit,  # the commit fails: reported, the lane goes on
+             lambda: failing.update(on=False),  # the next interval commits epoch 2 (the copy left is not a commit)
+             lambda: record("interrupted", 2)]  # the lane stopped: its status
+    out = io.StringIO()
+    codes = watch_lanes([_FakeLane(steps)], campaign, commit_to=repo, snapshot_every_s=1e-9, poll_s=0.0, stream=out)
+    assert codes == [0]
+    subjects = git("log", "--format=%s").splitlines()[::-1]
+    assert [re.search(r"snapshot\): \S+: (\d) of 3", line).group(1) for line in subjects] == ["1", "2", "2"]
+    assert json.loads(git("show", f"HEAD:results/runs/{bn.run_id}.json"))["status"] == "interrupted"
+    assert out.getvalue().count("snapshot committed") == 3
+    assert "[campaign] snapshot not committed: `git commit` in repo failed: simulated" in out.getvalue()
+    # without --commit-to, or with the interval 0, no snapshot
+    assert watch_lanes([_FakeLane([lambda: record("running", 3)])], campaign, snapshot_every_s=1e-9, poll_s=0.0,
+                       stream=io.StringIO()) == [0]
+    assert watch_lanes([_FakeLane([lambda: None])], campaign, commit_to=repo, snapshot_every_s=0, poll_s=0.0,
+                       stream=io.StringIO()) == [0]
+    assert len(git("log", "--format=%s").splitlines()) == 3
+    # an interval longer than the lanes ran: the snapshot when they stop
+    assert watch_lanes([_FakeLane([lambda: record("interrupted", 3)])], campaign, commit_to=repo,
+                       snapshot_every_s=3600.0, poll_s=0.0, stream=io.StringIO()) == [0]
+    assert re.search(r"snapshot\): \S+: 3 of 3", git("log", "-1", "--format=%s"))
+
+
+def test_snapshot_every_min_must_not_be_negative(tmp_path, capsys):
+    path = _write(tmp_path, PAIR)
+    assert main(["campaign", "run", str(path), "--snapshot-every-min", "-1"]) == 2
+    assert "--snapshot-every-min must be 0 (off) or more, got -1.0" in capsys.readouterr().err
 
 
 def test_snapshot_needs_a_checkout_to_commit_in(tmp_path):
