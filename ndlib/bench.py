@@ -60,6 +60,7 @@ from ndlib import cpu_memory
 from ndlib import layers as nd_layers
 from ndlib import patches as nd_patches
 from ndlib.devices import synchronize
+from ndlib.isqrt import isqrt_by_method
 
 __all__ = [
     "BenchConfig",
@@ -325,8 +326,8 @@ def deconv_stages(layer: nd_layers.FastDeconv) -> list[tuple[str, Callable]]:
         return nd_layers.centered_covariance(X, layer.eps)
 
     def newton_schulz(cov):  # the layer's own method (spectral on CPU for >= 64 features); the row route of
-        # few-row covariances (`_isqrt_of_rows`) needs the rows: not timed here (no CIFAR conv at batch 128 takes it)
-        return nd_layers._isqrt(cov, layer.n_iter, layer.isqrt_method)
+        # few-row covariances (`isqrt_of_rows`) needs the rows: not timed here (no CIFAR conv at batch 128 takes it)
+        return isqrt_by_method(cov, layer.n_iter, layer.isqrt_method)
 
     def fold(mean, deconv):
         return layer.folded_weight_and_bias(mean.reshape(layer.running_mean.shape), deconv)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ndlib._validate import positive_int
 from ndlib.layers import Delinear, FastDeconv, effective_block
 from ndlib.patches import group_features, sample_patches
 
@@ -53,14 +54,6 @@ __all__ = [
 PHOTOGRAPHS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
 
-def _check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive int, got {value!r} ({type(value).__name__})")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return int(value)
-
-
 def _check_square(name: str, A: torch.Tensor) -> None:
     if not isinstance(A, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(A).__name__}")
@@ -77,7 +70,7 @@ def load_photographs(names: tuple[str, ...] = PHOTOGRAPHS[:3], size: int = 128) 
     Each photo is centre-cropped to a square and resized with antialiasing.  scikit-image
     ships these files inside the package, so no download happens.
     """
-    size = _check_positive_int("size", size)
+    size = positive_int("size", size)
     unknown = [name for name in names if name not in PHOTOGRAPHS]
     if unknown or not names:
         raise ValueError(f"unknown photograph(s) {unknown or names!r}; choose from {PHOTOGRAPHS}")
@@ -111,7 +104,7 @@ def shift_correlation(images: torch.Tensor, max_shift: int) -> torch.Tensor:
     pooled over images and rows.  Returns ``(max_shift + 1, C)``; row 0 is 1.
     """
     _check_images(images)
-    max_shift = _check_positive_int("max_shift", max_shift)
+    max_shift = positive_int("max_shift", max_shift)
     if max_shift >= images.shape[-1]:
         raise ValueError(f"max_shift={max_shift} must be smaller than the image width {images.shape[-1]}")
     rows = []
@@ -143,8 +136,8 @@ def patch_covariance(
     ``Cov = (X - mu)^T (X - mu) / rows + eps I``.
     """
     _check_images(x)
-    k = _check_positive_int("kernel_size", kernel_size)
-    s = _check_positive_int("sampling_stride", sampling_stride)
+    k = positive_int("kernel_size", kernel_size)
+    s = positive_int("sampling_stride", sampling_stride)
     X = sample_patches(x, (k, k), (k // 2, k // 2), (1, 1), s)
     mean = X.mean(dim=0)
     Xc = X - mean
@@ -178,7 +171,7 @@ def newton_schulz_gain(normalized_eigenvalue, n_iter: int):
     perfect).  For small ``l``, ``p`` grows only by ``9/4`` per step.
     Accepts a float, a NumPy array or a tensor; returns the same kind.
     """
-    n_iter = _check_positive_int("n_iter", n_iter)
+    n_iter = positive_int("n_iter", n_iter)
     p = normalized_eigenvalue
     for _ in range(n_iter):
         p = p * (3 - p) ** 2 / 4
@@ -186,13 +179,13 @@ def newton_schulz_gain(normalized_eigenvalue, n_iter: int):
 
 
 def newton_schulz_matmuls(n_iter: int) -> int:
-    """Matrix products of :func:`ndlib.layers.isqrt_newton_schulz` for ``n_iter`` steps.
+    """Matrix products of :func:`ndlib.isqrt.isqrt_newton_schulz` for ``n_iter`` steps.
 
     The textbook loop takes three per step (``ZY``, ``YT``, ``TZ``); the first step has
     ``Z = I`` (no ``ZY``, no ``TZ``) and the last ``YT`` is unused, so ``3 n - 3`` for
     ``n >= 2`` and 0 for ``n = 1``.
     """
-    n_iter = _check_positive_int("n_iter", n_iter)
+    n_iter = positive_int("n_iter", n_iter)
     return 0 if n_iter == 1 else 3 * n_iter - 3
 
 
@@ -223,7 +216,7 @@ def spd_with_condition(n: int, condition: float, seed: int = 0, dtype=torch.floa
     (QR of a Gaussian matrix from ``seed``).  Used to measure Newton-Schulz convergence
     against a known spectrum; it is not data.
     """
-    n = _check_positive_int("n", n)
+    n = positive_int("n", n)
     condition = float(condition)
     if not (condition >= 1 and math.isfinite(condition)):
         raise ValueError(f"condition must be a finite number >= 1, got {condition}")
@@ -246,8 +239,8 @@ def deconv_kernel(deconv: torch.Tensor, channels: int, kernel_size: int) -> torc
     ``(C_out=C, C_in=C, k, k)``, a conv2d weight.
     """
     _check_square("deconv", deconv)
-    channels = _check_positive_int("channels", channels)
-    k = _check_positive_int("kernel_size", kernel_size)
+    channels = positive_int("channels", channels)
+    k = positive_int("kernel_size", kernel_size)
     if deconv.shape[-1] != channels * k * k:
         raise ValueError(
             f"deconv is {deconv.shape[-1]}x{deconv.shape[-1]} but channels * kernel_size^2 = {channels * k * k}"
@@ -263,7 +256,7 @@ def block_assignment(channels: int, kernel_size: int, block: int, grouping: str 
     Built by running the layer's own :func:`ndlib.patches.group_features` on the feature
     indices, with the block size from :func:`ndlib.layers.effective_block`.
     """
-    k = _check_positive_int("kernel_size", kernel_size)
+    k = positive_int("kernel_size", kernel_size)
     B = effective_block(channels, block)
     G = channels // B
     index = torch.arange(channels * k * k)
@@ -312,15 +305,15 @@ def deconv_flops(
     ``eval_overhead`` (fold and bias shift: evaluation uses running statistics) and
     ``overhead_ratio`` (``overhead / conv``).
     """
-    C_in = _check_positive_int("C_in", C_in)
-    C_out = _check_positive_int("C_out", C_out)
-    k = _check_positive_int("k", k)
-    H, W = _check_positive_int("H", H), _check_positive_int("W", W)
-    batch = _check_positive_int("batch", batch)
-    sampling_stride = _check_positive_int("sampling_stride", sampling_stride)
-    n_iter = _check_positive_int("n_iter", n_iter)
-    conv_stride = _check_positive_int("conv_stride", conv_stride)
-    groups = _check_positive_int("groups", groups)
+    C_in = positive_int("C_in", C_in)
+    C_out = positive_int("C_out", C_out)
+    k = positive_int("k", k)
+    H, W = positive_int("H", H), positive_int("W", W)
+    batch = positive_int("batch", batch)
+    sampling_stride = positive_int("sampling_stride", sampling_stride)
+    n_iter = positive_int("n_iter", n_iter)
+    conv_stride = positive_int("conv_stride", conv_stride)
+    groups = positive_int("groups", groups)
     if C_in % groups or C_out % groups:
         raise ValueError(f"C_in={C_in} and C_out={C_out} must both be divisible by groups={groups}")
     B = effective_block(C_in, block, groups)
@@ -366,7 +359,7 @@ def model_deconv_flops(model: nn.Module, input_shape: tuple[int, ...], include_l
     """
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (batch, C, H, W), got {input_shape}")
-    batch = _check_positive_int("batch (input_shape[0])", input_shape[0])
+    batch = positive_int("batch (input_shape[0])", input_shape[0])
     kinds = (FastDeconv, Delinear) if include_linear else (FastDeconv,)
     seen: list[tuple[str, nn.Module, tuple[int, ...]]] = []
     hooks = []
@@ -433,7 +426,7 @@ def bf16_whitening_errors(batch_size: int = 128, channels: int = 64, size: int =
     (0.2 to 3), each mixed with its neighbour, so the covariance is neither white nor diagonal."""
     from ndlib._reference import ReferenceFastDeconv
 
-    _check_positive_int("batch_size", batch_size)
+    positive_int("batch_size", batch_size)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, channels, size, size, generator=generator)
     x = x * torch.linspace(0.2, 3.0, channels).view(1, channels, 1, 1)

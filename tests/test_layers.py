@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ndlib.isqrt import SPECTRAL_MIN_SIZE
 from ndlib.layers import (
-    SPECTRAL_MIN_SIZE,
     ChannelDeconv,
     Delinear,
     FastDeconv,

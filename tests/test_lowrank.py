@@ -13,6 +13,7 @@ import torch
 from test_reference import RTOL, rel_err, run_pair
 
 from ndlib import _reference as ref
+from ndlib import isqrt as nd_isqrt
 from ndlib import layers as nd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -115,29 +116,29 @@ def test_lowrank_rejects_mismatching_rows():
 
 def test_route_choice():
     cpu = torch.eye(576)
-    assert nd._uses_lowrank(cpu, 128, 5, "auto") and nd._uses_lowrank(cpu, 128, 5, "spectral")
-    assert not nd._uses_lowrank(cpu, 128, 5, "matmul")
-    assert not nd._uses_lowrank(cpu, 576, 5, "auto") and not nd._uses_lowrank(cpu, 1024, 5, "spectral")
-    limit = int(nd.LOWRANK_MAX_ROW_FRACTION * 576)
-    assert nd._uses_lowrank(cpu, limit, 5, "auto") and not nd._uses_lowrank(cpu, limit + 1, 5, "auto")
-    small = torch.eye(nd.LOWRANK_MIN_SIZE - 1)
-    assert not nd._uses_lowrank(small, 8, 5, "spectral")  # below the size where the row route gains
-    assert nd._uses_lowrank(torch.eye(nd.LOWRANK_MIN_SIZE), 8, 5, "spectral")
-    assert not nd._uses_lowrank(torch.eye(32), 8, 5, "auto")  # auto: matmul below SPECTRAL_MIN_SIZE
-    assert not nd._uses_lowrank(cpu, 128, 1, "auto")  # auto: matmul for n_iter == 1
+    assert nd_isqrt._uses_lowrank(cpu, 128, 5, "auto") and nd_isqrt._uses_lowrank(cpu, 128, 5, "spectral")
+    assert not nd_isqrt._uses_lowrank(cpu, 128, 5, "matmul")
+    assert not nd_isqrt._uses_lowrank(cpu, 576, 5, "auto") and not nd_isqrt._uses_lowrank(cpu, 1024, 5, "spectral")
+    limit = int(nd_isqrt.LOWRANK_MAX_ROW_FRACTION * 576)
+    assert nd_isqrt._uses_lowrank(cpu, limit, 5, "auto") and not nd_isqrt._uses_lowrank(cpu, limit + 1, 5, "auto")
+    small = torch.eye(nd_isqrt.LOWRANK_MIN_SIZE - 1)
+    assert not nd_isqrt._uses_lowrank(small, 8, 5, "spectral")  # below the size where the row route gains
+    assert nd_isqrt._uses_lowrank(torch.eye(nd_isqrt.LOWRANK_MIN_SIZE), 8, 5, "spectral")
+    assert not nd_isqrt._uses_lowrank(torch.eye(32), 8, 5, "auto")  # auto: matmul below SPECTRAL_MIN_SIZE
+    assert not nd_isqrt._uses_lowrank(cpu, 128, 1, "auto")  # auto: matmul for n_iter == 1
 
 
 @pytest.fixture
 def lowrank_calls(monkeypatch):
     """Counts the calls of the low-rank route."""
     calls = []
-    original = nd.isqrt_newton_schulz_lowrank
+    original = nd_isqrt.isqrt_newton_schulz_lowrank
 
     def spy(*args, **kwargs):
         calls.append(args[0].shape)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(nd, "isqrt_newton_schulz_lowrank", spy)
+    monkeypatch.setattr(nd_isqrt, "isqrt_newton_schulz_lowrank", spy)
     return calls
 
 
@@ -184,7 +185,7 @@ def test_rank_deficient_fastdeconv_takes_the_route_and_matches_reference(case, d
         pytest.skip("the float32 run covers this size; float64 runs the smaller cases")
     layer, reference = conv_pair(cin, cout, k, padding, groups, block, dtype)
     rows_, features = layer.sampled_rows(torch.zeros(shape))
-    assert rows_ <= nd.LOWRANK_MAX_ROW_FRACTION * features and features >= nd.LOWRANK_MIN_SIZE
+    assert rows_ <= nd_isqrt.LOWRANK_MAX_ROW_FRACTION * features and features >= nd_isqrt.LOWRANK_MIN_SIZE
     run_pair(layer, reference, correlated_input(shape), dtype, steps=2)
     assert len(lowrank_calls) == 2
     run_pair(layer, reference, correlated_input(shape), dtype, steps=1, train=False)

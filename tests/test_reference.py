@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ndlib import _reference as ref
+from ndlib import isqrt as nd_isqrt
 from ndlib import layers as nd
 from ndlib import patches
 
@@ -453,20 +454,20 @@ def test_in_place_centering_never_touches_the_input():
 def test_auto_isqrt_method_choice():
     """auto: spectral on the CPU from SPECTRAL_MIN_SIZE features on, except n_iter == 1 (a linear
     polynomial, no matmul to save), where the loop is used; same function either way."""
-    big, small = spd(nd.SPECTRAL_MIN_SIZE), spd(nd.SPECTRAL_MIN_SIZE - 1)
-    assert nd._auto_isqrt_method(big, 5) == "spectral"
-    assert nd._auto_isqrt_method(big, 2) == "spectral"
-    assert nd._auto_isqrt_method(big, 1) == "matmul"
-    assert nd._auto_isqrt_method(small, 5) == "matmul"
-    assert nd._auto_isqrt_method(spd(8, batch=(3,)), 5) == "matmul"
-    assert nd._auto_isqrt_method(spd(96, batch=(2,)), 3) == "spectral"
+    big, small = spd(nd_isqrt.SPECTRAL_MIN_SIZE), spd(nd_isqrt.SPECTRAL_MIN_SIZE - 1)
+    assert nd_isqrt._auto_isqrt_method(big, 5) == "spectral"
+    assert nd_isqrt._auto_isqrt_method(big, 2) == "spectral"
+    assert nd_isqrt._auto_isqrt_method(big, 1) == "matmul"
+    assert nd_isqrt._auto_isqrt_method(small, 5) == "matmul"
+    assert nd_isqrt._auto_isqrt_method(spd(8, batch=(3,)), 5) == "matmul"
+    assert nd_isqrt._auto_isqrt_method(spd(96, batch=(2,)), 3) == "spectral"
     # n_iter == 1 is the loop exactly, and the spectral route agrees with it
-    assert torch.equal(nd._isqrt(big, 1, "auto"), nd.isqrt_newton_schulz(big, 1))
+    assert torch.equal(nd_isqrt.isqrt_by_method(big, 1, "auto"), nd.isqrt_newton_schulz(big, 1))
     assert rel_err(nd.isqrt_newton_schulz_spectral(big, 1), nd.isqrt_newton_schulz(big, 1)) <= 1e-9
     # and its gradient matches the reference's (the eigh reference of the tests: the loop via autograd)
     leaf = big.clone().requires_grad_(True)
     upstream = torch.randn(big.shape, generator=torch.Generator().manual_seed(4), dtype=big.dtype)
-    (ours,) = torch.autograd.grad(nd._isqrt(leaf, 1, "auto"), leaf, upstream)
+    (ours,) = torch.autograd.grad(nd_isqrt.isqrt_by_method(leaf, 1, "auto"), leaf, upstream)
     leaf2 = big.clone().requires_grad_(True)
     (theirs,) = torch.autograd.grad(ref.reference_isqrt_newton_schulz(leaf2, 1), leaf2, upstream)
     assert rel_err(ours, theirs) <= 1e-10
