@@ -193,7 +193,9 @@ def estimate_cost(config: TrainConfig, runs, bench=None, machine: str | None = N
 
     A run under way with finished epochs in ``runs`` (:func:`ndlib.records.load_runs`) is
     estimated from those: its own machine, load and code, closer than any other run (not when
-    its time mixes settings, ``timing_mixed``).  Otherwise from ``runs`` first: the median per-epoch training +
+    its time mixes settings, ``timing_mixed``, nor when ``machine`` is given and they were timed
+    on another machine type, as for a snapshot of a run that a lost machine had under way).
+    Otherwise from ``runs`` first: the median per-epoch training +
     evaluation seconds of the completed real-data runs of the same table, architecture and
     norm on the same device type, times ``config.epochs``.  Both CIFAR datasets count for each
     other (the same 50,000 + 10,000 images; only the classifier differs).  With
@@ -220,6 +222,8 @@ def estimate_cost(config: TrainConfig, runs, bench=None, machine: str | None = N
 
         own = runs[(runs["run_id"] == config.run_id) & (runs["epochs_done"] > 0)
                    & (runs["device_type"] == device_type) & ~runs["timing_mixed"].fillna(False).astype(bool)]
+        if machine is not None and "machine_type" in own.columns:  # its epochs on another machine type: no guide
+            own = own[own["machine_type"].isna() | (own["machine_type"] == machine)]
         if not own.empty and not is_missing(own["train_time_s"].iloc[-1]):
             row = own.iloc[-1]
             eval_s = 0.0 if is_missing(row["eval_time_s"]) else float(row["eval_time_s"])

@@ -232,6 +232,7 @@ def test_cost_estimate_is_the_median_epoch_of_comparable_completed_runs(tmp_path
 
 def test_cost_estimate_prefers_the_machine_type_the_run_will_train_on(tmp_path):
     from ndlib.grid import estimate_cost
+    from ndlib.records import load_runs
 
     intel, amd = ("Intel Xeon", "amx_bf16"), ("AMD EPYC", "avx512_bf16")
     runs, bench = _estimate_frames(tmp_path, [
@@ -253,6 +254,15 @@ def test_cost_estimate_prefers_the_machine_type_the_run_will_train_on(tmp_path):
     # a machine type without runs of the model falls back to every machine's: BN was run on the Intel VM only
     bn = estimate_cost(dataclasses.replace(config, norm="bn"), runs, bench, "AMD EPYC (AVX512-BF16)")
     assert bn.per_epoch_s == 1000.0 and bn.machine == "Intel Xeon (AMX)"
+    # a run under way on the Intel VM (a snapshot), planned on the AMD one: its own epochs are no guide there
+    write_json_atomic(tmp_path / f"{config.run_id}.json", _record(config.run_id, "vgg16", "nd", epochs=2,
+                                                                  seconds=(1500.0, 100.0), status="running",
+                                                                  cpu=intel))
+    runs = load_runs(tmp_path)
+    assert estimate_cost(config, runs, bench, "Intel Xeon (AMX)").source == "own"
+    assert estimate_cost(config, runs, bench).source == "own"
+    elsewhere = estimate_cost(config, runs, bench, "AMD EPYC (AVX512-BF16)")
+    assert elsewhere.source == "runs" and elsewhere.per_epoch_s == 4000.0
 
 
 def test_cost_estimate_falls_back_to_the_newest_benchmark_of_the_model(tmp_path):
