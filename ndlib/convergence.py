@@ -27,7 +27,7 @@ from ndlib.report import paper_settings_only, split_synthetic
 __all__ = ["TRAINING_INFERRED", "reproduction_label", "Execution", "campaign_curves", "curves_in_other_executions",
            "cell_executions", "execution_words", "execution_text",
            "cell_progress", "gains_so_far",
-           "same_machine_pairs", "progress_sentences", "bf16_speedups",
+           "same_machine_pairs", "equal_time", "equal_time_sentences", "progress_sentences", "bf16_speedups",
            "precision_verdict"]
 
 _DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -253,6 +253,79 @@ def same_machine_pairs(curves: pd.DataFrame) -> pd.DataFrame:
         rows.append((dataset, arch, bn.paper_name, same, bn.machine_id if same else None,
                      "" if same else "BN and ND trained on different machines or thread counts"))
     return pd.DataFrame(rows, columns=columns)
+
+
+def equal_time(curves: pd.DataFrame, pairs: pd.DataFrame, epochs: int = 20) -> pd.DataFrame:
+    """Is ND ahead at equal training time, not only at equal epochs?  Per cell whose BN and ND runs
+    (seed 0) trained on one machine with one thread count (``pairs``: :func:`same_machine_pairs`).
+
+    ``at_s``: the training seconds (evaluation excluded) of the side that has trained less in
+    time, for a finished pair the faster run's whole budget.  ``bn_*`` / ``nd_*``: each side's test
+    accuracy after the last epoch it had finished by then (``*_epoch`` 0 and NaN: none yet).
+    ``lead``: ND - BN there.  Where BN finished all ``epochs``: ``bn_final`` and ``bn_total_s``, and
+    ``nd_reach_s`` / ``nd_reach_epoch``, when ND's test accuracy first reached BN's final one
+    (NaN / 0: not yet).  ``in_progress``: a side is still training, so this is no result."""
+    columns = ["dataset", "arch", "paper_name", "machine_type", "num_threads", "in_progress", "at_s",
+               "bn_epoch", "bn_test", "nd_epoch", "nd_test", "lead", "bn_final", "bn_total_s", "nd_reach_s",
+               "nd_reach_epoch"]
+    if curves.empty or pairs.empty:
+        return pd.DataFrame(columns=columns)
+    seed0 = curves[curves["seed"] == 0]
+    rows = []
+    for pair in pairs[pairs["comparable"].astype(bool)].itertuples():
+        cell = seed0[(seed0["dataset"] == pair.dataset) & (seed0["arch"] == pair.arch)]
+        bn = cell[cell["norm"] == "bn"].sort_values("epoch")
+        nd = cell[cell["norm"] == "nd"].sort_values("epoch")
+        if bn.empty or nd.empty:
+            continue
+        at_s = min(float(bn["elapsed_s"].iloc[-1]), float(nd["elapsed_s"].iloc[-1]))
+
+        def by(side: pd.DataFrame) -> tuple[int, float]:
+            done = side[side["elapsed_s"] <= at_s * (1 + 1e-9)]
+            return (0, np.nan) if done.empty else (int(done["epoch"].iloc[-1]), float(done["test_acc"].iloc[-1]))
+
+        (bn_epoch, bn_test), (nd_epoch, nd_test) = by(bn), by(nd)
+        bn_done = not bool(bn["in_progress"].iloc[0]) and int(bn["epoch"].iloc[-1]) == epochs
+        bn_final = float(bn["test_acc"].iloc[-1]) if bn_done else np.nan
+        reached = nd[nd["test_acc"] >= bn_final] if bn_done else nd.iloc[0:0]
+        rows.append((pair.dataset, pair.arch, pair.paper_name, bn["machine_type"].iloc[0], bn["num_threads"].iloc[0],
+                     bool(cell["in_progress"].any()), at_s, bn_epoch, bn_test, nd_epoch, nd_test, nd_test - bn_test,
+                     bn_final, float(bn["elapsed_s"].iloc[-1]) if bn_done else np.nan,
+                     float(reached["elapsed_s"].iloc[0]) if not reached.empty else np.nan,
+                     int(reached["epoch"].iloc[0]) if not reached.empty else 0))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def equal_time_sentences(table: pd.DataFrame, epochs: int = 20) -> list[str]:
+    """One sentence per row of :func:`equal_time`: the accuracies at equal training time, and when
+    ND reached BN's final accuracy."""
+    lines = []
+    for row in table.itertuples():
+        cell = f"{row.paper_name} ({_DATASET_TITLES.get(row.dataset, row.dataset)})"
+        threads = ("" if pd.isna(row.num_threads)
+                   else f", {int(row.num_threads)} thread{'s' if row.num_threads != 1 else ''}")
+        where = f"one machine, {row.machine_type or 'unnamed'}{threads}"
+
+        def side(name: str, epoch: int, test: float) -> str:
+            return f"{name} {test:.2f} % (epoch {epoch})" if epoch else f"{name} had not finished an epoch"
+
+        text = (f"{cell}, {where}{', in progress' if row.in_progress else ''}: after {row.at_s / 3600:.2f} h of "
+                f"training each, {side('BN', row.bn_epoch, row.bn_test)} and {side('ND', row.nd_epoch, row.nd_test)}")
+        if row.bn_epoch and row.nd_epoch:
+            text += (": ND level with BN at equal time" if row.lead == 0 else
+                     f": ND {'ahead by' if row.lead > 0 else 'behind by'} {abs(row.lead):.2f} points at equal time")
+        text += "."
+        if not pd.isna(row.bn_final):
+            if row.nd_reach_epoch:
+                text += (f" ND reached BN's final {row.bn_final:.2f} % after {row.nd_reach_s / 3600:.2f} h "
+                         f"(epoch {row.nd_reach_epoch}), {row.nd_reach_s / row.bn_total_s:.2f} times the "
+                         f"{row.bn_total_s / 3600:.2f} h BN took for its {epochs} epochs.")
+            else:
+                text += f" ND has not reached BN's final {row.bn_final:.2f} % yet."
+        if row.in_progress:
+            text += " A side is still training: a snapshot, not a result."
+        lines.append(text)
+    return lines
 
 
 def gains_so_far(curves: pd.DataFrame, epochs: int = 20) -> pd.DataFrame:

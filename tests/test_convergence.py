@@ -100,6 +100,31 @@ def test_time_is_compared_only_on_one_machine():
     assert not pairs.loc["cifar100", "comparable"] and "different machines" in pairs.loc["cifar100", "reason"]
 
 
+def test_equal_time_compares_both_sides_after_the_same_training_seconds():
+    curves = convergence.campaign_curves(*_frames())
+    table = convergence.equal_time(curves, convergence.same_machine_pairs(curves))
+    assert list(table["dataset"]) == ["cifar10"]  # the CIFAR-100 pair trained on two machines
+    row = table.iloc[0]
+    # BN: 100 s per epoch, 50 + (epoch - 1) %; ND: 200 s per epoch, 60 + (epoch - 1) %
+    assert row["at_s"] == 2000.0 and (row["bn_epoch"], row["bn_test"]) == (20, 69.0)
+    assert (row["nd_epoch"], row["nd_test"], row["lead"]) == (10, 69.0, 0.0)
+    assert (row["nd_reach_epoch"], row["nd_reach_s"], row["bn_total_s"]) == (10, 2000.0, 2000.0)
+    [line] = convergence.equal_time_sentences(table)
+    assert "after 0.56 h of training each, BN 69.00 % (epoch 20) and ND 69.00 % (epoch 10): ND level" in line
+    assert "after 0.56 h (epoch 10), 1.00 times the 0.56 h BN took for its 20 epochs" in line
+    # ND under way after 3 epochs (600 s): BN after the same 600 s is at epoch 6
+    nd = (curves["norm"] == "nd") & (curves["dataset"] == "cifar10")
+    partial = curves[~nd | (curves["epoch"] <= 3)].copy()
+    partial.loc[nd, "in_progress"] = True
+    row = convergence.equal_time(partial, convergence.same_machine_pairs(partial)).iloc[0]
+    assert row["at_s"] == 600.0 and (row["bn_epoch"], row["bn_test"], row["nd_epoch"], row["nd_test"]) == (6, 55, 3, 62)
+    assert row["lead"] == 7.0 and row["in_progress"] and row["nd_reach_epoch"] == 0
+    [line] = convergence.equal_time_sentences(pd.DataFrame([row]))
+    assert "ND ahead by 7.00 points at equal time" in line and "has not reached BN's final 69.00 % yet" in line
+    assert line.endswith("a snapshot, not a result.")
+    assert convergence.equal_time(curves.iloc[0:0], convergence.same_machine_pairs(curves)).empty
+
+
 def test_the_figures_draw_one_panel_per_cell_and_say_what_is_missing():
     curves = convergence.campaign_curves(*_frames())
     paper = published.paper_table1().query("epochs == 20").assign(norm=lambda d: d["method"].str.lower())
