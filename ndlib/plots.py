@@ -476,9 +476,12 @@ def time_to_accuracy_figure(curves: pd.DataFrame, pairs: pd.DataFrame, dataset_t
             side = part[part["norm"] == norm]
             ax.plot(side["elapsed_s"] / 3600.0, side["test_acc"], marker="o", markersize=3, color=colour,
                     label=f"ours {norm.upper()} (test)")
+        # equal training time: where the side that trained less stops (convergence.equal_time reads both there)
+        ax.axvline(part.groupby("norm")["elapsed_s"].max().min() / 3600.0, color="grey", linestyle=":", linewidth=1)
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=NORM_PALETTE[n], marker="o", markersize=3, label=f"ours {n} (test)")
                for n in ("BN", "ND")]
-    fig.legend(handles=handles, loc="upper center", ncol=2, frameon=False, fontsize=8)
+    handles.append(plt.Line2D([], [], color="grey", linestyle=":", linewidth=1, label="equal training time"))
+    fig.legend(handles=handles, loc="upper center", ncol=3, frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig

@@ -137,6 +137,9 @@ def test_the_figures_draw_one_panel_per_cell_and_say_what_is_missing():
     fig = plots.time_to_accuracy_figure(curves, convergence.same_machine_pairs(curves), titles)
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("different machines" in t for t in texts)
+    # the comparable panel marks equal training time where BN (100 s x 20 epochs) stopped: 2000 s
+    marked = [line.get_xdata()[0] for ax in fig.axes for line in ax.lines if line.get_linestyle() == ":"]
+    assert marked == [pytest.approx(2000.0 / 3600.0)]
     with pytest.raises(ValueError, match="nothing to plot"):
         plots.convergence_figure(curves.iloc[0:0], paper, titles)
 
