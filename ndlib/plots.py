@@ -6,6 +6,8 @@ say so in the panel ("not run yet") instead of being silently blank.
 """
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -29,7 +31,8 @@ NORM_PALETTE = {"BN": "#4C72B0", "ND": "#DD8452"}
 
 
 def _say_empty(ax: plt.Axes, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center",
+    """Why a panel is empty, in its middle, wrapped to stay inside a small panel."""
+    ax.text(0.5, 0.5, textwrap.fill(text, 28), transform=ax.transAxes, ha="center", va="center",
             fontsize=11, color="0.35")
 
 
