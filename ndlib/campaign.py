@@ -304,7 +304,7 @@ def snapshot(campaign: Campaign, repo: str | Path, *, news_only: bool = False) -
     ``interrupted``, at least one epoch finished), all in one commit: where a long run stands,
     so that a lost machine loses no finished epoch of it.  Their status stays what it is, so the
     book shows them as in progress.  ``news_only``: only records whose status or number of
-    finished epochs differs from the copy in ``repo`` (what the periodic snapshot of ``campaign
+    finished epochs differs from its record as committed in ``repo`` (what the periodic snapshot of ``campaign
     run`` commits: no commit without a new epoch).  Returns one line per record committed (none:
     nothing)."""
     files, lines = [], []
