@@ -602,8 +602,12 @@ def _handle(args: argparse.Namespace) -> int:
         if args.action == "snapshot":
             if not args.commit_to:
                 return usage_error(prog, "snapshot needs --commit-to REPO, the checkout to commit the records in")
-            lines = snapshot(campaign, args.commit_to)
-            print("\n".join(f"committed {line}" for line in lines) if lines else "no run of the campaign is under way")
+            # news only: right after a periodic snapshot of `campaign run` there is nothing to commit,
+            # and `git commit` of unchanged files would fail
+            lines = snapshot(campaign, args.commit_to, news_only=True)
+            print("\n".join(f"committed {line}" for line in lines) if lines else
+                  "nothing to commit: no run of the campaign under way has finished an epoch since its record "
+                  "was last committed there")
             return 0
         return _run_lanes(args, campaign)
     except KeyboardInterrupt:

@@ -417,6 +417,12 @@ def test_snapshot_commits_the_records_of_runs_under_way_in_one_commit(tmp_path):
     record(nd, "interrupted", 2)
     record(bn, "completed", 3)
     assert [line.split(":")[0] for line in snapshot(campaign, repo)] == [nd.run_id]  # finished runs: the lanes'
+    # from the command line: only what is new since the last commit, so a snapshot right after another is no error
+    argv = ["campaign", "snapshot", str(campaign.path), "--commit-to", str(repo), "--runs-dir", str(tmp_path / "runs"),
+            "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(argv) == 0
+    record(nd, "interrupted", 3)
+    assert main(argv) == 0 and git("log", "-1", "--format=%s").count(f"{nd.run_id}: 3 of 3 epochs") == 1
     assert snapshot(load_campaign(_write(tmp_path / "other", PAIR), **_placement(tmp_path / "other")), repo) == []
 
 
