@@ -22,6 +22,7 @@ All accuracies are in percent.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -362,9 +363,11 @@ def machine_type(device_type: str | None, device_name: str | None, cpu_bf16_isa:
     return f"{device_name} ({_BF16_ISA_WORDS.get(cpu_bf16_isa, cpu_bf16_isa)})"
 
 
+@functools.cache
 def this_machine_type(device_type: str = "cpu") -> str | None:
     """:func:`machine_type` of this machine's ``device_type`` (``"cpu"`` or ``"cuda"``), as a
-    record written here would give it; None for a device this machine does not have."""
+    record written here would give it; None for a device this machine does not have.  Cached:
+    ``campaign status`` asks once per planned run, and the answer cannot change in a process."""
     if device_type == "cpu":
         from ndlib.devices import cpu_bf16_isa
 
