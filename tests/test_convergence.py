@@ -87,6 +87,12 @@ def test_gains_compare_at_the_last_epoch_both_sides_finished():
     assert lines[0] == ("2 of the paper's 20 cells at 20 epochs have a completed run of ours; "
                         "0 more are in progress.")
     assert lines[1].startswith("Where both sides finished 20 epochs, ND is ahead of BN in 1 of 1")
+    assert gains.loc["cifar10", ["paper_bn", "paper_nd"]].tolist() == [expected["BN"], expected["ND"]]
+    paper_bn, paper_nd = expected["BN"], expected["ND"]
+    assert lines[2].startswith(f"VGG-16 (CIFAR-10), after 20 epochs: ND − BN +10.00 points (BN 69.00 %, ND 79.00 %) "
+                               f"against the paper's {paper_nd - paper_bn:+.2f} (BN {paper_bn:.2f} %, "
+                               f"ND {paper_nd:.2f} %).")
+    assert "neither gain has a noise estimate" in lines[2]
     partial = convergence.progress_sentences(convergence.cell_progress(curves, "cifar100"),
                                              gains.reset_index().query("dataset == 'cifar100'"))
     assert "No architecture has both BN and ND at 20 epochs yet" in partial[1]
