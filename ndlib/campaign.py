@@ -60,7 +60,7 @@ from ndlib.config import DECONV_FIELDS, EXECUTION_FIELDS, NON_IDENTITY_FIELDS, T
 from ndlib.devices import cpu_has_native_bf16
 from ndlib.grid import estimate_cost, planned_machine_type, run_status
 from ndlib.paths import project_root
-from ndlib.records import read_record, record_path
+from ndlib.records import attempts_dir, read_record, record_path
 
 __all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pause_file", "is_paused", "next_run",
            "needs_native_bf16", "work_lane", "status_lines", "commit_record", "commit_records", "snapshot",
@@ -259,11 +259,13 @@ def commit_record(record_file: Path, repo: str | Path, message: str, lock_wait_s
 
 
 def commit_records(record_files: list[Path], repo: str | Path, message: str, lock_wait_s: float = 60.0) -> list[Path]:
-    """:func:`commit_record` for several records in one commit: those files alone."""
+    """:func:`commit_record` for several records in one commit: those files alone.  A record in
+    an ``attempts/`` folder goes to ``results/runs/attempts/``."""
     repo = Path(repo).resolve()
     targets = []
     for record_file in record_files:
-        target = repo / "results" / "runs" / record_file.name
+        target = repo / "results" / "runs" / (f"attempts/{record_file.name}" if record_file.parent.name == "attempts"
+                                              else record_file.name)
         if target.resolve() != record_file.resolve():
             target.parent.mkdir(parents=True, exist_ok=True)
             temp = target.with_name(f".{target.name}.copy")
@@ -299,16 +301,29 @@ def _committed_progress(repo: Path, run_id: str) -> tuple[str | None, int]:
     return record.get("status"), len(record.get("history") or [])
 
 
+def _in_head(repo: Path, relative: str) -> bool:
+    return subprocess.run(["git", "cat-file", "-e", f"HEAD:{relative}"], cwd=repo, capture_output=True).returncode == 0
+
+
 def snapshot(campaign: Campaign, repo: str | Path, *, news_only: bool = False) -> list[str]:
     """Commit into ``repo`` the records of the campaign's runs that are under way (``running`` or
     ``interrupted``, at least one epoch finished), all in one commit: where a long run stands,
     so that a lost machine loses no finished epoch of it.  Their status stays what it is, so the
     book shows them as in progress.  ``news_only``: only records whose status or number of
     finished epochs differs from its record as committed in ``repo`` (what the periodic snapshot of ``campaign
-    run`` commits: no commit without a new epoch).  Returns one line per record committed (none:
-    nothing)."""
+    run`` commits: no commit without a new epoch).  The same commit takes the records the runs
+    kept in ``attempts/`` that ``repo`` does not have yet (an unfinished attempt archived when its
+    run started over, a completed record a rerun replaced).  Returns one line per record
+    committed (none: nothing)."""
     files, lines = [], []
     for config in campaign.runs:
+        for kept in sorted(attempts_dir(config.runs_dir).glob(f"{config.run_id}.*.json")):
+            if kept.name.endswith(".rerun.json") or _in_head(Path(repo), f"results/runs/attempts/{kept.name}"):
+                continue
+            record = read_record(kept)
+            files.append(kept)
+            lines.append(f"{config.run_id}: an earlier attempt kept in attempts/ ({record.get('status')}, "
+                         f"{len(record.get('history') or [])} of {config.epochs} epochs)")
         path = record_path(config.run_id, config.runs_dir)
         if not path.is_file():
             continue

@@ -9,8 +9,9 @@ epoch, and at the end (``completed``, ``diverged``, ``interrupted`` or ``failed`
 Completed results are never lost: a rerun of a configuration whose record is ``completed``
 writes its progress to ``<runs>/attempts/<run_id>.rerun.json`` and replaces the record only
 once it has completed itself; the replaced record is kept as
-``<runs>/attempts/<run_id>.<its started_at>.json``.  The book reads only the top-level
-records, so attempts are kept out of every table.
+``<runs>/attempts/<run_id>.<its started_at>.json``.  So is an unfinished record with finished
+epochs when its run starts over from step 0 (its checkpoint gone with a lost machine).  The book
+reads only the top-level records, so attempts are kept out of every table.
 
 Records are portable: paths inside the project are stored relative to its root, other
 absolute paths (a temporary folder, the Python installation, the home folder) are replaced by

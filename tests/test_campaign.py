@@ -424,6 +424,17 @@ def test_snapshot_commits_the_records_of_runs_under_way_in_one_commit(tmp_path):
     record(nd, "interrupted", 3)
     assert main(argv) == 0 and git("log", "-1", "--format=%s").count(f"{nd.run_id}: 3 of 3 epochs") == 1
     assert snapshot(load_campaign(_write(tmp_path / "other", PAIR), **_placement(tmp_path / "other")), repo) == []
+    # a run that started over (its machine and checkpoint lost) kept its earlier record in attempts/: committed once
+    (tmp_path / "runs" / "attempts").mkdir()
+    write_json_atomic(tmp_path / "runs" / "attempts" / f"{nd.run_id}.20261207T120000Z.json",
+                      {"run_id": nd.run_id, "status": "running", "config": {}, "history": [{"epoch": 1}]})
+    write_json_atomic(tmp_path / "runs" / "attempts" / f"{nd.run_id}.rerun.json",  # a rerun under way: not kept
+                      {"run_id": nd.run_id, "status": "running", "config": {}, "history": [{"epoch": 1}]})
+    assert snapshot(campaign, repo, news_only=True) == [
+        f"{nd.run_id}: an earlier attempt kept in attempts/ (running, 1 of 3 epochs)"]
+    assert git("show", "--name-only", "--format=").split() == [
+        f"results/runs/attempts/{nd.run_id}.20261207T120000Z.json"]
+    assert snapshot(campaign, repo, news_only=True) == []
 
 
 class _FakeLane:

@@ -115,6 +115,33 @@ def test_a_failed_first_run_is_recorded_and_a_later_run_replaces_it(tmp_path):
         run(config, model=CallAt(tiny_model(), 2, raising(RuntimeError("boom"))), progress=False)
     assert read_record(tmp_path / "runs" / f"{config.run_id}.json")["status"] == "failed"
     assert run(config, model=tiny_model(), progress=False, resume=False)["status"] == "completed"
+    assert not list(tmp_path.rglob("attempts/*.json"))  # it had finished no epoch: nothing to keep
+
+
+def test_a_fresh_start_over_an_unfinished_record_archives_its_epochs_first(tmp_path):
+    """A machine lost mid-run takes the checkpoint with it, and its lane's record stays ``running``
+    with the epochs it finished (a campaign commits it).  Started again from step 0 elsewhere, the
+    run keeps that record in attempts/ instead of writing over it; a resume keeps nothing apart."""
+    resumed = tiny_config(tmp_path, epochs=3, checkpoint_interval_s=0.0)  # 4 steps per epoch
+    with pytest.raises(KeyboardInterrupt):
+        run(resumed, model=CallAt(tiny_model(), 9, raising(KeyboardInterrupt())), progress=False)
+    assert run(resumed, model=CallAt(tiny_model()), progress=False)["resumed_at_steps"] == [8]
+    assert not (tmp_path / "runs" / "attempts").exists()
+
+    config = tiny_config(tmp_path, epochs=3, seed=1, checkpoint_interval_s=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, model=CallAt(tiny_model(), 9, raising(KeyboardInterrupt())), progress=False)
+    record_file = tmp_path / "runs" / f"{config.run_id}.json"
+    killed = dict(read_record(record_file), status="running")  # as SIGKILL leaves it
+    write_json_atomic(record_file, killed)
+    for checkpoint in (tmp_path / "checkpoints").rglob("*"):  # the lost machine's disk
+        if checkpoint.is_file() and config.run_id in str(checkpoint):
+            checkpoint.unlink()
+    again = run(config, model=CallAt(tiny_model(seed=1)), progress=False)
+    assert again["status"] == "completed" and again["resumed_at_steps"] == [] and len(again["history"]) == 3
+    (archived,) = (tmp_path / "runs" / "attempts").glob(f"{config.run_id}.*.json")
+    assert read_record(archived) == killed and len(killed["history"]) == 2
+    assert {r["run_id"] for r in load_runs(tmp_path / "runs").to_dict("records")} == {resumed.run_id, config.run_id}
 
 
 # --------------------------------------------------------------------------------------
