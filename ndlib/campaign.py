@@ -60,7 +60,14 @@ from ndlib.config import DECONV_FIELDS, EXECUTION_FIELDS, NON_IDENTITY_FIELDS, T
 from ndlib.devices import cpu_has_native_bf16
 from ndlib.grid import estimate_cost, planned_machine_type, run_status
 from ndlib.paths import project_root
-from ndlib.records import attempts_dir, read_record, record_path
+from ndlib.records import (
+    archive_record,
+    attempts_dir,
+    keep_unfinished_record,
+    read_record,
+    record_path,
+    write_json_atomic,
+)
 
 __all__ = ["Campaign", "CampaignError", "load_campaign", "default_campaign", "pause_file", "is_paused", "next_run",
            "needs_native_bf16", "work_lane", "status_lines", "commit_record", "commit_records", "snapshot",
@@ -219,16 +226,18 @@ def _trains_on_cpu(config: TrainConfig) -> bool:
     return config.device.startswith("cpu")
 
 
-def next_run(campaign: Campaign, skip: set[str] = frozenset()) -> TrainConfig | None:
+def next_run(campaign: Campaign, skip: set[str] = frozenset(), untouched_only: bool = False) -> TrainConfig | None:
     """The first run not finished, not held by another worker, not in ``skip``, not one this
     machine cannot train at a sensible speed (:func:`needs_native_bf16`) and not one waiting for a
-    fidelity test (:func:`ndlib.fidelity.waiting_for`); None when none is left."""
+    fidelity test (:func:`ndlib.fidelity.waiting_for`); None when none is left.  ``untouched_only``:
+    only runs without any record (a helper machine leaves the runs under way to theirs)."""
     folder = claims_folder(campaign.runs_dir)
     records = None
     for config in campaign.runs:
         if config.run_id in skip or holder(config.run_id, folder) is not None or needs_native_bf16(config):
             continue
-        if run_status(config) in (*FINISHED, "running"):
+        status = run_status(config)
+        if status in (*FINISHED, "running") or (untouched_only and status != "missing"):
             continue
         records = _records(campaign) if records is None else records
         if _waiting_for(config, records) is None:
@@ -289,15 +298,21 @@ def commit_records(record_files: list[Path], repo: str | Path, message: str, loc
     return targets
 
 
-def _committed_progress(repo: Path, run_id: str) -> tuple[str | None, int]:
-    """The status and finished epochs of ``run_id``'s record as committed in ``repo`` (its HEAD,
-    not its working tree, where a commit that failed may have left a copy): ``(None, 0)`` if none."""
+def _committed_record(repo: str | Path, run_id: str) -> dict:
+    """``run_id``'s record as committed in ``repo`` (its HEAD, not its working tree, where a commit
+    that failed may have left a copy); ``{}`` if there is none (or a damaged one, which a commit replaces)."""
     shown = subprocess.run(["git", "show", f"HEAD:results/runs/{run_id}.json"], cwd=repo, capture_output=True,
                            text=True)
     try:
         record = json.loads(shown.stdout) if shown.returncode == 0 else {}
-    except json.JSONDecodeError:  # a damaged copy: the snapshot replaces it
+    except json.JSONDecodeError:
         record = {}
+    return record if isinstance(record, dict) else {}
+
+
+def _committed_progress(repo: Path, run_id: str) -> tuple[str | None, int]:
+    """The status and finished epochs of ``run_id``'s record as committed in ``repo``: ``(None, 0)`` if none."""
+    record = _committed_record(repo, run_id)
     return record.get("status"), len(record.get("history") or [])
 
 
@@ -331,7 +346,10 @@ def snapshot(campaign: Campaign, repo: str | Path, *, news_only: bool = False) -
         history = record.get("history") or []
         if record.get("status") not in ("running", "interrupted") or not history:
             continue
-        if news_only and _committed_progress(Path(repo), config.run_id) == (record.get("status"), len(history)):
+        committed = _committed_progress(Path(repo), config.run_id)
+        if committed[0] == "completed":  # finished on another machine: never written over by a run under way
+            continue
+        if news_only and committed == (record.get("status"), len(history)):
             continue
         files.append(path)
         last = history[-1]
@@ -357,9 +375,45 @@ def _commit_message(campaign: Campaign, record: dict, lane: int) -> str:
             f"{seconds:,.0f} s training")
 
 
+def _take_completed_from(repo: str | Path, config: TrainConfig) -> bool:
+    """If ``repo`` has a completed record of ``config``'s run (another machine finished it), put it
+    in this runs folder (a record of this machine's unfinished attempt is kept in attempts/) and
+    say True: the run is not trained here."""
+    theirs = _committed_record(repo, config.run_id)
+    if theirs.get("status") != "completed":
+        return False
+    path = record_path(config.run_id, config.runs_dir)
+    keep_unfinished_record(path)
+    write_json_atomic(path, theirs)
+    return True
+
+
+def _commit_finished(campaign: Campaign, config: TrainConfig, record: dict, lane: int, repo: str | Path) -> str:
+    """Commit a run's finished record into ``repo``; a line for the lane's log.  Where ``repo``
+    already has another completed record of the run (a second machine finished it first), that one
+    stays, this one is committed into attempts/ beside it and the runs folder here takes theirs."""
+    path = record_path(config.run_id, config.runs_dir)
+    theirs = _committed_record(repo, config.run_id)
+    if theirs.get("status") != "completed" or theirs.get("started_at") == record.get("started_at"):
+        target = commit_record(path, repo, _commit_message(campaign, record, lane))
+        return f"committed {target.name} in {Path(repo).resolve().name}"
+    stamp = archive_record(record, config.runs_dir)
+    kept = attempts_dir(config.runs_dir) / f"{config.run_id}.{stamp}.json"
+    write_json_atomic(path, theirs)
+    commit_record(kept, repo, _commit_message(campaign, record, lane)
+                  + f"; {Path(repo).resolve().name} already had a completed record of this run (another machine's): "
+                    "this one is kept in attempts/")
+    return (f"{Path(repo).resolve().name} already had a completed record of {config.run_id} (another machine's): "
+            f"this one committed as attempts/{kept.name}")
+
+
 def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = None,
-              stream: TextIO | None = None) -> int:
+              stream: TextIO | None = None, untouched_only: bool = False) -> int:
     """Train the campaign's runs one after another until none is left or a pause is asked; an exit code.
+
+    With ``commit_to``, a run that the repository there already holds completed (another machine
+    finished it) is taken from there, not trained.  ``untouched_only``: train only runs without any
+    record (:func:`next_run`).
 
     0: nothing left or paused; 1: a run failed (recorded; the lane went on with the rest); 2: bad
     input, an unwritable folder or a failed commit (the lane stops: every run would fail the same way)."""
@@ -380,7 +434,7 @@ def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = N
         if is_paused(campaign):
             say(f"paused ({pause_file(campaign).name}); `campaign run` continues")
             return 1 if failed else 0
-        config = next_run(campaign, tried)
+        config = next_run(campaign, tried, untouched_only)
         if config is None:
             waiting = [c for c in campaign.runs if needs_native_bf16(c) and run_status(c) not in FINISHED]
             records = _records(campaign)
@@ -396,6 +450,10 @@ def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = N
                 status = run_status(config, holding_claim=True)
                 if status in (*FINISHED, "running"):
                     continue  # finished meanwhile, or trained by a process outside the campaign
+                if commit_to is not None and _take_completed_from(commit_to, config):
+                    say(f"{config.run_id}: completed on another machine, committed in "
+                        f"{Path(commit_to).resolve().name}: taken from there, not trained here")
+                    continue
                 say(f"train {config.run_id}" + (" (resuming)" if status != "missing" else ""))
                 record = run(config, progress=False, pause_requested=lambda: is_paused(campaign))
         except ClaimTaken:
@@ -416,12 +474,10 @@ def work_lane(campaign: Campaign, lane: int, *, commit_to: str | Path | None = N
         say(f"{config.run_id}: {record['status']} test_acc={final.get('test_acc')}")
         if commit_to is not None:
             try:
-                target = commit_record(record_path(config.run_id, config.runs_dir), commit_to,
-                                       _commit_message(campaign, record, lane))
+                say(_commit_finished(campaign, config, record, lane, commit_to))
             except OSError as error:
                 say(f"stopped: {error}")
                 return 2
-            say(f"committed {target.name} in {Path(commit_to).resolve().name}")
 
 
 # --------------------------------------------------------------------------------------
@@ -524,7 +580,7 @@ def _lane_argv(args: argparse.Namespace, lane: int) -> list[str]:
         value = getattr(args, flag)
         if value is not None and value != "":
             argv += ["--" + flag.replace("_", "-"), str(value)]
-    return argv
+    return argv + (["--skip-started"] if args.skip_started else [])
 
 
 def watch_lanes(children: list, campaign: Campaign, *, commit_to: str | Path | None = None,
@@ -613,7 +669,7 @@ def _handle(args: argparse.Namespace) -> int:
                   f"(within --checkpoint-interval-s, or at the end of its epoch); `campaign run` continues")
             return 0
         if args.action == "lane":
-            return work_lane(campaign, args.lane, commit_to=args.commit_to)
+            return work_lane(campaign, args.lane, commit_to=args.commit_to, untouched_only=args.skip_started)
         if args.action == "snapshot":
             if not args.commit_to:
                 return usage_error(prog, "snapshot needs --commit-to REPO, the checkout to commit the records in")
@@ -651,6 +707,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--snapshot-every-min", type=float, default=60.0, metavar="MIN",
                         help="run, with --commit-to: every MIN minutes, and when the lanes stop, commit the records "
                              "of the runs under way that finished an epoch since (default 60; 0: off)")
+    parser.add_argument("--skip-started", action="store_true",
+                        help="run: train only runs that have no record yet, for a second machine (a GPU) helping "
+                             "the campaign: the runs under way elsewhere (committed snapshots) are left to theirs")
     parser.add_argument("--note", default="", help="free text for every record: the machine and its load")
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--runs-dir", default=None, help="default: <project>/results/runs")

@@ -53,6 +53,8 @@ __all__ = [
     "read_record",
     "record_path",
     "attempts_dir",
+    "archive_record",
+    "keep_unfinished_record",
     "completed_record",
     "RecordWriteError",
     "environment_info",
@@ -256,6 +258,34 @@ def record_path(run_id: str, root: str | Path | None = None) -> Path:
 def attempts_dir(root: str | Path | None = None) -> Path:
     """Where superseded completed records and unfinished reruns live: ``<runs>/attempts``."""
     return Path(root if root is not None else runs_dir()) / "attempts"
+
+
+def archive_record(record: dict, root: str | Path | None = None) -> str:
+    """Keep ``record`` as ``<root>/attempts/<run_id>.<its started_at>.json`` and return that stamp.
+    Once: an archive with the same content already there counts; another archived record is never
+    overwritten (a ``-2``, ``-3``... suffix)."""
+    stamp = str(record.get("started_at", "unknown")).replace(":", "").replace("-", "").replace("+0000", "Z")
+    archive = attempts_dir(root) / f"{record['run_id']}.{stamp}.json"
+    count = 1
+    while archive.exists() and read_record(archive) != record:
+        count += 1
+        archive = archive.with_name(f"{record['run_id']}.{stamp}-{count}.json")
+    if not archive.exists():
+        write_json_atomic(archive, record)
+    return stamp
+
+
+def keep_unfinished_record(path: str | Path) -> None:
+    """Before a run starts over from step 0 where an unfinished record with finished epochs lies
+    (its process killed on a machine that is gone with its checkpoint, or the checkpoint deleted),
+    archive that record (:func:`archive_record`), as a replaced completed record is archived, so
+    the learning curve it holds is never written over."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    record = read_record(path)
+    if record.get("status") != "completed" and record.get("history"):
+        archive_record(record, path.parent if path.parent.name != "attempts" else path.parent.parent)
 
 
 def read_record(path: str | Path) -> dict:

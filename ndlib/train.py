@@ -71,11 +71,13 @@ from ndlib.paths import data_dir, portable_path, scrub_paths
 from ndlib.records import (
     RecordWriteError,
     add_epoch,
+    archive_record,
     attempts_dir,
     completed_record,
     environment_info,
     epoch_entry,
     finish_record,
+    keep_unfinished_record,
     new_record,
     read_record,
     record_path,
@@ -390,32 +392,6 @@ def _rerun_path(config: TrainConfig) -> Path:
     return attempts_dir(config.runs_dir) / f"{config.run_id}.rerun.json"
 
 
-def _archive(old: dict, runs: Path) -> str:
-    """Keep the record ``old`` as ``<runs>/attempts/<run_id>.<its started_at>.json`` (once: an archive
-    with the same content already there counts; another archived record is never overwritten: a
-    ``-2``, ``-3``... suffix).  Returns the stamp."""
-    stamp = str(old.get("started_at", "unknown")).replace(":", "").replace("-", "").replace("+0000", "Z")
-    archive = attempts_dir(runs) / f"{old['run_id']}.{stamp}.json"
-    count = 1
-    while archive.exists() and read_record(archive) != old:
-        count += 1
-        archive = archive.with_name(f"{old['run_id']}.{stamp}-{count}.json")
-    if not archive.exists():
-        write_json_atomic(archive, old)
-    return stamp
-
-
-def _keep_unfinished_record(path: Path) -> None:
-    """A run that starts afresh where an unfinished record with finished epochs lies (its process
-    killed on a machine that is gone, with its checkpoint; or the checkpoint deleted) would write
-    over that learning curve: archive it first, as a replaced completed record is archived."""
-    if not path.is_file():
-        return
-    old = read_record(path)
-    if old.get("status") != "completed" and old.get("history"):
-        _archive(old, path.parent if path.parent.name != "attempts" else path.parent.parent)
-
-
 def _promote(config: TrainConfig, rerun_file: Path, canonical: Path, record: dict) -> None:
     """A completed rerun replaces the record and the weights: archive the old record (once: an
     archive with the same content already there counts) and the old final checkpoint, then swap
@@ -424,7 +400,7 @@ def _promote(config: TrainConfig, rerun_file: Path, canonical: Path, record: dic
     if canonical.is_file():
         old = read_record(canonical)
         if not (rerun_file.is_file() and read_record(rerun_file) == old):  # not already the promoted record
-            stamp = _archive(old, canonical.parent)
+            stamp = archive_record(old, canonical.parent)
             weights = checkpoint_file(config)
             if weights.is_file() and checkpoint_file(config, rerun=True).is_file():
                 os.replace(weights, weights.with_name(f"last.{stamp}.pt"))
@@ -535,7 +511,7 @@ def run(config: TrainConfig, model: nn.Module | None = None, *, progress: bool =
             checkpoint = (load_checkpoint(checkpoint_path, config, state.device) if resume and config.checkpoint
                           else None)
             if checkpoint is None and context.is_main:  # a fresh start: keep an earlier attempt's epochs
-                _keep_unfinished_record(state.path)
+                keep_unfinished_record(state.path)
             _resume(state, checkpoint)
             state.checkpointer = _Checkpointer(checkpoint_path, config, state.model, state.optimizer, state.scheduler,
                                                state.train_loader, record,

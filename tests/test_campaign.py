@@ -2,6 +2,7 @@
 claims between lanes, status, committing records, and one-line errors.  Synthetic data only."""
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -138,7 +139,7 @@ def test_a_lane_leaves_bf16_runs_to_a_machine_with_native_bf16(tmp_path, monkeyp
     monkeypatch.setattr(campaign_module, "cpu_has_native_bf16", lambda: False)
     assert [campaign_module.needs_native_bf16(c) for c in campaign.runs] == [True, True, False, False]
     assert next_run(campaign).run_id == campaign.runs[2].run_id  # the first float32 run: vgg16 bn
-    monkeypatch.setattr(campaign_module, "next_run", lambda campaign, skip: None)  # the float32 runs are done
+    monkeypatch.setattr(campaign_module, "next_run", lambda campaign, skip, untouched_only=False: None)  # the float32 runs are done
     out = io.StringIO()
     assert work_lane(campaign, 1, stream=out) == 0
     assert "nothing left to train here: 2 bf16 runs wait for a machine with native bf16" in out.getvalue()
@@ -368,6 +369,88 @@ def test_commit_to_commits_each_finished_record_alone(tmp_path):
     assert git("show", "--name-only", "--format=").split() == [f"results/runs/{run_id}.json"]
     assert "A  work.txt" in git("status", "--porcelain")
     assert json.loads((repo / "results" / "runs" / f"{run_id}.json").read_text())["status"] == "completed"
+
+
+def _commit_in(repo, git, record: dict) -> None:
+    """Commit ``record`` into ``repo`` as another machine's lane would have."""
+    path = repo / "results" / "runs" / f"{record['run_id']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    git("add", str(path.relative_to(repo)))
+    git("commit", "-q", "-m", f"Run record: {record['run_id']} (another machine)")
+
+
+def _finished_elsewhere(config, status="completed", epochs=1) -> dict:
+    return {"run_id": config.run_id, "status": status, "config": {}, "started_at": "2026-12-01T00:00:00+00:00",
+            "history": [{"epoch": e, "test_acc": 77.0} for e in range(1, epochs + 1)], "final": {"test_acc": 77.0}}
+
+
+def test_a_helper_machine_trains_only_runs_without_a_record(tmp_path):
+    """A second machine (a lent GPU) helping a campaign sees the first machine's runs under way as
+    stale records (committed snapshots, no live process here); with --skip-started it leaves them."""
+    from ndlib.records import write_json_atomic
+
+    path = _write(tmp_path, PAIR)
+    campaign = load_campaign(path, **_placement(tmp_path))
+    bn, nd = campaign.runs
+    (tmp_path / "runs").mkdir()
+    write_json_atomic(tmp_path / "runs" / f"{bn.run_id}.json", _finished_elsewhere(bn, status="running"))
+    assert run_status(bn) == "stale" and next_run(campaign).run_id == bn.run_id  # a lost machine's run: resumed
+    assert next_run(campaign, untouched_only=True).run_id == nd.run_id
+    argv = ["campaign", "lane", str(path), "--skip-started", "--runs-dir", str(tmp_path / "runs"),
+            "--checkpoint-dir", str(tmp_path / "ck"), "--device", "cpu"]
+    assert main(argv) == 0
+    assert {k: r["status"] for k, r in _records(tmp_path).items()} == {bn.run_id: "running", nd.run_id: "completed"}
+    args = campaign_module._lane_argv(argparse.Namespace(
+        file=path, threads=1, runs_dir=None, checkpoint_dir=None, data_dir=None, device=None, note="",
+        commit_to=None, skip_started=True), 2)
+    assert args[-1] == "--skip-started"  # `campaign run --skip-started` hands it to each lane
+
+
+def test_a_lane_takes_a_run_completed_on_another_machine_from_the_repository(tmp_path):
+    """Two machines on one campaign meet in the repository the lanes commit to: a run completed and
+    committed there by the other machine is not trained again, and this machine's unfinished
+    record of it is kept in attempts/; its snapshot never writes a run under way over it."""
+    from ndlib.campaign import snapshot
+    from ndlib.records import write_json_atomic
+
+    repo, git = _git_repo(tmp_path)
+    campaign = load_campaign(_write(tmp_path, PAIR), **_placement(tmp_path))
+    bn, nd = campaign.runs
+    theirs = _finished_elsewhere(bn)
+    _commit_in(repo, git, theirs)
+    (tmp_path / "runs").mkdir()
+    ours = dict(_finished_elsewhere(bn, status="interrupted"), started_at="2026-12-02T00:00:00+00:00")
+    write_json_atomic(tmp_path / "runs" / f"{bn.run_id}.json", ours)
+    assert snapshot(campaign, repo) == []  # a run under way here, completed there: not committed over it
+    out = io.StringIO()
+    assert work_lane(campaign, 1, commit_to=repo, stream=out) == 0
+    assert f"{bn.run_id}: completed on another machine, committed in repo: taken from there" in out.getvalue()
+    assert f"train {bn.run_id}" not in out.getvalue() and f"train {nd.run_id}" in out.getvalue()
+    assert _records(tmp_path)[bn.run_id] == theirs
+    (kept,) = (tmp_path / "runs" / "attempts").glob(f"{bn.run_id}.*.json")
+    assert json.loads(kept.read_text()) == ours
+    assert git("log", "-1", "--format=%s").startswith(f"Run record: {nd.run_id}: completed")
+
+
+def test_a_record_completed_twice_keeps_the_first_committed_and_commits_the_second_in_attempts(tmp_path):
+    """The other machine committed its completed record while this lane was training the same run."""
+    from ndlib.campaign import _commit_finished
+
+    repo, git = _git_repo(tmp_path)
+    campaign = load_campaign(_write(tmp_path, PAIR.replace('["bn", "nd"]', '["bn"]')), **_placement(tmp_path))
+    (bn,) = campaign.runs
+    assert work_lane(campaign, 1, stream=io.StringIO()) == 0  # trained here, not yet committed
+    ours = _records(tmp_path)[bn.run_id]
+    theirs = _finished_elsewhere(bn)
+    _commit_in(repo, git, theirs)
+    line = _commit_finished(campaign, bn, ours, 1, repo)
+    assert line.startswith(f"repo already had a completed record of {bn.run_id} (another machine's)")
+    assert json.loads(git("show", f"HEAD:results/runs/{bn.run_id}.json")) == theirs
+    (committed,) = git("show", "--name-only", "--format=").split()
+    assert committed.startswith(f"results/runs/attempts/{bn.run_id}.")
+    assert json.loads(git("show", f"HEAD:{committed}")) == ours
+    assert _records(tmp_path)[bn.run_id] == theirs  # this machine's runs folder agrees with the repository
 
 
 def test_commit_waits_out_a_git_lock_held_for_a_moment(tmp_path):
