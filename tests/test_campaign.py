@@ -139,7 +139,8 @@ def test_a_lane_leaves_bf16_runs_to_a_machine_with_native_bf16(tmp_path, monkeyp
     monkeypatch.setattr(campaign_module, "cpu_has_native_bf16", lambda: False)
     assert [campaign_module.needs_native_bf16(c) for c in campaign.runs] == [True, True, False, False]
     assert next_run(campaign).run_id == campaign.runs[2].run_id  # the first float32 run: vgg16 bn
-    monkeypatch.setattr(campaign_module, "next_run", lambda campaign, skip, untouched_only=False: None)  # the float32 runs are done
+    # the float32 runs are done
+    monkeypatch.setattr(campaign_module, "next_run", lambda campaign, skip, untouched_only=False: None)
     out = io.StringIO()
     assert work_lane(campaign, 1, stream=out) == 0
     assert "nothing left to train here: 2 bf16 runs wait for a machine with native bf16" in out.getvalue()
