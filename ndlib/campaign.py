@@ -397,8 +397,7 @@ def _commit_finished(campaign: Campaign, config: TrainConfig, record: dict, lane
     if theirs.get("status") != "completed" or theirs.get("started_at") == record.get("started_at"):
         target = commit_record(path, repo, _commit_message(campaign, record, lane))
         return f"committed {target.name} in {Path(repo).resolve().name}"
-    stamp = archive_record(record, config.runs_dir)
-    kept = attempts_dir(config.runs_dir) / f"{config.run_id}.{stamp}.json"
+    kept = archive_record(record, config.runs_dir)
     write_json_atomic(path, theirs)
     commit_record(kept, repo, _commit_message(campaign, record, lane)
                   + f"; {Path(repo).resolve().name} already had a completed record of this run (another machine's): "

@@ -260,8 +260,8 @@ def attempts_dir(root: str | Path | None = None) -> Path:
     return Path(root if root is not None else runs_dir()) / "attempts"
 
 
-def archive_record(record: dict, root: str | Path | None = None) -> str:
-    """Keep ``record`` as ``<root>/attempts/<run_id>.<its started_at>.json`` and return that stamp.
+def archive_record(record: dict, root: str | Path | None = None) -> Path:
+    """Keep ``record`` as ``<root>/attempts/<run_id>.<its started_at>.json`` and return that file.
     Once: an archive with the same content already there counts; another archived record is never
     overwritten (a ``-2``, ``-3``... suffix)."""
     stamp = str(record.get("started_at", "unknown")).replace(":", "").replace("-", "").replace("+0000", "Z")
@@ -272,7 +272,7 @@ def archive_record(record: dict, root: str | Path | None = None) -> str:
         archive = archive.with_name(f"{record['run_id']}.{stamp}-{count}.json")
     if not archive.exists():
         write_json_atomic(archive, record)
-    return stamp
+    return archive
 
 
 def keep_unfinished_record(path: str | Path) -> None:

@@ -400,7 +400,7 @@ def _promote(config: TrainConfig, rerun_file: Path, canonical: Path, record: dic
     if canonical.is_file():
         old = read_record(canonical)
         if not (rerun_file.is_file() and read_record(rerun_file) == old):  # not already the promoted record
-            stamp = archive_record(old, canonical.parent)
+            stamp = archive_record(old, canonical.parent).stem.removeprefix(f"{old['run_id']}.")
             weights = checkpoint_file(config)
             if weights.is_file() and checkpoint_file(config, rerun=True).is_file():
                 os.replace(weights, weights.with_name(f"last.{stamp}.pt"))
