@@ -304,6 +304,18 @@ class _StepCounter:
     def is_frozen(self, step: int | None = None) -> bool:  # overridden by FastDeconv (Delinear never freezes)
         return False
 
+    def _schedule_repr(self) -> str:
+        """The ``extra_repr`` part both layers share: the refresh schedule and the covariance
+        backward, printed only where they differ from the paper's defaults."""
+        s = ""
+        if self.refresh_every != 1:
+            s += f", refresh_every={self.refresh_every}, refresh_stats={self.refresh_stats!r}"
+            if self.refresh_warmup:
+                s += f", refresh_warmup={self.refresh_warmup}"
+        if self.covariance_grad != "statistics":
+            s += f", covariance_grad={self.covariance_grad!r}"
+        return s
+
     def _advance_step(self) -> None:
         """``num_batches_tracked += 1``, keeping the cache of :meth:`training_step` valid."""
         cache = self.__dict__.get("_step_cache")
@@ -719,13 +731,7 @@ class FastDeconv(_StepCounter, nn.Conv2d):
             s += f", grouping={self.grouping}"
         if self.freeze:
             s += f", freeze=True, freeze_iter={self.freeze_iter}"
-        if self.refresh_every != 1:
-            s += f", refresh_every={self.refresh_every}, refresh_stats={self.refresh_stats!r}"
-            if self.refresh_warmup:
-                s += f", refresh_warmup={self.refresh_warmup}"
-        if self.covariance_grad != "statistics":
-            s += f", covariance_grad={self.covariance_grad!r}"
-        return s
+        return s + self._schedule_repr()
 
 
 # --------------------------------------------------------------------------------------
@@ -828,13 +834,7 @@ class Delinear(_StepCounter, nn.Linear):
     def extra_repr(self) -> str:
         s = super().extra_repr()
         s += f", block={self.block}, eps={self.eps}, n_iter={self.n_iter}, momentum={self.momentum}"
-        if self.refresh_every != 1:
-            s += f", refresh_every={self.refresh_every}, refresh_stats={self.refresh_stats!r}"
-            if self.refresh_warmup:
-                s += f", refresh_warmup={self.refresh_warmup}"
-        if self.covariance_grad != "statistics":
-            s += f", covariance_grad={self.covariance_grad!r}"
-        return s
+        return s + self._schedule_repr()
 
 
 # --------------------------------------------------------------------------------------

@@ -544,6 +544,14 @@ def test_extra_repr_names_the_options():
     assert "block=512" in repr(Delinear(512, 10))
 
 
+@pytest.mark.parametrize("build", [lambda **kw: FastDeconv(8, 4, 3, **kw), lambda **kw: Delinear(8, 4, **kw)])
+def test_extra_repr_names_a_schedule_only_where_it_differs_from_the_paper(build):
+    assert "refresh" not in repr(build()) and "covariance_grad" not in repr(build())
+    text = repr(build(refresh_every=4, refresh_warmup=2, covariance_grad="input"))
+    for needle in ("refresh_every=4", "refresh_stats='running'", "refresh_warmup=2", "covariance_grad='input'"):
+        assert needle in text
+
+
 # --------------------------------------------------------------------------------------
 # 7. Periodic refresh (refresh_every, opt-in)
 # --------------------------------------------------------------------------------------
