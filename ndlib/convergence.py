@@ -27,8 +27,8 @@ from ndlib.report import paper_settings_only, split_synthetic
 __all__ = ["TRAINING_INFERRED", "reproduction_label", "Execution", "campaign_curves", "curves_in_other_executions",
            "cell_executions", "execution_words", "execution_text",
            "cell_progress", "gains_so_far",
-           "same_machine_pairs", "equal_time", "equal_time_sentences", "progress_sentences", "bf16_speedups",
-           "precision_verdict"]
+           "same_machine_pairs", "equal_time", "equal_time_sentences", "unpaired_sentences", "progress_sentences",
+           "bf16_speedups", "precision_verdict"]
 
 _DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
@@ -296,15 +296,18 @@ def equal_time(curves: pd.DataFrame, pairs: pd.DataFrame, epochs: int = 20) -> p
     return pd.DataFrame(rows, columns=columns)
 
 
+def _threads_words(num_threads) -> str:
+    """``", 1 thread"`` / ``", 2 threads"``, or nothing where the record does not say."""
+    return "" if pd.isna(num_threads) else f", {int(num_threads)} thread{'s' if num_threads != 1 else ''}"
+
+
 def equal_time_sentences(table: pd.DataFrame, epochs: int = 20) -> list[str]:
     """One sentence per row of :func:`equal_time`: the accuracies at equal training time, and when
     ND reached BN's final accuracy."""
     lines = []
     for row in table.itertuples():
         cell = f"{row.paper_name} ({_DATASET_TITLES.get(row.dataset, row.dataset)})"
-        threads = ("" if pd.isna(row.num_threads)
-                   else f", {int(row.num_threads)} thread{'s' if row.num_threads != 1 else ''}")
-        where = f"one machine, {row.machine_type or 'unnamed'}{threads}"
+        where = f"one machine, {row.machine_type or 'unnamed'}{_threads_words(row.num_threads)}"
 
         def side(name: str, epoch: int, test: float) -> str:
             return f"{name} {test:.2f} % (epoch {epoch})" if epoch else f"{name} had not finished an epoch"
@@ -325,6 +328,31 @@ def equal_time_sentences(table: pd.DataFrame, epochs: int = 20) -> list[str]:
         if row.in_progress:
             text += " A side is still training: a snapshot, not a result."
         lines.append(text)
+    return lines
+
+
+def unpaired_sentences(curves: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
+    """One sentence per cell whose BN and ND runs (seed 0) both have an epoch but trained on
+    different machine instances or thread counts (:func:`same_machine_pairs`), naming where each
+    side trained: their seconds do not compare, so the cell has no equal-time line or panel."""
+    if curves.empty or pairs.empty:
+        return []
+    seed0 = curves[curves["seed"] == 0].drop_duplicates("run_id")
+    both = pairs[~pairs["comparable"].astype(bool) & (pairs["reason"] != "one side not run yet")]
+    lines = []
+    for pair in both.itertuples():
+        cell = seed0[(seed0["dataset"] == pair.dataset) & (seed0["arch"] == pair.arch)]
+        where = {}
+        for row in cell.itertuples():
+            where[row.norm] = f"{row.machine_type or 'an unnamed machine'}{_threads_words(row.num_threads)}"
+        if {"bn", "nd"} - set(where):
+            continue
+        same_type = where["bn"] == where["nd"]
+        lines.append(
+            f"{pair.paper_name} ({_DATASET_TITLES.get(pair.dataset, pair.dataset)}): no comparison at equal time. "
+            + (f"BN and ND both trained on {where['bn']}, but on different machine instances"
+               if same_type else f"BN trained on {where['bn']}, ND on {where['nd']}")
+            + ", so their training seconds do not compare.")
     return lines
 
 

@@ -106,6 +106,21 @@ def test_time_is_compared_only_on_one_machine():
     assert not pairs.loc["cifar100", "comparable"] and "different machines" in pairs.loc["cifar100", "reason"]
 
 
+def test_a_pair_on_two_machines_is_named_with_where_each_side_trained():
+    runs, histories = _frames()
+    curves = convergence.campaign_curves(runs, histories)
+    [line] = convergence.unpaired_sentences(curves, convergence.same_machine_pairs(curves))
+    assert line == ("VGG-16 (CIFAR-100): no comparison at equal time. BN and ND both trained on cpu, 1 thread, "
+                    "but on different machine instances, so their training seconds do not compare.")
+    runs.loc[runs["run_id"] == "t1-cifar100-vgg16-nd-e20-s0", "machine_type"] = "AMD EPYC"
+    curves = convergence.campaign_curves(runs, histories)
+    [line] = convergence.unpaired_sentences(curves, convergence.same_machine_pairs(curves))
+    assert "BN trained on cpu, 1 thread, ND on AMD EPYC, 1 thread, so" in line
+    # a cell with one side only, and a comparable pair, get no such line
+    alone = curves[~((curves["dataset"] == "cifar100") & (curves["norm"] == "nd"))]
+    assert convergence.unpaired_sentences(alone, convergence.same_machine_pairs(alone)) == []
+
+
 def test_equal_time_compares_both_sides_after_the_same_training_seconds():
     curves = convergence.campaign_curves(*_frames())
     table = convergence.equal_time(curves, convergence.same_machine_pairs(curves))
