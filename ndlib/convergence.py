@@ -84,7 +84,9 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
     ``elapsed_s``, the training seconds up to the end of that epoch (evaluation excluded), and
     the run's ``amp``, ``channels_last`` and (ND runs) ``covariance_grad``.  ``in_progress`` marks
     runs whose record is not finished (``running``, ``interrupted``): their last epoch is where
-    training stood when the record was committed, not a result."""
+    training stood when the record was committed, not a result.  Rows come in the paper's
+    order (CIFAR-10, then CIFAR-100; the architectures as its Table 1 lists them), which the
+    figures' panels follow."""
     if runs.empty or histories.empty:
         return pd.DataFrame(columns=_CURVE_COLUMNS)
     every = pd.concat([paper_settings_only(runs, *e).assign(amp=e.amp, channels_last=e.channels_last,
@@ -107,7 +109,12 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
                        paper_name=real["arch"].map(_paper_names()))
     keep = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
             "machine_id", "machine_type", "num_threads", "amp", "channels_last", "covariance_grad"]
-    data = histories.merge(real[keep], on="run_id").sort_values(["run_id", "epoch"])
+    # the paper's order: CIFAR-10 before CIFAR-100, the architectures as its Table 1 lists them
+    arch_rank = {arch: rank for rank, arch in enumerate(_paper_names().index)}
+    data = (histories.merge(real[keep], on="run_id")
+            .assign(_dataset_rank=lambda d: d["dataset"].map({"cifar10": 0, "cifar100": 1}).fillna(2),
+                    _arch_rank=lambda d: d["arch"].map(arch_rank))
+            .sort_values(["_dataset_rank", "_arch_rank", "norm", "seed", "run_id", "epoch"]))
     data["elapsed_s"] = data.groupby("run_id")["train_time_s"].cumsum()
     for name in ("epoch", "seed", "epochs"):
         data[name] = data[name].astype(int)

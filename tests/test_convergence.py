@@ -100,6 +100,23 @@ def test_gains_compare_at_the_last_epoch_both_sides_finished():
     assert expected in partial[2]
 
 
+def test_curves_come_in_the_papers_order_which_the_panels_follow():
+    runs = pd.DataFrame([_run("t1-cifar100-vgg16-bn-e20-s0", dataset="cifar100"),
+                         _run("t1-cifar10-efficientnetb0-bn-e20-s0", arch="efficientnetb0"),
+                         _run("t1-cifar10-vgg16-nd-e20-s0", norm="nd"), _run("t1-cifar10-vgg16-bn-e20-s0")],
+                        columns=report.RUN_COLUMNS)
+    histories = pd.DataFrame([row for run_id in runs["run_id"] for row in _history(run_id, [10.0, 20.0])])
+    curves = convergence.campaign_curves(runs, histories)
+    assert list(dict.fromkeys(curves["run_id"])) == [  # alphabetical run ids would put EfficientNet first
+        "t1-cifar10-vgg16-bn-e20-s0", "t1-cifar10-vgg16-nd-e20-s0", "t1-cifar10-efficientnetb0-bn-e20-s0",
+        "t1-cifar100-vgg16-bn-e20-s0"]
+    assert list(curves["elapsed_s"].iloc[:2]) == [100.0, 200.0]
+    fig = plots.convergence_figure(curves, pd.DataFrame(columns=["dataset", "arch", "norm", "paper_test"]),
+                                   report.DATASET_TITLES)
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_visible()] == [
+        "VGG-16, CIFAR-10", "EfficientNet, CIFAR-10", "VGG-16, CIFAR-100"]
+
+
 def test_time_is_compared_only_on_one_machine():
     pairs = convergence.same_machine_pairs(convergence.campaign_curves(*_frames())).set_index("dataset")
     assert pairs.loc["cifar10", "comparable"] and pairs.loc["cifar10", "machine_id"] == "m1"
