@@ -110,9 +110,10 @@ def campaign_curves(runs: pd.DataFrame, histories: pd.DataFrame, epochs: int = 2
     keep = ["run_id", "dataset", "arch", "paper_name", "norm", "seed", "epochs", "status", "in_progress",
             "machine_id", "machine_type", "num_threads", "amp", "channels_last", "covariance_grad"]
     # the paper's order: CIFAR-10 before CIFAR-100, the architectures as its Table 1 lists them
+    dataset_rank = {name: rank for rank, name in enumerate(_DATASET_TITLES)}
     arch_rank = {arch: rank for rank, arch in enumerate(_paper_names().index)}
     data = (histories.merge(real[keep], on="run_id")
-            .assign(_dataset_rank=lambda d: d["dataset"].map({"cifar10": 0, "cifar100": 1}).fillna(2),
+            .assign(_dataset_rank=lambda d: d["dataset"].map(dataset_rank).fillna(len(dataset_rank)),
                     _arch_rank=lambda d: d["arch"].map(arch_rank))
             .sort_values(["_dataset_rank", "_arch_rank", "norm", "seed", "run_id", "epoch"]))
     data["elapsed_s"] = data.groupby("run_id")["train_time_s"].cumsum()
@@ -345,14 +346,13 @@ def unpaired_sentences(curves: pd.DataFrame, pairs: pd.DataFrame) -> list[str]:
     if curves.empty or pairs.empty:
         return []
     seed0 = curves[curves["seed"] == 0].drop_duplicates("run_id")
-    both = pairs[~pairs["comparable"].astype(bool) & (pairs["reason"] != "one side not run yet")]
     lines = []
-    for pair in both.itertuples():
+    for pair in pairs[~pairs["comparable"].astype(bool)].itertuples():
         cell = seed0[(seed0["dataset"] == pair.dataset) & (seed0["arch"] == pair.arch)]
         where = {}
         for row in cell.itertuples():
             where[row.norm] = f"{row.machine_type or 'an unnamed machine'}{_threads_words(row.num_threads)}"
-        if {"bn", "nd"} - set(where):
+        if {"bn", "nd"} - set(where):  # one side not run yet: nothing to compare
             continue
         same_type = where["bn"] == where["nd"]
         lines.append(
